@@ -1,0 +1,1 @@
+"""edgeship.fleet: inventory, transports (local, ssh, mqtt), device agent, rollouts."""

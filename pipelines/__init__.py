@@ -1,0 +1,1 @@
+"""edgeship.pipelines: manifest loading, JSON Schemas, the stage runner, build cache."""

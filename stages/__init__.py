@@ -1,0 +1,1 @@
+"""edgeship.stages: one module per build stage, registered by name."""

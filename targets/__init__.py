@@ -1,0 +1,1 @@
+"""edgeship.targets: chip profiles (YAML, one per chip), loader, cost model."""

@@ -1,0 +1,1 @@
+"""Helpers that start real servers (sshd, mosquitto) for integration tests."""

@@ -1,0 +1,17 @@
+"""Missing components: a skip on a developer's machine, a failure in CI (CI=true)."""
+
+import os
+import shutil
+
+import pytest
+
+
+def require_binary(name: str, *candidates: str) -> str:
+    for cand in (name, *candidates):
+        path = shutil.which(cand)
+        if path:
+            return path
+    message = f"{name} is not installed (apt-get install the package that provides it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
