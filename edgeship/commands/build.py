@@ -1,0 +1,256 @@
+"""`edgeship build`, `edgeship cache ls|prune`, `edgeship keys generate`, `edgeship verify`.
+
+build: load every manifest first (all manifest errors at once, exit 2), make sure a signing key
+exists, then build each Pipeline (in parallel processes with -j N), print a summary table per build,
+copy each artifact to OUT/<name>/ and OUT/<name>.tar and print its digest. Exit 0 when every build
+succeeded, 1 when a stage failed or a budget was exceeded (with the table of what and by how much).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+from edgeship.errors import ArtifactError, BudgetExceeded, EdgeshipError, ManifestError, UsageError
+
+
+# --- build ------------------------------------------------------------------------------------------
+
+def _load_pipelines(paths: list[str]):
+    from edgeship.pipelines.manifest import load_documents
+
+    docs, diagnostics = [], []
+    for path in paths:
+        if not Path(path).exists():
+            raise UsageError(f"{path}: no such file")
+        try:
+            docs.extend(load_documents(path, kinds=["Pipeline"]))
+        except ManifestError as err:
+            diagnostics.extend(err.diagnostics)
+    if diagnostics:
+        raise ManifestError(diagnostics)
+    names = [d.name for d in docs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"two pipelines are named {dupes[0]!r}: their outputs would overwrite each other")
+    return docs
+
+
+def _budget_table(rows) -> str:
+    table = [("metric", "budget", "measured", "by")] + [(r["metric"], r["budget"], r["measured"], r["by"]) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(4)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _outcome(result) -> dict:
+    """A picklable summary of a BuildResult (typed errors do not survive pickling with their fields)."""
+    from edgeship.pipelines.runner import summary_table
+
+    err = result.error
+    return {
+        "name": result.name,
+        "ok": result.ok,
+        "seconds": result.seconds,
+        "summary": summary_table(result),
+        "artifact": result.artifact,
+        "error": str(err) if err else None,
+        "exit_code": getattr(err, "exit_code", 1) if err else 0,
+        "budget_rows": [asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in err.rows]
+        if isinstance(err, BudgetExceeded) else [],
+        "diagnostics": [str(d) for d in err.diagnostics] if isinstance(err, ManifestError) else [],
+    }
+
+
+def _build_one(source: str, index: int, target: str | None, use_cache: bool, prefix: bool, quiet: bool) -> dict:
+    """Build one document (runs in a worker process with -j N)."""
+    from edgeship.pipelines.manifest import load_documents
+    from edgeship.pipelines.runner import Progress, build
+
+    docs = [d for d in load_documents(source, kinds=["Pipeline"]) if d.index == index]
+    doc = docs[0]
+    progress = Progress(prefix=f"{doc.name}: " if prefix else "", quiet=quiet)
+    return _outcome(build(doc, target=target, progress=progress, use_cache=use_cache))
+
+
+def export_artifact(artifact: dict, out_dir: Path, name: str) -> tuple[Path, Path]:
+    """Copy a stored artifact to OUT/<name>/ and OUT/<name>.tar (replacing an older build of the same name)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folder, tar = out_dir / name, out_dir / f"{name}.tar"
+    tmp = out_dir / f".{name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(artifact["dir"], tmp)
+    old = out_dir / f".{name}.{os.getpid()}.old"
+    if folder.exists():
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.copyfile(artifact["tar"], out_dir / f".{name}.tar.part")
+    os.replace(out_dir / f".{name}.tar.part", tar)
+    return folder, tar
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgeship.stages.package import ensure_signing_key
+
+    if args.jobs < 1:
+        raise UsageError("-j must be at least 1")
+    docs = _load_pipelines(args.pipelines)
+    if not docs:
+        raise UsageError("no Pipeline documents in the given files")
+    for doc in docs:
+        for warning in getattr(doc, "warnings", []) or []:
+            print(warning, file=sys.stderr)
+    ensure_signing_key()  # once, before any worker: parallel builds must not race to create it
+    jobs = [(str(d.source), d.index, args.target, not args.no_cache, len(docs) > 1, args.quiet) for d in docs]
+    t0 = time.perf_counter()
+    if args.jobs > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            outcomes = list(pool.map(_build_one, *zip(*jobs)))
+    else:
+        outcomes = [_build_one(*job) for job in jobs]
+    out_dir = Path(args.output)
+    code = 0
+    for outcome in outcomes:
+        if not args.quiet:
+            if len(outcomes) > 1:
+                print(f"\n{outcome['name']}:")
+            print(outcome["summary"])
+        if outcome["ok"]:
+            folder, tar = export_artifact(outcome["artifact"], out_dir, outcome["name"])
+            print(f"built {outcome['name']}: {outcome['artifact']['digest']}  -> {folder}/ and {tar}")
+            continue
+        code = max(code, outcome["exit_code"])
+        if outcome["budget_rows"]:
+            print(f"{outcome['name']}: budget exceeded:", file=sys.stderr)
+            print(_budget_table(outcome["budget_rows"]), file=sys.stderr)
+        for line in outcome["diagnostics"]:
+            print(line, file=sys.stderr)
+        if not outcome["diagnostics"]:
+            print(f"edgeship: error: {outcome['name']}: {outcome['error']}", file=sys.stderr)
+    if len(outcomes) > 1 and not args.quiet:
+        ok = sum(1 for o in outcomes if o["ok"])
+        print(f"\n{ok}/{len(outcomes)} pipelines built in {time.perf_counter() - t0:.2f} s")
+    return code
+
+
+# --- cache ------------------------------------------------------------------------------------------
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_cache_ls(args: argparse.Namespace) -> int:
+    from edgeship.pipelines.cache import StageCache
+
+    entries = StageCache().entries()
+    if not entries:
+        print("the build cache is empty")
+        return 0
+    rows = [("key", "stage", "size", "last used")]
+    for e in entries:
+        rows.append((e.key[:16], e.stage, _size(e.size), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.created))))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"{len(entries)} entries, {_size(sum(e.size for e in entries))}")
+    return 0
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    from edgeship.pipelines.cache import StageCache
+
+    if args.older_than is not None and args.older_than < 0:
+        raise UsageError("--older-than must be >= 0 days")
+    older = args.older_than * 86400 if args.older_than is not None else None
+    max_bytes = int(args.max_size * 1024 * 1024) if args.max_size is not None else None
+    count, freed = StageCache().prune(older_than_s=older, max_bytes=max_bytes)
+    print(f"removed {count} cache entries, freed {_size(freed)}")
+    return 0
+
+
+# --- keys and verify --------------------------------------------------------------------------------
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from edgeship import artifact as art
+    from edgeship.paths import default_signing_key
+
+    private = Path(args.out) if args.out else default_signing_key()
+    priv, pub = art.generate_keypair(private)
+    kid = art.key_id(art.load_public_key(pub))
+    print(f"private key: {priv} (keep it secret)\npublic key:  {pub} (give it to devices: Fleet trust.public_keys)\nkey id:      {kid}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edgeship import artifact as art
+    from edgeship.paths import default_signing_key
+
+    target = Path(args.bundle)
+    if not target.exists():
+        raise UsageError(f"{target}: no such file or folder")
+    keys = [Path(k) for k in args.key] if args.key else []
+    if not keys:
+        default_pub = default_signing_key().with_suffix(".pub")
+        if not default_pub.is_file():
+            raise ArtifactError("no public key to verify against: pass --key PUB", "untrusted-key")
+        keys = [default_pub]
+    for k in keys:
+        if not k.is_file():
+            raise UsageError(f"{k}: no such public key file")
+    if target.is_dir():
+        digest = art.verify_dir(target, keys)
+    else:
+        digest = art.verify_bundle(target, keys)
+    print(f"OK {digest} ({target}): every file matches SHA256SUMS, signature valid")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("build", help="build Pipeline manifests into signed, validated artifacts",
+                              description="Run the build stages (import, normalize, optimize, quantize, legalize, "
+                                          "estimate, validate, package) with a content-addressed cache.")
+    p.add_argument("pipelines", nargs="+", metavar="PIPELINE.yaml")
+    p.add_argument("-o", "--output", default="out", metavar="DIR",
+                   help="where artifacts are copied: DIR/<name>/ and DIR/<name>.tar (default: ./out)")
+    p.add_argument("--target", metavar="NAME", help="build for this target instead of the manifest's")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="build N pipelines in parallel (processes)")
+    p.add_argument("--no-cache", action="store_true", help="run every stage (results still refresh the cache)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary table")
+    p.set_defaults(func=cmd_build)
+
+    cache = subparsers.add_parser("cache", help="the build cache: ls, prune")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    ls = cache_sub.add_parser("ls", help="list cache entries (stage, size, last used)")
+    ls.set_defaults(func=cmd_cache_ls)
+    prune = cache_sub.add_parser("prune", help="remove cache entries (all, unless limited)")
+    prune.add_argument("--older-than", type=float, metavar="DAYS", help="only entries not used for DAYS days")
+    prune.add_argument("--max-size", type=float, metavar="MB", help="keep the most recently used entries up to MB")
+    prune.set_defaults(func=cmd_cache_prune)
+
+    keys = subparsers.add_parser("keys", help="signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    gen = keys_sub.add_parser("generate", help="create an ed25519 signing key pair (never overwrites)")
+    gen.add_argument("--out", metavar="PATH", help="private key path (default: the state dir's signing.key; "
+                                                   "EDGESHIP_SIGNING_KEY overrides); the public key is PATH with .pub")
+    gen.set_defaults(func=cmd_keys_generate)
+
+    v = subparsers.add_parser("verify", help="check an artifact folder or .tar: checksums and signature (exit 1 if not)")
+    v.add_argument("bundle", metavar="BUNDLE_OR_DIR")
+    v.add_argument("--key", action="append", metavar="PUB", help="trusted public key (repeatable; default: the state dir's signing.pub)")
+    v.set_defaults(func=cmd_verify)

@@ -1,0 +1,210 @@
+"""`edgeship calibrate TARGET` and `edgeship compare PIPELINE.yaml --targets a,b,c`.
+
+calibrate: measure the cost model against onnxruntime on this machine and store the fitted factors
+as a local profile override. compare: build one pipeline for several targets (stages up to
+`estimate`) and print which chip the model fits - the answer to "where should this model go".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edgeship.errors import EdgeshipError, LegalizeError, UsageError
+
+
+def register(subparsers) -> None:
+    cal = subparsers.add_parser(
+        "calibrate", help="fit the cost model's efficiency factors on this machine (host-cpu)",
+        description="Profile a set of models with onnxruntime on this machine, fit the cost model's per-op "
+                    "efficiency, bandwidth efficiency and per-node overhead, print estimate vs measurement, and "
+                    "write the factors to state_dir()/targets/<target>.yaml (merged on top of the profile).")
+    cal.add_argument("target", nargs="?", default="host-cpu", help="a measurable target (default: host-cpu)")
+    cal.add_argument("--quick", action="store_true", help="only the small built-in models (seconds, less accurate)")
+    cal.add_argument("--models", default="", help="comma-separated light_* model names to use "
+                     "(e.g. squeezenet,resnet50; default: all but vgg19)")
+    cal.add_argument("--add", action="append", default=[], metavar="MODEL.onnx", help="also measure this ONNX model")
+    cal.add_argument("--runs", type=int, default=5, help="timed runs per model (default 5)")
+    cal.add_argument("--warmup", type=int, default=2, help="warm-up runs per model (default 2)")
+    cal.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1: stable on a machine shared with other work; 0 = onnxruntime's default)")
+    cal.add_argument("--dry-run", action="store_true", help="fit and print, do not write the override")
+    cal.add_argument("--json", action="store_true", help="machine-readable output")
+    cal.set_defaults(func=run_calibrate)
+
+    cmp_ = subparsers.add_parser(
+        "compare", help="build a pipeline for several targets and compare fit, latency and memory",
+        description="Build PIPELINE.yaml for each target (stages up to estimate) and print one table: "
+                    "target, ops on the accelerator, partitions, estimated latency, peak memory, meets budget.")
+    cmp_.add_argument("pipeline", help="a Pipeline manifest")
+    cmp_.add_argument("--targets", required=True, help="comma-separated target names, or 'all'")
+    cmp_.add_argument("--no-cache", action="store_true", help="do not reuse cached stage results")
+    cmp_.add_argument("--json", action="store_true", help="machine-readable output")
+    cmp_.set_defaults(func=run_compare)
+
+
+# -- calibrate -------------------------------------------------------------------------------------------
+def _table(rows: list[tuple], align_right: set[int] | None = None) -> str:
+    align_right = align_right or set()
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for k, row in enumerate(rows):
+        cells = [str(c).rjust(w) if i in align_right and k else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        out.append("  ".join(cells).rstrip())
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _calibration_set(args):
+    import onnx
+
+    from edgeship.targets import calibration_models as cm
+
+    models = cm.builtin_models()
+    if not args.quick:
+        names = [n.strip().removeprefix("light_") for n in args.models.split(",") if n.strip()] or None
+        if names:
+            known = {p.stem.removeprefix("light_") for p in cm.light_dir().glob("light_*.onnx")}
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise UsageError(f"--models: unknown light model(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
+        models += cm.light_models(names)
+    for extra in args.add:
+        path = Path(extra)
+        if not path.is_file():
+            raise UsageError(f"--add {extra}: no such file")
+        try:
+            model = onnx.load(str(path))
+        except Exception as err:
+            raise UsageError(f"--add {extra}: not an ONNX model ({type(err).__name__})") from None
+        inits = {i.name for i in model.graph.initializer}
+        shapes = {i.name: [d.dim_value or 1 for d in i.type.tensor_type.shape.dim] for i in model.graph.input if i.name not in inits}
+        models.append(cm.CalibrationModel(path.stem, model, shapes))
+    return models
+
+
+def run_calibrate(args) -> int:
+    from edgeship.targets import load_target
+    from edgeship.targets import calibrate as cal
+
+    profile = load_target(args.target)
+    if not profile.data.get("measurable"):
+        raise UsageError(f"target {args.target!r} is not measurable on this machine: only measurable targets "
+                         f"(host-cpu) can be calibrated; other targets use their datasheet figures")
+    if args.runs < 1 or args.warmup < 0:
+        raise UsageError("--runs must be >= 1 and --warmup >= 0")
+    models = _calibration_set(args)
+    measurements = []
+    for m in models:
+        if not args.json:
+            print(f"measuring {m.name} ...", file=sys.stderr, flush=True)
+        measurements.append(cal.measure(m, runs=args.runs, warmup=args.warmup, threads=args.threads or None))
+    before = cal.compare_rows(measurements, profile)
+    factors = cal.fit(measurements, profile)
+    after = cal.compare_rows(measurements, cal.with_cost_model(profile, factors))
+    path = None
+    if not args.dry_run:
+        path = cal.write_override(args.target, factors, after, args.threads or None)
+        detail = path.with_suffix(".calibration.json")
+        detail.write_text(json.dumps({"before": before, "after": after, "factors": factors}, indent=2))
+    if args.json:
+        print(json.dumps({"factors": factors, "before": before, "after": after, "summary": cal.summary(after),
+                          "override": str(path) if path else None}, indent=2))
+        return 0
+    rows = [("model", "measured ms", "estimate before", "error before", "estimate after", "error after")]
+    for b, a in zip(before, after):
+        rows.append((a["model"], f"{a['measured_ms']:.3f}", f"{b['estimated_ms']:.3f}", f"{b['error_pct']:+.1f}%",
+                     f"{a['estimated_ms']:.3f}", f"{a['error_pct']:+.1f}%"))
+    print(_table(rows, {1, 2, 3, 4, 5}))
+    sb, sa = cal.summary(before), cal.summary(after)
+    print(f"\nmedian |error|: {sb['median_abs_error_pct']}% before, {sa['median_abs_error_pct']}% after calibration; "
+          f"worst ratio {sa['max_ratio']}x after (in-sample: the same models were used for the fit)")
+    eff = ", ".join(f"{k} {v}" for k, v in factors["efficiency"].items())
+    print(f"efficiency: {eff}; bandwidth_efficiency {factors['bandwidth_efficiency']}; "
+          f"per_node_overhead_us {factors['per_node_overhead_us']}")
+    if path:
+        print(f"wrote {path}")
+    return 0
+
+
+# -- compare ---------------------------------------------------------------------------------------------
+def _stages_until_estimate(spec: dict) -> list[str]:
+    from edgeship.stages import registry
+
+    names = list(spec.get("stages") or registry.DEFAULT_ORDER)
+    names = [n for n in names if n not in ("validate", "package")]
+    for needed in ("legalize", "estimate"):
+        if needed not in names:
+            names.append(needed)
+    order = {n: i for i, n in enumerate(registry.DEFAULT_ORDER)}
+    return sorted(names, key=lambda n: order.get(n, len(order)))
+
+
+def compare_targets(pipeline: str, targets: list[str], use_cache: bool = True) -> list[dict]:
+    """Build `pipeline` for each target up to `estimate`; one summary row per target."""
+    from edgeship.pipelines.manifest import load_documents
+    from edgeship.pipelines.runner import Progress, build
+    from edgeship.targets import load_target
+
+    docs = load_documents(pipeline, kinds=["Pipeline"])
+    if len(docs) != 1:
+        raise UsageError(f"{pipeline}: expected one Pipeline document, found {len(docs)}")
+    doc = docs[0]
+    for name in targets:
+        load_target(name)  # unknown names fail before any build, with suggestions
+    stages = _stages_until_estimate(doc.data)
+    rows = []
+    for name in targets:
+        result = build(doc, target=name, progress=Progress(quiet=True), use_cache=use_cache, stages=stages)
+        leg = result.ctx.report.get("legalize") or {}
+        est = result.ctx.report.get("estimate") or {}
+        row = {"target": name, "accelerator_pct": leg.get("accelerator_pct"), "partitions": len(leg.get("partitions", [])),
+               "host_round_trips": leg.get("host_round_trips"), "latency_ms": est.get("latency_ms"),
+               "peak_memory_kb": est.get("peak_memory_kb"), "budget": est.get("budget", {}), "error": None}
+        if result.error is not None:
+            err = result.error
+            if isinstance(err, LegalizeError):
+                row["error"] = f"{len(leg.get('rejected', []))} node(s) rejected"
+            else:
+                row["error"] = str(err).splitlines()[0]
+        checks = row["budget"]
+        row["meets_budget"] = (row["error"] is None and all(c["ok"] for c in checks.values())) if (checks or row["error"]) else None
+        rows.append(row)
+    return rows
+
+
+def format_compare(rows: list[dict]) -> str:
+    table = [("target", "on accelerator", "partitions", "round trips", "est. latency ms", "peak memory KiB", "meets budget")]
+    for r in rows:
+        fits = {True: "yes", False: "no", None: "n/a (no budget)"}[r["meets_budget"]]
+        if r["error"]:
+            fits = f"no: {r['error']}"
+        failed = [k for k, c in r["budget"].items() if not c["ok"]]
+        if failed and not r["error"]:
+            fits = f"no ({', '.join(failed)})"
+        table.append((r["target"], f"{r['accelerator_pct']}%" if r["accelerator_pct"] is not None else "-",
+                      str(r["partitions"]), str(r["host_round_trips"] if r["host_round_trips"] is not None else "-"),
+                      f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "-",
+                      f"{r['peak_memory_kb']:.1f}" if r["peak_memory_kb"] is not None else "-", fits))
+    return _table(table, {1, 2, 3, 4, 5})
+
+
+def run_compare(args) -> int:
+    from edgeship.targets import target_names
+
+    if not Path(args.pipeline).is_file():
+        raise UsageError(f"{args.pipeline}: no such file")
+    names = target_names() if args.targets.strip() == "all" else [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not names:
+        raise UsageError("--targets: give at least one target name")
+    try:
+        rows = compare_targets(args.pipeline, names, use_cache=not args.no_cache)
+    except EdgeshipError:
+        raise
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_compare(rows))
+    return 0

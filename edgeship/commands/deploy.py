@@ -1,0 +1,111 @@
+"""`edgeship deploy ARTIFACT --fleet FLEET.yaml`: push and activate on selected devices, now.
+
+The direct path: no waves, no gates (that is `edgeship apply`). Prints one row per device and exits
+1 if any device failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from edgeship import artifact
+from edgeship.errors import UsageError
+
+
+def resolve_bundle(value: str) -> Path:
+    """A .tar bundle, an artifact folder (its sibling DIR.tar, else packed into the store), or
+    `sha256:<hex>` from the artifact store."""
+    from edgeship.paths import state_dir
+
+    store = state_dir() / "artifacts"
+    if value.startswith("sha256:"):
+        hexd = value.split(":", 1)[1]
+        for cand in (store / f"{hexd}.tar", *store.glob(f"{hexd}*.tar")):
+            if cand.is_file():
+                return cand
+        raise UsageError(f"{value}: not in the artifact store ({store})")
+    path = Path(value)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        sibling = path.with_name(path.name + ".tar")
+        if sibling.is_file() and artifact.bundle_digest(sibling) == artifact.bundle_digest(path):
+            return sibling
+        store.mkdir(parents=True, exist_ok=True)
+        hexd = artifact.bundle_digest(path).split(":", 1)[1]
+        target = store / f"{hexd}.tar"
+        return target if target.is_file() else artifact.pack(path, target)
+    raise UsageError(f"{value}: no such artifact (a .tar bundle, an artifact folder or sha256:<digest>)")
+
+
+def _table(outcomes) -> str:
+    rows = [("DEVICE", "TRANSPORT", "RESULT", "PUSHED", "SMOKE P95", "TIME", "DETAIL")]
+    for o in outcomes:
+        pushed = "-" if o.push is None else ("skipped" if o.push.skipped else f"{o.push.bytes_sent / 1e6:.2f} MB")
+        if o.push is not None and o.push.resumed_from:
+            pushed += f" (resumed at {o.push.resumed_from})"
+        p95 = o.figures.get("p95_ms")
+        detail = o.message if not o.ok else (o.message if o.message != "activated" else "")
+        rows.append((o.device_id, o.transport, "ok" if o.ok else f"FAILED:{o.reason or 'error'}", pushed,
+                     f"{p95:.3f} ms" if isinstance(p95, (int, float)) else "-", f"{o.seconds:.1f}s", detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
+
+
+def _deploy(args) -> int:
+    from edgeship.fleet.deploy import Progress, deploy
+    from edgeship.fleet.inventory import load_fleet, parse_selector
+    from edgeship.fleet.transports import close_transports
+
+    if args.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    fleet = load_fleet(args.fleet)
+    selector = parse_selector(args.select)
+    try:
+        devices = fleet.select(selector)
+    except ValueError as err:
+        raise UsageError(f"--select: {err}") from None
+    if not devices:
+        raise UsageError(f"no device of fleet {fleet.name} matches --select {' '.join(args.select or [])}")
+    bundle = resolve_bundle(args.artifact)
+    # Fail fast on this side: a tampered or unsigned bundle never leaves the manager.
+    digest = artifact.verify_bundle(bundle, fleet.trusted_keys, require_signature=bool(fleet.trusted_keys))
+    if args.timeout:
+        for kind in ("ssh",):
+            fleet.transports.setdefault(kind, {})["command_timeout_s"] = args.timeout
+    progress = Progress(len(devices), enabled=not args.no_progress)
+    try:
+        outcomes = deploy(fleet, devices, bundle, digest, parallel=args.parallel, progress=progress,
+                          activate=not args.push_only)
+    finally:
+        close_transports(fleet)
+    if args.json:
+        print(json.dumps([{"device_id": o.device_id, "transport": o.transport, "ok": o.ok, "stage": o.stage,
+                           "reason": o.reason, "message": o.message, "seconds": round(o.seconds, 3),
+                           "push": o.push.to_dict() if o.push else None, "figures": o.figures} for o in outcomes], indent=2))
+    else:
+        print(f"deploy {artifact.short(digest)} to {len(devices)} device(s) of fleet {fleet.name}")
+        print(_table(outcomes))
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        print(f"edgeship: error: {len(failed)} of {len(outcomes)} device(s) failed: "
+              + ", ".join(f"{o.device_id} ({o.reason})" for o in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("deploy", help="push and activate an artifact on fleet devices now (no waves)",
+                       description="Push an artifact to the selected devices and activate it; one row per device.")
+    p.add_argument("artifact", help="bundle .tar, artifact folder, or sha256:<digest> from the artifact store")
+    p.add_argument("--fleet", required=True, help="Fleet manifest (YAML)")
+    p.add_argument("--select", action="append", metavar="SELECTOR",
+                   help="label selector: key=value, key!=value, 'key in (a,b)', key (exists), !key; repeatable (ANDed)")
+    p.add_argument("--parallel", type=int, default=4, help="devices worked on at once (default 4)")
+    p.add_argument("--timeout", type=float, default=None, help="per-device remote command timeout in seconds (ssh)")
+    p.add_argument("--push-only", action="store_true", help="upload but do not activate")
+    p.add_argument("--json", action="store_true", help="print outcomes as JSON instead of a table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_deploy)

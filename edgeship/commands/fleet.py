@@ -1,0 +1,120 @@
+"""`edgeship fleet ...`: fleet-wide views and broker security material.
+
+    edgeship fleet status FLEET.yaml [--json]          online/offline, release, last seen per device
+    edgeship fleet credentials FLEET.yaml --out DIR    mosquitto password file + ACL + per-device secrets
+    edgeship fleet certs --out DIR [--host H ...]      a CA and a broker certificate for mqtts://
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from edgeship.errors import TransportError, UsageError
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    secs = max(0, time.time() - ts)
+    if secs < 90:
+        return f"{secs:.0f}s ago"
+    if secs < 5400:
+        return f"{secs / 60:.0f}m ago"
+    if secs < 172800:
+        return f"{secs / 3600:.0f}h ago"
+    return f"{secs / 86400:.0f}d ago"
+
+
+def _status(args) -> int:
+    from edgeship.fleet.inventory import load_fleet
+    from edgeship.fleet.transports import close_transports, get_transport
+
+    fleet = load_fleet(Path(args.fleet))
+    rows = []
+    try:
+        for dev in fleet.devices:
+            try:
+                state = get_transport(fleet, dev).status(dev)
+                rows.append({**state.to_dict(), "transport": dev.transport, "error": None})
+            except TransportError as err:
+                rows.append({"device_id": dev.id, "transport": dev.transport, "online": False, "current": None,
+                             "last_seen": None, "error": str(err)})
+    finally:
+        close_transports(fleet)
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True, default=str))
+        return 0
+    table = [("DEVICE", "TRANSPORT", "STATE", "RELEASE", "LAST SEEN", "LAST RESULT")]
+    for r in rows:
+        last = r.get("last_result") or {}
+        result = "" if not last else ("ok" if last.get("ok") else f"failed: {last.get('reason')}")
+        if r.get("error"):
+            result = r["error"]
+        release = (r.get("current") or "-").split(":", 1)[-1][:12]
+        table.append((r["device_id"], r["transport"], "online" if r.get("online") else "offline", release,
+                      _ago(r.get("last_seen")), result))
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _credentials(args) -> int:
+    from edgeship.fleet.inventory import load_fleet
+    from edgeship.fleet.mqtt.credentials import write_credentials
+
+    fleet = load_fleet(Path(args.fleet))
+    devices = [d.id for d in fleet.devices if d.transport == "mqtt"] if not args.all else [d.id for d in fleet.devices]
+    if not devices:
+        raise UsageError(f"{args.fleet}: no device uses the mqtt transport (use --all to include every device)")
+    prefix = fleet.transport_settings("mqtt").get("prefix", "edgeship")
+    manager = fleet.transport_settings("mqtt").get("username") or "manager"
+    try:
+        files = write_credentials(Path(args.out), devices, prefix=prefix, manager_user=manager)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"wrote {files.password_file} ({len(files.users)} users), {files.acl_file}, "
+          f"secrets in {files.secrets_dir}/ (0600; give each device only its own)")
+    print(f"mosquitto.conf:  password_file {files.password_file.resolve()}\n"
+          f"                 acl_file {files.acl_file.resolve()}")
+    return 0
+
+
+def _certs(args) -> int:
+    from edgeship.fleet.mqtt.certs import generate
+
+    try:
+        files = generate(Path(args.out), hosts=args.host or None, days=args.days)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from None
+    print(f"wrote CA {files.ca_cert} (+ {files.ca_key.name}, keep it offline) and broker certificate "
+          f"{files.server_cert} / {files.server_key.name} for {', '.join(args.host or ['127.0.0.1', 'localhost'])}")
+    print(f"mosquitto.conf:  cafile {files.ca_cert.resolve()}\n                 certfile {files.server_cert.resolve()}\n"
+          f"                 keyfile {files.server_key.resolve()}")
+    return 0
+
+
+def register(sub) -> None:
+    fleet = sub.add_parser("fleet", help="fleet status, MQTT credentials and TLS certificates")
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", metavar="ACTION")
+    fleet.set_defaults(func=lambda args: (fleet.print_help(), 2)[1])
+
+    p = fleet_sub.add_parser("status", help="online/offline, release and last-seen per device")
+    p.add_argument("fleet", help="Fleet manifest (YAML)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_status)
+
+    p = fleet_sub.add_parser("credentials", help="mosquitto password file + ACL: each device only its own topics")
+    p.add_argument("fleet", help="Fleet manifest (YAML)")
+    p.add_argument("--out", required=True, help="output folder (passwd, acl, secrets/<user>.password)")
+    p.add_argument("--all", action="store_true", help="include devices of every transport, not only mqtt")
+    p.set_defaults(func=_credentials)
+
+    p = fleet_sub.add_parser("certs", help="a CA and a broker certificate for mqtts://")
+    p.add_argument("--out", required=True, help="output folder (ca.pem, ca.key, server.pem, server.key)")
+    p.add_argument("--host", action="append", help="host name or IP the broker is reached by; repeatable")
+    p.add_argument("--days", type=int, default=825, help="server certificate validity (default 825)")
+    p.set_defaults(func=_certs)

@@ -1,0 +1,163 @@
+"""`edgeship targets`: the chip catalog as a table, or one profile in full.
+
+Kept here (not in edgeship.targets) so the library stays free of printing; this module only formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from edgeship.targets import TargetProfile, list_targets, load_target
+
+COLUMNS = ("NAME", "VENDOR", "ACCELERATOR", "PEAK INT8 TOPS", "MEMORY", "FORMATS", "RUNTIME", "MEASURABLE")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "targets",
+        help="list the chip target catalog, or show one profile",
+        description="List the chip profiles edgeship can build for (with any local override merged), or print one.",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="targets_command", metavar="SUBCOMMAND")
+    show = sub.add_parser("show", help="print one profile (YAML, local override merged)",
+                          description="Print one chip profile as YAML, with any local override merged.")
+    show.add_argument("name", help="profile name, e.g. host-cpu")
+    show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    show.set_defaults(func=run_show)
+    ls = sub.add_parser("list", help="the table (same as `edgeship targets`)")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=run_list)
+    parser.set_defaults(func=run_list)
+
+
+def _number(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:g}"
+
+
+def _size_kb(kb: float) -> str:
+    for unit, scale in (("GB", 1024 * 1024), ("MB", 1024)):
+        if kb >= scale:
+            return f"{kb / scale:g} {unit}"
+    return f"{kb:g} KB"
+
+
+def _memory(profile: TargetProfile) -> str:
+    """On-chip SRAM / external memory, the two figures that decide whether a model fits."""
+    mem = profile.memory
+    parts = []
+    if mem.get("sram_kb") is not None:
+        parts.append(_size_kb(mem["sram_kb"]) + " SRAM")
+    if mem.get("dram_mb") is not None:
+        parts.append(_size_kb(mem["dram_mb"] * 1024) + " DRAM")
+    return ", ".join(parts) or "n/a"
+
+
+def _peak_8bit(profile: TargetProfile) -> tuple[float | None, str | None]:
+    """Peak int8 TOPS; for chips without plain int8, their 8-bit format (e.g. mxint8), named."""
+    peak = profile.peak_ops_per_s("int8")
+    if peak is not None:
+        return peak / 1e12, None
+    for fmt in ("mxint8", "fp8", "mxfp8"):
+        peak = profile.peak_ops_per_s(fmt)
+        if peak is not None:
+            return peak / 1e12, fmt
+    return None, None
+
+
+def _runtime(profile: TargetProfile) -> str:
+    rt = profile.runtime
+    if rt["kind"] == "onnxruntime":
+        return f"ort:{rt['execution_provider']}"
+    return rt.get("execution_provider") and f"ort:{rt['execution_provider']}" or (rt.get("toolchain") or "vendor").split(" (")[0]
+
+
+def row(profile: TargetProfile) -> dict:
+    """One table row; also the --json record."""
+    peak, peak_format = _peak_8bit(profile)
+    return {
+        "name": profile.name,
+        "vendor": profile.vendor,
+        "accelerator": profile.compute.accelerator["name"],
+        "peak_int8_tops": None if peak is None else round(peak, 6),
+        "peak_format": peak_format or ("int8" if peak is not None else None),
+        "memory": _memory(profile),
+        "formats": list(profile.formats),
+        "runtime": _runtime(profile),
+        "measurable": bool(profile.measurable),
+        "override": str(profile.override) if profile.override else None,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    cells = [COLUMNS] + [
+        (
+            r["name"] + (" *" if r["override"] else ""),
+            r["vendor"],
+            r["accelerator"],
+            _number(r["peak_int8_tops"]) + (f" ({r['peak_format']})" if r["peak_format"] not in (None, "int8") else ""),
+            r["memory"],
+            ",".join(r["formats"]),
+            r["runtime"],
+            "yes" if r["measurable"] else "no",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(c[i])) for c in cells) for i in range(len(COLUMNS))]
+    numeric = {COLUMNS.index("PEAK INT8 TOPS")}
+    lines = []
+    for c in cells:
+        lines.append("  ".join(str(v).rjust(w) if i in numeric else str(v).ljust(w) for i, (v, w) in enumerate(zip(c, widths))).rstrip())
+    if any(r["override"] for r in rows):
+        lines.append("* local override merged (edgeship calibrate / state dir targets/)")
+    return "\n".join(lines)
+
+
+def _quiet_broken_pipe(func):
+    """`edgeship targets | head` must not end in an error: stop writing quietly."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            code = func(args)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+@_quiet_broken_pipe
+def run_list(args: argparse.Namespace) -> int:
+    rows = [row(p) for p in list_targets()]
+    if getattr(args, "json", False):
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(format_table(rows))
+    return 0
+
+
+@_quiet_broken_pipe
+def run_show(args: argparse.Namespace) -> int:
+    profile = load_target(args.name)
+    if args.json:
+        json.dump(profile.data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    header = f"# {profile.name}: {profile.source}"
+    if profile.override:
+        header += f"\n# local override merged: {profile.override}"
+    print(header)
+    sys.stdout.write(yaml.safe_dump(profile.data, sort_keys=False, allow_unicode=True, width=110))
+    return 0

@@ -1,0 +1,405 @@
+"""The device agent: the one piece of code that changes what a device runs.
+
+Every transport ends here (local in-process, SSH via `edgeship agent activate` on the device, MQTT
+via the device service), so the guarantees live in one place:
+
+* nothing is trusted before every file's sha256 and the ed25519 signature check out;
+* a release is unpacked into a temp dir and renamed into `releases/<hex>/` only when complete;
+* it is smoke-tested before anything points at it;
+* `current` is a symlink replaced by `rename(2)`, so at every instant it names the old release or
+  the new one, never neither; power loss anywhere leaves a working release;
+* any failure leaves the running release untouched and says why (`Result.reason`).
+
+Device root layout:
+
+    agent.yaml           config (trusted keys, keep_releases, smoke, size limits)
+    current -> releases/<hex>
+    releases/<hex>/      unpacked, verified releases (the newest `keep_releases` are kept)
+    incoming/<hex>.tar   bundles pushed but not yet activated (removed once activated)
+    tmp/                 unpack area; leftovers from a crash are removed by the next operation
+    state.json           previous release, activation history, last result
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from edgeship import artifact
+from edgeship.errors import AgentError, ArtifactError
+from edgeship.fleet.agent_config import AgentConfig, config_for_root
+from edgeship.fleet.smoke import smoke_test
+from edgeship.fleet.types import Result
+
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+MB = 1024 * 1024
+# Test hook: kill this process with SIGKILL at a named point, to prove a crash there is harmless.
+FAULT_ENV = "EDGESHIP_AGENT_FAULT"
+
+
+def digest_hex(digest: str) -> str:
+    """`sha256:<hex>` or `<hex>` -> `<hex>`; anything else is refused (it becomes a path)."""
+    hexd = str(digest).split(":", 1)[-1].lower()
+    if not _HEX.match(hexd):
+        raise AgentError(f"{digest!r} is not a sha256 digest", "bad-digest")
+    return hexd
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + dirnames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _fault(point: str) -> None:
+    if os.environ.get(FAULT_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _disk_full(err: OSError) -> bool:
+    return err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class Agent:
+    """Activation, rollback, status and garbage collection for one device root."""
+
+    def __init__(self, root: Path, config: AgentConfig | None = None, device_id: str = ""):
+        self.root = Path(root)
+        self.config = config if config is not None else config_for_root(self.root)
+        self.device_id = device_id or self.root.name
+        self.releases = self.root / "releases"
+        self.incoming = self.root / "incoming"
+        self.tmp = self.root / "tmp"
+        self.state_path = self.root / "state.json"
+        self.current_link = self.root / "current"
+
+    # --- layout and state -------------------------------------------------------------------
+
+    def ensure_layout(self) -> None:
+        for folder in (self.root, self.releases, self.incoming, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def _locked(self):
+        """One operation at a time per device root (an MQTT service and a manual CLI call may race)."""
+        self.ensure_layout()
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def current_hex(self) -> str | None:
+        try:
+            target = os.readlink(self.current_link)
+        except OSError:
+            return None
+        name = Path(target).name
+        return name if _HEX.match(name) and (self.releases / name).is_dir() else None
+
+    def _read_state(self) -> dict:
+        try:
+            state = json.loads(self.state_path.read_text())
+            if not isinstance(state, dict):
+                state = {}
+        except (OSError, ValueError):
+            state = {}
+        # The symlink is the truth for `current`; state.json may lag it by one crash.
+        link = self.current_hex()
+        recorded = state.get("current")
+        if recorded != link:
+            if recorded and link and (self.releases / recorded).is_dir():
+                state["previous"] = recorded
+            state["current"] = link
+        history = [h for h in state.get("history", []) if isinstance(h, str) and _HEX.match(h)]
+        state["history"] = history
+        prev = state.get("previous")
+        if prev and not (isinstance(prev, str) and _HEX.match(prev) and (self.releases / prev).is_dir()):
+            state["previous"] = None
+        return state
+
+    def _write_state(self, state: dict) -> None:
+        state["updated"] = time.time()
+        tmp = self.state_path.with_name(f"state.json.tmp-{os.getpid()}")
+        with open(tmp, "w") as fh:
+            json.dump(state, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_path)
+        _fsync_dir(self.root)
+
+    def _record(self, result: Result) -> Result:
+        """Store the outcome as `last_result` (best effort: a full disk must not hide the real error)."""
+        try:
+            with self._locked():
+                state = self._read_state()
+                state["last_result"] = result.to_dict()
+                self._write_state(state)
+        except OSError:
+            pass
+        return result
+
+    def _clean_tmp(self) -> None:
+        if self.tmp.is_dir():
+            for leftover in self.tmp.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+        for stray in self.root.glob("current.tmp-*"):
+            stray.unlink(missing_ok=True)
+        for stray in self.root.glob("state.json.tmp-*"):
+            stray.unlink(missing_ok=True)
+
+    def _switch(self, hexd: str) -> None:
+        """Point `current` at releases/<hex> with one rename: old or new, never neither."""
+        tmp_link = self.root / f"current.tmp-{os.getpid()}"
+        tmp_link.unlink(missing_ok=True)
+        os.symlink(os.path.join("releases", hexd), tmp_link)
+        os.replace(tmp_link, self.current_link)
+        _fsync_dir(self.root)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def incoming_path(self, digest: str) -> Path:
+        return self.incoming / f"{digest_hex(digest)}.tar"
+
+    def has(self, digest: str) -> bool:
+        """True when the device holds this release unpacked, or its bundle waiting in incoming/."""
+        hexd = digest_hex(digest)
+        return (self.releases / hexd / artifact.SUMS).is_file() or (self.incoming / f"{hexd}.tar").is_file()
+
+    def status(self) -> dict:
+        state = self._read_state() if self.root.exists() else {"history": []}
+        as_digest = lambda h: f"sha256:{h}" if h else None  # noqa: E731
+        releases = sorted(p.name for p in self.releases.iterdir() if _HEX.match(p.name)) if self.releases.is_dir() else []
+        free = shutil.disk_usage(self.root).free if self.root.exists() else None
+        return {
+            "device_id": self.device_id,
+            "root": str(self.root),
+            "current": as_digest(state.get("current")),
+            "previous": as_digest(state.get("previous")),
+            "last_result": state.get("last_result"),
+            "releases": [as_digest(h) for h in releases],
+            "incoming": sorted(p.name for p in self.incoming.glob("*.tar")) if self.incoming.is_dir() else [],
+            "disk_bytes": _tree_bytes(self.root) if self.root.exists() else 0,
+            "free_bytes": free,
+            "updated": state.get("updated"),
+        }
+
+    # --- activation ---------------------------------------------------------------------------
+
+    def activate(self, bundle: Path | str) -> Result:
+        """Verify, unpack, smoke-test and switch to `bundle` (a .tar path, or `sha256:<hex>` of a
+        bundle already in incoming/ or a release already unpacked). Never raises for a bad bundle:
+        the Result says why, and the running release is untouched."""
+        digest = ""
+        try:
+            bundle_path = self._resolve(bundle)
+            digest = self._digest_of(bundle_path)
+            with self._locked():
+                figures = self._activate_locked(bundle_path, digest)
+            result = Result(True, self.device_id, digest, "", figures.pop("_message", "activated"), figures)
+        except AgentError as err:
+            result = Result(False, self.device_id, digest, err.reason, str(err), err.figures)
+        except ArtifactError as err:
+            result = Result(False, self.device_id, digest, err.reason, str(err), {})
+        except OSError as err:
+            reason = "disk-full" if _disk_full(err) else "error"
+            result = Result(False, self.device_id, digest, reason, f"{err.strerror or err}", {})
+        return self._record(result)
+
+    def _resolve(self, bundle: Path | str) -> Path:
+        text = str(bundle)
+        if text.startswith("sha256:") or _HEX.match(text):
+            hexd = digest_hex(text)
+            staged = self.incoming / f"{hexd}.tar"
+            if staged.is_file():
+                return staged
+            if (self.releases / hexd).is_dir():
+                return self.releases / hexd
+            raise AgentError(f"{text}: no such bundle on this device (push it first)", "not-found")
+        path = Path(bundle)
+        if not path.exists():
+            raise AgentError(f"{path}: no such bundle", "not-found")
+        return path
+
+    def _digest_of(self, bundle: Path) -> str:
+        if bundle.is_dir():
+            return artifact.bundle_digest(bundle)
+        return artifact.bundle_digest(bundle)
+
+    def _check_space(self, bundle: Path) -> None:
+        size = _tree_bytes(bundle) if bundle.is_dir() else bundle.stat().st_size
+        limit = self.config.max_bundle_mb
+        if limit is not None and size > limit * MB:
+            raise AgentError(f"disk full: bundle is {size / MB:.2f} MB, over max_bundle_mb {limit}", "disk-full",
+                             {"bundle_mb": round(size / MB, 3), "max_bundle_mb": limit})
+        min_free = self.config.min_free_mb
+        if min_free is not None:
+            free = shutil.disk_usage(self.root).free
+            if free - size < min_free * MB:
+                raise AgentError(
+                    f"disk full: unpacking {size / MB:.2f} MB would leave {(free - size) / MB:.1f} MB free, under min_free_mb {min_free}",
+                    "disk-full", {"bundle_mb": round(size / MB, 3), "free_mb": round(free / MB, 1), "min_free_mb": min_free})
+
+    def _activate_locked(self, bundle: Path, digest: str) -> dict:
+        self._clean_tmp()
+        hexd = digest_hex(digest)
+        release = self.releases / hexd
+        current = self.current_hex()
+        if current == hexd:
+            self._verify(release, digest)
+            self._drop_incoming(bundle)
+            return {"_message": "already current"}
+        created = False
+        if release.is_dir():
+            try:
+                self._verify(release, digest)
+            except AgentError:
+                if bundle == release:
+                    raise
+                shutil.rmtree(release)  # a damaged copy: replace it from the bundle
+        if not release.is_dir():
+            self._check_space(bundle)
+            self._unpack(bundle, release, digest)
+            created = True
+        try:
+            figures = smoke_test(release, self.config.smoke)
+        except AgentError:
+            state = self._read_state()
+            if created and hexd not in (state.get("current"), state.get("previous")):
+                shutil.rmtree(release, ignore_errors=True)
+            self._drop_incoming(bundle)
+            raise
+        _fault("kill-before-switch")
+        state = self._read_state()
+        self._switch(hexd)
+        state["previous"] = current
+        state["current"] = hexd
+        state["history"] = [h for h in state["history"] if h != hexd] + [hexd]
+        state["last_result"] = Result(True, self.device_id, digest, "", "activated", figures).to_dict()
+        self._write_state(state)
+        self._drop_incoming(bundle)
+        self._prune(state)
+        return figures
+
+    def _verify(self, folder: Path, digest: str) -> None:
+        try:
+            found = artifact.verify_dir(folder, self.config.trusted_keys, self.config.require_signature)
+        except ArtifactError as err:
+            raise AgentError(str(err), err.reason) from None
+        if found != digest:
+            raise AgentError(f"{folder}: digest {found} does not match {digest}", "tampered")
+
+    def _unpack(self, bundle: Path, release: Path, digest: str) -> None:
+        """Unpack into tmp/, verify what was written, then rename into releases/ in one step."""
+        staging = self.tmp / f"{digest_hex(digest)}-{os.getpid()}"
+        limit = int(self.config.max_bundle_mb * MB) if self.config.max_bundle_mb is not None else None
+        try:
+            if bundle.is_dir():
+                raise AgentError(f"{bundle}: expected a bundle (.tar)", "not-a-bundle")
+            artifact.safe_extract(bundle, staging, max_total_bytes=limit)
+            self._verify(staging, digest)
+            _fault("kill-after-unpack")
+            os.rename(staging, release)
+            _fsync_dir(self.releases)
+        except ArtifactError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            self._drop_incoming(bundle)
+            reason = "disk-full" if err.reason == "oversize" and limit is not None else err.reason
+            raise AgentError(str(err), reason) from None
+        except AgentError:
+            shutil.rmtree(staging, ignore_errors=True)
+            self._drop_incoming(bundle)
+            raise
+        except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            if _disk_full(err):
+                raise AgentError(f"disk full while unpacking: {err.strerror}", "disk-full") from None
+            raise
+
+    def _drop_incoming(self, bundle: Path) -> None:
+        """A staged bundle is removed once used (activated, or refused: a bad copy must be re-sent)."""
+        if bundle.parent == self.incoming and bundle.is_file():
+            bundle.unlink(missing_ok=True)
+
+    # --- rollback, gc ----------------------------------------------------------------------------
+
+    def rollback(self) -> Result:
+        """Switch back to the previous release (verified again first); the old current becomes previous."""
+        digest = ""
+        try:
+            with self._locked():
+                state = self._read_state()
+                previous, current = state.get("previous"), state.get("current")
+                if not previous:
+                    raise AgentError("no previous release to roll back to", "no-previous")
+                digest = f"sha256:{previous}"
+                self._verify(self.releases / previous, digest)
+                self._switch(previous)
+                state["previous"], state["current"] = current, previous
+                state["history"] = [h for h in state["history"] if h != previous] + [previous]
+                result = Result(True, self.device_id, digest, "", "rolled back", {"from": f"sha256:{current}" if current else None})
+                state["last_result"] = result.to_dict()
+                self._write_state(state)
+            return result
+        except AgentError as err:
+            return self._record(Result(False, self.device_id, digest, err.reason, str(err), err.figures))
+        except OSError as err:
+            return self._record(Result(False, self.device_id, digest, "disk-full" if _disk_full(err) else "error", str(err)))
+
+    def _prune(self, state: dict) -> list[str]:
+        keep = {h for h in (state.get("current"), state.get("previous")) if h}
+        for hexd in reversed(state["history"]):
+            if len(keep) >= self.config.keep_releases:
+                break
+            keep.add(hexd)
+        removed = []
+        for folder in self.releases.iterdir():
+            if folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        if removed:
+            state["history"] = [h for h in state["history"] if h in keep]
+            self._write_state(state)
+        return removed
+
+    def gc(self) -> dict:
+        """Remove crash leftovers, partial uploads, bundles already unpacked, releases past keep_releases."""
+        with self._locked():
+            before = _tree_bytes(self.root)
+            self._clean_tmp()
+            removed = []
+            for part in self.incoming.glob("*.part"):
+                part.unlink(missing_ok=True)
+                removed.append(f"incoming/{part.name}")
+            for tar in self.incoming.glob("*.tar"):
+                if (self.releases / tar.stem).is_dir():
+                    tar.unlink(missing_ok=True)
+                    removed.append(f"incoming/{tar.name}")
+            state = self._read_state()
+            removed += [f"releases/{h}" for h in self._prune(state)]
+            return {"removed": removed, "freed_bytes": max(0, before - _tree_bytes(self.root))}
+
+
+__all__ = ["Agent", "digest_hex", "FAULT_ENV"]

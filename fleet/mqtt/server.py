@@ -1,0 +1,123 @@
+"""The manager's artifact server: answers devices' chunk requests on their own chunk topics.
+
+A device may only get chunks of releases offered to it. Answers go through one sender thread with
+a bound on bytes published but not yet acknowledged, so a thousand devices asking at once cannot
+fill the manager's memory with queued chunks.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable
+
+from edgeship.fleet.mqtt import protocol
+from edgeship.fleet.mqtt.chunks import ChunkStore, Recipe, encode_frame
+from edgeship.fleet.mqtt.client import Incoming, MqttClient
+from edgeship.fleet.mqtt.topics import Topics
+
+log = logging.getLogger("edgeship.mqtt.server")
+
+
+class ArtifactServer:
+    def __init__(self, client: MqttClient, topics: Topics, store: ChunkStore, *,
+                 max_unacked_bytes: int = 32 << 20, chunk_expiry_s: int = 600, cache_bytes: int = 64 << 20):
+        self.client, self.topics, self.store = client, topics, store
+        self.max_unacked_bytes = max_unacked_bytes
+        self.chunk_expiry_s = chunk_expiry_s
+        self._allowed: dict[str, set[str]] = collections.defaultdict(set)
+        self._queue: collections.deque = collections.deque()
+        self._queued: set[tuple[str, str]] = set()
+        self._cond = threading.Condition()
+        self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._cache_bytes, self._cache_limit = 0, cache_bytes
+        self.sent_log: list[tuple[str, str]] = []  # (device, chunk) in send order
+        self.bytes_sent: collections.Counter = collections.Counter()
+        self.requests = 0
+        # Fault injection for tests and demos: a slow link, a corrupting link.
+        self.send_delay_s = 0.0
+        self.tamper: Callable[[str, str, bytes], bytes] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send_loop, name="edgeship-mqtt-sender", daemon=True)
+        self._thread.start()
+        client.subscribe(topics.all_devices("req"), self._on_request)
+
+    def offer(self, device_id: str, recipe: Recipe) -> None:
+        with self._cond:
+            self._allowed[device_id].update(recipe.ids())
+
+    def _on_request(self, msg: Incoming) -> None:
+        parsed = self.topics.parse(msg.topic)
+        if not parsed:
+            return
+        device_id = parsed[0]
+        try:
+            doc = protocol.loads(msg.payload)
+            wanted = [str(c) for c in doc.get("chunks", [])]
+        except (protocol.ProtocolError, TypeError):
+            return
+        self.requests += 1
+        with self._cond:
+            allowed = self._allowed.get(device_id, set())
+            for cid in wanted:
+                key = (device_id, cid)
+                if cid in allowed and key not in self._queued:
+                    self._queued.add(key)
+                    self._queue.append(key)
+            self._cond.notify_all()
+
+    def _chunk(self, cid: str) -> bytes | None:
+        data = self._cache.get(cid)
+        if data is not None:
+            self._cache.move_to_end(cid)
+            return data
+        data = self.store.get(cid)
+        if data is not None:
+            self._cache[cid] = data
+            self._cache_bytes += len(data)
+            while self._cache_bytes > self._cache_limit and self._cache:
+                _, old = self._cache.popitem(last=False)
+                self._cache_bytes -= len(old)
+        return data
+
+    def _send_loop(self) -> None:
+        unacked: collections.deque = collections.deque()
+        unacked_bytes = 0
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._queue and not self._stop.is_set():
+                    self._cond.wait(0.5)
+                if self._stop.is_set():
+                    return
+                device_id, cid = self._queue.popleft()
+                self._queued.discard((device_id, cid))
+            data = self._chunk(cid)
+            if data is None:
+                log.warning("%s: chunk %s requested but not in the store", device_id, cid[:12])
+                continue
+            if self.tamper is not None:
+                data = self.tamper(device_id, cid, data)
+            if self.send_delay_s:
+                time.sleep(self.send_delay_s)
+            frame = encode_frame(cid, data)
+            while unacked and (unacked_bytes + len(frame) > self.max_unacked_bytes or unacked[0][0].is_published()):
+                info, size = unacked.popleft()
+                if not info.is_published():
+                    try:
+                        info.wait_for_publish(5)
+                    except (RuntimeError, ValueError):
+                        pass
+                unacked_bytes -= size
+            info = self.client.publish(self.topics.device(device_id, "chunks"), frame, expiry_s=self.chunk_expiry_s)
+            unacked.append((info, len(frame)))
+            unacked_bytes += len(frame)
+            self.sent_log.append((device_id, cid))
+            self.bytes_sent[device_id] += len(frame)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(5)

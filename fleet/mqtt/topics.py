@@ -1,0 +1,61 @@
+"""The topic layout. Every topic of a device sits under `<prefix>/devices/<id>/`, so one ACL
+pattern line per topic (`%u` = the device id as username) confines a device to its own topics.
+
+    <prefix>/devices/<id>/desired    manager -> device, retained, QoS 1: the release it should hold/run
+    <prefix>/devices/<id>/reported   device -> manager, retained: what it runs, last result, figures
+    <prefix>/devices/<id>/status     device -> manager, retained: birth "online" / last will "offline"
+    <prefix>/devices/<id>/events     device -> manager: progress and errors, not retained
+    <prefix>/devices/<id>/req        device -> manager: chunk requests
+    <prefix>/devices/<id>/chunks     manager -> device: chunk data answering the requests
+"""
+
+from __future__ import annotations
+
+import re
+
+KINDS = ("desired", "reported", "status", "events", "req", "chunks")
+DEVICE_READS = ("desired", "chunks")
+DEVICE_WRITES = ("reported", "status", "events", "req")
+
+_DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+def valid_device_id(device_id: str) -> bool:
+    return bool(_DEVICE_ID.match(device_id or ""))
+
+
+def valid_prefix(prefix: str) -> bool:
+    return bool(_PREFIX.match(prefix or ""))
+
+
+class Topics:
+    """Topic names under one prefix."""
+
+    def __init__(self, prefix: str = "edgeship"):
+        if not valid_prefix(prefix):
+            raise ValueError(f"invalid MQTT topic prefix {prefix!r} (letters, digits, . _ - and / only)")
+        self.prefix = prefix
+
+    def device(self, device_id: str, kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown topic kind {kind!r}")
+        if not valid_device_id(device_id):
+            raise ValueError(f"invalid device id {device_id!r} for an MQTT topic")
+        return f"{self.prefix}/devices/{device_id}/{kind}"
+
+    def all_devices(self, kind: str) -> str:
+        """Wildcard subscription over every device's topic of one kind."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown topic kind {kind!r}")
+        return f"{self.prefix}/devices/+/{kind}"
+
+    def parse(self, topic: str) -> tuple[str, str] | None:
+        """`<prefix>/devices/<id>/<kind>` -> (id, kind); None for anything else."""
+        head = f"{self.prefix}/devices/"
+        if not topic.startswith(head):
+            return None
+        rest = topic[len(head):].split("/")
+        if len(rest) != 2 or rest[1] not in KINDS or not valid_device_id(rest[0]):
+            return None
+        return rest[0], rest[1]

@@ -1,0 +1,292 @@
+"""The manager side of the MQTT transport (`transport: mqtt` in a Fleet manifest).
+
+push     cut the bundle into content-defined chunks (manager chunk store), offer them to the device,
+         publish a retained `stage` desired and wait until the device reports it holds the release.
+activate publish a retained `activate` desired and wait for the device's reported result.
+rollback publish a retained `rollback` desired and wait likewise.
+status   the retained `status` + `reported` documents of the device.
+
+Waits end cleanly: a device whose retained status is the last-will `offline` for longer than
+`offline_grace_s` gets `unreachable`, one that says nothing within `timeout_s` gets `timeout`.
+The desired document stays retained, so an offline device converges when it comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from edgeship import artifact
+from edgeship.errors import ArtifactError, TransportError
+from edgeship.fleet.mqtt import protocol
+from edgeship.fleet.mqtt.chunks import ChunkParams, ChunkStore, Recipe, chunk_bundle, save_recipe
+from edgeship.fleet.mqtt.client import Incoming, MqttClient
+from edgeship.fleet.mqtt.server import ArtifactServer
+from edgeship.fleet.mqtt.topics import Topics
+from edgeship.fleet.types import DeviceState, PushResult, Result
+from edgeship.paths import state_dir
+import json
+
+_ENV = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def _secret(value: str | None) -> str | None:
+    """`${ENV}` -> the variable's value (secrets stay out of manifests)."""
+    if value is None:
+        return None
+    match = _ENV.match(str(value))
+    if match:
+        return os.environ.get(match.group(1))
+    return str(value)
+
+
+class MqttManager:
+    """One manager connection to the broker: desired/reported/status bookkeeping + the artifact server."""
+
+    def __init__(self, broker: str, *, prefix: str = "edgeship", username: str | None = None,
+                 password: str | None = None, ca: str | None = None, chunk_kb: int = 256,
+                 timeout_s: float = 600.0, offline_grace_s: float = 5.0, connect_timeout_s: float = 15.0,
+                 protocol_version: str = "auto", store_dir: Path | None = None):
+        self.topics = Topics(prefix)
+        self.params = ChunkParams(int(chunk_kb) * 1024)
+        self.timeout_s, self.offline_grace_s, self.connect_timeout_s = timeout_s, offline_grace_s, connect_timeout_s
+        base = Path(store_dir) if store_dir else state_dir() / "mqtt"
+        self.store = ChunkStore(base / "chunks")
+        self.recipes_dir = base / "recipes"
+        self.client = MqttClient(broker, client_id=f"edgeship-manager-{uuid.uuid4().hex[:10]}", username=username,
+                                 password=password, ca=ca, persistent=False, protocol=protocol_version, label="manager")
+        self.reported: dict[str, dict] = {}
+        self.status_docs: dict[str, dict] = {}
+        self.last_seen: dict[str, float] = {}
+        self._recipes: dict[str, Recipe] = {}
+        self._desired: dict[str, dict] = {}
+        self._cond = threading.Condition()
+        self._sync_topic = f"{prefix}/manager/{self.client.client_id}/sync"
+        self._synced: set[str] = set()
+        self.client.subscribe(self.topics.all_devices("reported"), self._on_reported)
+        self.client.subscribe(self.topics.all_devices("status"), self._on_status)
+        self.client.subscribe(self._sync_topic, self._on_sync)
+        self.client.on_connected.append(self._on_connected)
+        self.server = ArtifactServer(self.client, self.topics, self.store)
+        self._started = False
+        self._failed: str | None = None
+        self._start_lock = threading.Lock()
+
+    # --- connection ----------------------------------------------------------------------------
+
+    def start(self) -> "MqttManager":
+        with self._start_lock:
+            if not self._started:
+                self.client.start()
+                self._started = True
+        if self._failed:
+            raise TransportError("broker", self._failed)
+        try:
+            self.client.wait_connected(self.connect_timeout_s)
+        except TransportError as err:
+            if not self.client.connects:  # never connected: fail every later call at once, same reason
+                self._failed = str(err).split(": ", 1)[-1]
+            raise TransportError("broker", str(err).split(": ", 1)[-1]) from None
+        return self
+
+    def close(self) -> None:
+        self.server.stop()
+        self.client.stop()
+
+    def _on_connected(self, session_present: bool) -> None:
+        # A broker that lost its retained store (crash without persistence) gets our intent again.
+        for device_id, doc in list(self._desired.items()):
+            self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Return once every retained message published before now has been received."""
+        self.start()
+        token = uuid.uuid4().hex
+        self.client.publish(self._sync_topic, token.encode())
+        with self._cond:
+            if not self._cond.wait_for(lambda: token in self._synced, timeout):
+                raise TransportError("broker", "no answer from the broker (sync timed out)")
+
+    def _on_sync(self, msg: Incoming) -> None:
+        with self._cond:
+            self._synced.add(msg.payload.decode(errors="replace"))
+            self._cond.notify_all()
+
+    def _on_reported(self, msg: Incoming) -> None:
+        parsed = self.topics.parse(msg.topic)
+        if not parsed or not msg.payload:
+            return
+        try:
+            doc = protocol.loads(msg.payload)
+        except protocol.ProtocolError:
+            return
+        with self._cond:
+            self.reported[parsed[0]] = doc
+            self.last_seen[parsed[0]] = max(self.last_seen.get(parsed[0], 0), float(doc.get("ts") or 0))
+            self._cond.notify_all()
+
+    def _on_status(self, msg: Incoming) -> None:
+        parsed = self.topics.parse(msg.topic)
+        if not parsed or not msg.payload:
+            return
+        try:
+            doc = protocol.loads(msg.payload)
+        except protocol.ProtocolError:
+            return
+        doc["_received"] = time.monotonic()
+        with self._cond:
+            self.status_docs[parsed[0]] = doc
+            if doc.get("state") == "online":
+                self.last_seen[parsed[0]] = max(self.last_seen.get(parsed[0], 0), float(doc.get("ts") or 0))
+            self._cond.notify_all()
+
+    # --- artifacts -----------------------------------------------------------------------------
+
+    def recipe_for(self, bundle: Path) -> Recipe:
+        """Chunk a bundle into the manager store once per digest (cached on disk as a recipe)."""
+        try:
+            digest = artifact.bundle_digest(bundle)
+        except ArtifactError as err:
+            raise TransportError("-", str(err)) from None
+        cached = self._recipes.get(digest) or self._load_recipe(digest)
+        if cached is None or cached.params != self.params or self.store.missing(cached):
+            cached = chunk_bundle(Path(bundle), digest, self.params, self.store)
+            save_recipe(self.recipes_dir, cached)
+        self._recipes[digest] = cached
+        return cached
+
+    def _load_recipe(self, digest: str) -> Recipe | None:
+        path = self.recipes_dir / f"{digest.split(':', 1)[-1]}.json"
+        try:
+            return Recipe.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    # --- desired / reported --------------------------------------------------------------------
+
+    def publish_desired(self, device_id: str, action: str, digest: str | None = None,
+                        recipe: Recipe | None = None, url: str | None = None) -> int:
+        seq = time.time_ns()
+        doc: dict = {"seq": seq, "action": action}
+        if digest:
+            doc["digest"] = digest
+        if recipe is not None:
+            doc["recipe"] = recipe.to_json()
+            self.server.offer(device_id, recipe)
+        if url:
+            doc["url"] = url
+        protocol.check_desired(doc)
+        self.start()
+        self._desired[device_id] = doc
+        info = self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)
+        try:
+            info.wait_for_publish(self.connect_timeout_s)
+        except (RuntimeError, ValueError):
+            pass  # not connected right now: paho resends after reconnect, and _on_connected republishes
+        return seq
+
+    def wait_for_seq(self, device_id: str, seq: int, timeout: float | None = None) -> dict:
+        """Wait for the device's report of having handled `seq`; raise TransportError otherwise."""
+        started = time.monotonic()
+        deadline = started + (timeout if timeout is not None else self.timeout_s)
+        with self._cond:
+            while True:
+                doc = self.reported.get(device_id)
+                if doc and int(doc.get("seq") or 0) >= seq:
+                    return doc
+                status = self.status_docs.get(device_id)
+                if status and status.get("state") == "offline" \
+                        and time.monotonic() - max(status["_received"], started) > self.offline_grace_s:
+                    raise TransportError(device_id, "offline (last will); desired state stays retained for when it returns")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransportError(device_id, "timed out waiting for the device to report")
+                self._cond.wait(min(left, 0.5))
+
+    def device_state(self, device_id: str) -> DeviceState:
+        with self._cond:
+            rep = dict(self.reported.get(device_id) or {})
+            st = self.status_docs.get(device_id) or {}
+            seen = self.last_seen.get(device_id)
+        return DeviceState(device_id, online=st.get("state") == "online", current=rep.get("current"),
+                           previous=rep.get("previous"), last_result=rep.get("last_result"),
+                           last_seen=seen or None, disk_bytes=rep.get("disk_bytes"),
+                           releases=list(rep.get("releases") or []))
+
+
+class MqttTransport:
+    """The `mqtt` Transport: one MqttManager per fleet, shared by all its MQTT devices."""
+
+    def __init__(self, fleet=None, **settings):
+        conf = dict(fleet.transport_settings("mqtt")) if fleet is not None else {}
+        conf.update(settings)
+        if "broker" not in conf:
+            raise TransportError("-", "transports.mqtt.broker is not set in the fleet manifest")
+        tls = conf.get("tls") or {}
+        ca = tls.get("ca") if isinstance(tls, dict) else None
+        if ca and fleet is not None:
+            ca = str(fleet.resolve(ca))
+        password = _secret(conf.get("password"))
+        if conf.get("password_file"):
+            path = fleet.resolve(conf["password_file"]) if fleet is not None else Path(conf["password_file"])
+            password = Path(path).read_text().strip()
+        self.manager = MqttManager(conf["broker"], prefix=conf.get("prefix", "edgeship"),
+                                   username=conf.get("username"), password=password, ca=ca,
+                                   chunk_kb=int(conf.get("chunk_kb", 256)),
+                                   timeout_s=float(conf.get("timeout_s", 600)),
+                                   offline_grace_s=float(conf.get("offline_grace_s", 5)),
+                                   store_dir=conf.get("store_dir"),
+                                   protocol_version=str(conf.get("protocol", conf.get("protocol_version", "auto"))))
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def _known(self, device_id: str) -> dict:
+        self.manager.sync()
+        return self.manager.reported.get(device_id) or {}
+
+    def push(self, device, bundle: Path) -> PushResult:
+        recipe = self.manager.recipe_for(Path(bundle))
+        digest = recipe.digest
+        rep = self._known(device.id)
+        if digest == rep.get("current") or digest in (rep.get("releases") or []) or digest in (rep.get("staged") or []):
+            return PushResult(0, True, device.id, digest)
+        before = self.manager.server.bytes_sent[device.id]
+        seq = self.manager.publish_desired(device.id, "stage", digest, recipe)
+        doc = self.manager.wait_for_seq(device.id, seq)
+        result = Result.from_dict(doc.get("last_result"))
+        if not result.ok:
+            raise TransportError(device.id, f"staging failed: {result.reason}: {result.message}")
+        sent = self.manager.server.bytes_sent[device.id] - before
+        return PushResult(sent, sent == 0, device.id, digest)
+
+    def activate(self, device, digest: str) -> Result:
+        recipe = self.manager._recipes.get(digest) or self.manager._load_recipe(digest)
+        rep = self._known(device.id)
+        has = digest == rep.get("current") or digest in (rep.get("releases") or []) or digest in (rep.get("staged") or [])
+        if recipe is None and not has:
+            return Result(False, device.id, digest, "not-found", "push the bundle first (no chunk recipe for this digest)")
+        try:
+            seq = self.manager.publish_desired(device.id, "activate", digest, recipe)
+            doc = self.manager.wait_for_seq(device.id, seq)
+        except TransportError as err:
+            reason = "unreachable" if "offline" in str(err) else "timeout"
+            return Result(False, device.id, digest, reason, str(err))
+        return Result.from_dict({**(doc.get("last_result") or {}), "device_id": device.id})
+
+    def rollback(self, device) -> Result:
+        try:
+            seq = self.manager.publish_desired(device.id, "rollback")
+            doc = self.manager.wait_for_seq(device.id, seq)
+        except TransportError as err:
+            reason = "unreachable" if "offline" in str(err) else "timeout"
+            return Result(False, device.id, "", reason, str(err))
+        return Result.from_dict({**(doc.get("last_result") or {}), "device_id": device.id})
+
+    def status(self, device) -> DeviceState:
+        self.manager.sync()
+        return self.manager.device_state(device.id)

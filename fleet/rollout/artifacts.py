@@ -1,0 +1,78 @@
+"""Find the bundle a rollout ships: a built folder or .tar, a digest in the artifact store, or a
+Pipeline built on demand (the build is passed in by the command layer, so fleet never imports the
+build internals). Folders are packed once into the store as `<hex>.tar`: transports push tars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgeship import artifact
+from edgeship.errors import ArtifactError, RolloutError
+from edgeship.fleet.rollout.spec import RolloutSpec
+from edgeship.paths import state_dir
+
+
+@dataclass(frozen=True)
+class Shipment:
+    bundle: Path           # the .tar the transports push
+    digest: str            # sha256:... of SHA256SUMS
+    meta: dict             # bundle.json
+    size: int
+
+    @property
+    def budget_p95_ms(self) -> float | None:
+        p95 = ((self.meta.get("budget") or {}).get("latency_ms") or {}).get("p95")
+        return float(p95) if isinstance(p95, (int, float)) else None
+
+
+def store_dir() -> Path:
+    path = state_dir() / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve(spec: RolloutSpec, build: Callable[[Path], Path] | None = None) -> Shipment:
+    """The shipment for a rollout. `build(pipeline_manifest) -> artifact path` builds `pipeline:` refs."""
+    ref = spec.artifact
+    if ref.path is not None:
+        return from_path(ref.path)
+    if ref.digest is not None:
+        return from_store(ref.digest)
+    if build is None:
+        raise RolloutError(f"{spec.name}: artifact.pipeline needs a build, and none is available here")
+    return from_path(build(ref.pipeline))
+
+
+def from_path(path: Path) -> Shipment:
+    path = Path(path)
+    if not path.exists():
+        raise RolloutError(f"{path}: artifact not found (build it first, or point artifact.path at a folder or .tar)")
+    if path.is_dir():
+        digest = artifact.bundle_digest(path)
+        tar = store_dir() / f"{artifact.short(digest, 64)}.tar"
+        if not tar.exists() or artifact.bundle_digest(tar) != digest:
+            artifact.pack(path, tar)
+        path = tar
+    return _shipment(path)
+
+
+def from_store(digest: str) -> Shipment:
+    hexd = artifact.short(digest, 64)
+    tar, folder = store_dir() / f"{hexd}.tar", store_dir() / hexd
+    if tar.is_file():
+        return _shipment(tar)
+    if folder.is_dir():
+        return from_path(folder)
+    raise RolloutError(f"{digest}: not in the artifact store ({store_dir()}); build it or use artifact.path")
+
+
+def _shipment(tar: Path) -> Shipment:
+    try:
+        digest = artifact.bundle_digest(tar)
+        meta = artifact.read_json_member(tar, "bundle.json")
+    except (ArtifactError, ValueError) as err:
+        raise RolloutError(f"{tar}: not a usable artifact: {err}") from None
+    return Shipment(tar, digest, meta, tar.stat().st_size)

@@ -1,0 +1,86 @@
+"""`edgeship plan`: per device, the release it runs, the one it should run, and what apply would do.
+
+Actions: `none` (already there), `push+activate`, `drift` (the device runs something other than the
+release the journal last gave it: apply re-converges it), `unreachable` (status unknown: an error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeship import artifact
+
+NONE, CHANGE, DRIFT, UNREACHABLE = "none", "push+activate", "drift", "unreachable"
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    device_id: str
+    transport: str
+    wave: str
+    current: str | None
+    desired: str
+    action: str
+    note: str = ""
+
+
+def make_plan(devices: list, waves: list, digest: str, statuses: dict, applied: dict) -> list[PlanRow]:
+    """Rows in wave order. `statuses` maps id -> DeviceState or an error; `applied` is the journal's."""
+    wave_of = {d: w.name for w in waves for d in w.devices}
+    by_id = {d.id: d for d in devices}
+    order = [d for w in waves for d in w.devices]
+    rows = []
+    for device_id in order:
+        device = by_id[device_id]
+        state = statuses.get(device_id)
+        if state is None or isinstance(state, Exception):
+            rows.append(PlanRow(device_id, device.transport, wave_of[device_id], None, digest, UNREACHABLE,
+                                str(state) if state is not None else "no status"))
+            continue
+        current = state.current
+        last = (applied.get(device_id) or {}).get("digest")
+        note = "" if getattr(state, "online", True) else "offline"
+        if current == digest:
+            rows.append(PlanRow(device_id, device.transport, wave_of[device_id], current, digest, NONE, note))
+        elif last and current != last:
+            drift = f"running {_short(current)}, last applied {_short(last)}"
+            rows.append(PlanRow(device_id, device.transport, wave_of[device_id], current, digest, DRIFT,
+                                f"{drift}; {note}" if note else drift))
+        else:
+            rows.append(PlanRow(device_id, device.transport, wave_of[device_id], current, digest, CHANGE, note))
+    return rows
+
+
+def has_changes(rows: list[PlanRow]) -> bool:
+    return any(r.action in (CHANGE, DRIFT) for r in rows)
+
+
+def has_errors(rows: list[PlanRow]) -> bool:
+    return any(r.action == UNREACHABLE for r in rows)
+
+
+def summary(rows: list[PlanRow]) -> str:
+    change = sum(r.action == CHANGE for r in rows)
+    drift = sum(r.action == DRIFT for r in rows)
+    none = sum(r.action == NONE for r in rows)
+    unreachable = sum(r.action == UNREACHABLE for r in rows)
+    text = f"Plan: {change + drift} to change ({drift} drifted), {none} unchanged"
+    if unreachable:
+        text += f", {unreachable} unreachable"
+    return text + f", {len(rows)} selected."
+
+
+def format_table(rows: list[PlanRow]) -> str:
+    header = ("DEVICE", "TRANSPORT", "WAVE", "CURRENT", "DESIRED", "ACTION", "NOTE")
+    body = [(r.device_id, r.transport, r.wave, _short(r.current), _short(r.desired), r.action, r.note) for r in rows]
+    return render_table(header, body)
+
+
+def render_table(header: tuple, body: list[tuple]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)] if body else [len(h) for h in header]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in (header, *body)]
+    return "\n".join(lines)
+
+
+def _short(digest: str | None) -> str:
+    return artifact.short(digest) if digest else "-"

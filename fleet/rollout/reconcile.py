@@ -1,0 +1,156 @@
+"""GitOps: keep the fleet converged to the Rollout manifests in a folder or a git branch.
+
+Each pass re-reads the manifests, applies each Rollout (the engine does nothing for a converged one
+and re-converges drifted devices), and logs one line. A rollout that stopped (failed gate, paused,
+aborted, rolled back) is not retried on every pass while its manifest is unchanged: a human changes
+the manifest or resumes it. Rollouts deleted from the source are left alone (like Argo CD, no prune).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edgeship.errors import EdgeshipError, ManifestError, RolloutError
+from edgeship.fleet.rollout.journal import Journal
+from edgeship.fleet.rollout.spec import load_rollouts
+from edgeship.paths import state_dir
+
+_ROLLOUT_KIND = re.compile(r"^kind:\s*['\"]?Rollout['\"]?\s*(#.*)?$", re.MULTILINE)
+STOPPED = ("failed", "paused", "aborted", "rolled-back")
+
+
+class DirSource:
+    """A folder of manifests; its revision is a digest of the manifest files' names and bytes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def checkout(self) -> tuple[Path, str]:
+        if not self.path.is_dir():
+            raise RolloutError(f"{self.path}: not a folder of manifests")
+        h = hashlib.sha256()
+        for f in manifest_files(self.path):
+            h.update(str(f.relative_to(self.path)).encode() + b"\0" + f.read_bytes() + b"\0")
+        return self.path, h.hexdigest()[:12]
+
+
+class GitSource:
+    """A branch of a git repository (a path or URL), mirrored into the state dir and fetched every pass."""
+
+    def __init__(self, repo: str, branch: str, subpath: str = "."):
+        self.repo, self.branch, self.subpath = repo, branch, subpath
+        key = hashlib.sha256(f"{repo}\0{branch}".encode()).hexdigest()[:16]
+        self.workdir = state_dir() / "reconcile" / key
+
+    def checkout(self) -> tuple[Path, str]:
+        repo = str(Path(self.repo).resolve()) if Path(self.repo).exists() else self.repo
+        if not (self.workdir / ".git").exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._git("init", "-q")
+        self._git("fetch", "-q", "--depth", "1", repo, f"refs/heads/{self.branch}")
+        self._git("checkout", "-q", "--force", "--detach", "FETCH_HEAD")
+        revision = self._git("rev-parse", "--short=12", "HEAD").strip()
+        folder = (self.workdir / self.subpath).resolve()
+        if not folder.is_relative_to(self.workdir.resolve()) or not folder.is_dir():
+            raise RolloutError(f"{self.repo}@{self.branch}: no folder {self.subpath!r} in the repository")
+        return folder, revision
+
+    def _git(self, *args: str) -> str:
+        try:
+            done = subprocess.run(["git", "-C", str(self.workdir), *args], capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise RolloutError(f"git {args[0]}: {err}") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+            raise RolloutError(f"git {args[0]} {self.repo} {self.branch}: {last}")
+        return done.stdout
+
+
+def manifest_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+                  and ".git" not in p.relative_to(folder).parts)
+
+
+@dataclass
+class PassReport:
+    number: int
+    revision: str = ""
+    applied: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors
+
+
+class Reconciler:
+    def __init__(self, source, engine_for: Callable, report: Callable | None = None,
+                 log: Callable[[str], None] | None = None, journal_path: Path | None = None):
+        self.source, self.engine_for, self.report = source, engine_for, report
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.journal_path = journal_path
+        self.passes = 0
+
+    def run_pass(self) -> PassReport:
+        self.passes += 1
+        result = PassReport(self.passes)
+        started = time.monotonic()
+        try:
+            folder, result.revision = self.source.checkout()
+        except EdgeshipError as err:
+            result.errors.append(str(err))
+            self._log_pass(result, started)
+            return result
+        with Journal(self.journal_path) as journal:
+            for path in manifest_files(folder):
+                try:
+                    if not _ROLLOUT_KIND.search(path.read_text(errors="replace")):
+                        continue
+                    specs = load_rollouts(path)
+                except ManifestError as err:
+                    result.errors += [str(d) for d in err.diagnostics]
+                    continue
+                except OSError as err:
+                    result.errors.append(f"{path}: {err}")
+                    continue
+                for spec in specs:
+                    self._one(spec, journal, result)
+        self._log_pass(result, started)
+        return result
+
+    def _one(self, spec, journal: Journal, result: PassReport) -> None:
+        try:
+            engine = self.engine_for(spec, journal, self.log)
+            row = journal.rollout(spec.name)
+            if (row is not None and row.state in STOPPED and row.spec_digest == spec.spec_digest
+                    and row.artifact_digest == engine.ship.digest):
+                result.skipped.append(spec.name)
+                self.log(f"reconcile: {spec.name}: {row.state} ({row.reason}); unchanged manifest, not retried")
+                return
+            report = engine.apply()
+        except EdgeshipError as err:
+            result.failed.append(spec.name)
+            self.log(f"reconcile: {spec.name}: error: {err}")
+            return
+        if self.report is not None and report.state != "unchanged":
+            self.report(report)
+        bucket = result.unchanged if report.state == "unchanged" else result.applied if report.ok else result.failed
+        bucket.append(spec.name)
+
+    def _log_pass(self, r: PassReport, started: float) -> None:
+        took = time.monotonic() - started
+        line = (f"reconcile pass {r.number} @ {r.revision or '?'}: {len(r.applied)} applied, {len(r.unchanged)} unchanged, "
+                f"{len(r.failed)} failed, {len(r.skipped)} skipped, {len(r.errors)} error(s) ({took:.1f}s)")
+        self.log(line)
+        for err in r.errors:
+            self.log(f"reconcile: {err}")

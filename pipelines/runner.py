@@ -1,0 +1,226 @@
+"""The stage runner: runs a pipeline's stages in order, taking each from the cache when its key is there.
+
+For each stage: compute its key (inputs' digests + config + version), restore the cached outputs on
+a hit, else run it and store what it changed. A stage that is not registered (not installed) is
+skipped and said so. One progress line per stage (with its time), a record of each stage (status,
+time, key, outputs) in the result and in `state_dir()/builds/<name>.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from edgeship.artifact import sha256_file
+from edgeship.errors import BuildError, EdgeshipError
+from edgeship.paths import state_dir
+from edgeship.pipelines.cache import StageCache
+from edgeship.pipelines.context import BuildContext
+from edgeship.stages import registry
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str  # ran | cached | skipped | failed
+    seconds: float = 0.0
+    key: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass
+class BuildResult:
+    name: str
+    records: list[StageRecord]
+    seconds: float
+    ctx: BuildContext
+    error: EdgeshipError | None = None
+
+    @property
+    def artifact(self) -> dict:
+        """{"digest", "dir", "tar"} when the package stage ran (or came from the cache)."""
+        return dict(self.ctx.extra.get("artifact") or {})
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def stage_list(spec: dict) -> list[str]:
+    names = spec.get("stages") or list(registry.DEFAULT_ORDER)
+    for n in names:
+        if not registry.is_known(n):
+            registry.get(n)  # raises with nearest names
+    return list(names)
+
+
+def _load_target(name: str | None):
+    if not name:
+        return None
+    try:
+        from edgeship.targets import load_target  # type: ignore[attr-defined]
+    except ImportError:
+        return None  # the catalog is not installed: stages see ctx.target None
+    return load_target(name)
+
+
+def _diff(before: dict, after: dict) -> dict[str, Any]:
+    """The context fields a stage changed; dict fields reduced to the keys whose values changed."""
+    changed: dict[str, Any] = {}
+    for name, value in after.items():
+        old = before.get(name)
+        if value == old:
+            continue
+        if isinstance(value, dict) and isinstance(old, dict):
+            changed[name] = {k: v for k, v in value.items() if old.get(k) != v}
+        else:
+            changed[name] = value
+    return changed
+
+
+class Progress:
+    """Progress lines on a stream (stderr by default); a prefix names the pipeline in -j builds."""
+
+    def __init__(self, stream: TextIO | None = None, prefix: str = "", quiet: bool = False):
+        self.stream = stream if stream is not None else sys.stderr
+        self.prefix = prefix
+        self.quiet = quiet
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(f"{self.prefix}{text}", file=self.stream, flush=True)
+
+
+def _rehash(ctx: BuildContext, before: dict) -> None:
+    """After a stage ran: digest the model files it wrote (what the next stage's key is made of)."""
+    for field_name, label in (("model_path", "model"), ("float_model_path", "float_model")):
+        path = getattr(ctx, field_name)
+        if path and (str(path) != str(before.get(field_name)) or label not in ctx.digests):
+            ctx.digests[label] = _model_digest(Path(path))
+
+
+def _model_digest(path: Path) -> str:
+    digest = sha256_file(path)
+    data = path.with_name(path.name + ".data")
+    if data.is_file():
+        digest = sha256_file(data)[:32] + digest[:32]
+    return digest
+
+
+def run_stages(ctx: BuildContext, names: list[str], cache: StageCache | None, progress: Progress,
+               use_cache: bool = True, records: list[StageRecord] | None = None) -> BuildContext:
+    """Run `names` in order on ctx, appending one StageRecord per stage to `records` (also on failure)."""
+    records = records if records is not None else []
+    width = max(len(n) for n in names) if names else 8
+    total = len(names)
+    for i, name in enumerate(names, 1):
+        head = f"[{i}/{total}] {name:<{width}}"
+        if not registry.available(name):
+            rec = StageRecord(name, "skipped", reason="not available")
+            records.append(rec)
+            progress.line(f"{head}  skipped   (not available)")
+            continue
+        stage = registry.get(name)()
+        t0 = time.perf_counter()
+        try:
+            key = stage.key(ctx)
+            ctx.stage_keys[name] = key
+            entry = cache.lookup(key) if (cache is not None and use_cache) else None
+            if entry is not None:
+                cache.restore(entry, ctx)
+                if getattr(stage, "cache_ok", lambda c: True)(ctx):
+                    rec = StageRecord(name, "cached", time.perf_counter() - t0, key)
+                    records.append(rec)
+                    progress.line(f"{head}  cached   {rec.seconds:7.2f} s  {key[:12]}")
+                    continue
+            before = ctx.snapshot()
+            ctx = stage.run(ctx) or ctx
+            _rehash(ctx, before)
+            after = ctx.snapshot()
+            if cache is not None:
+                cache.store(key, name, _diff(before, after), ctx.report.get(name), ctx.workdir)
+            rec = StageRecord(name, "ran", time.perf_counter() - t0, key)
+            if ctx.model_path and str(ctx.model_path) != before.get("model_path"):
+                rec.outputs["model"] = ctx.digests.get("model", "")[:16]
+            records.append(rec)
+            progress.line(f"{head}  ran      {rec.seconds:7.2f} s  {key[:12]}")
+        except EdgeshipError as err:
+            if isinstance(err, BuildError) and err.stage is None:
+                err.stage = name
+            records.append(StageRecord(name, "failed", time.perf_counter() - t0, ctx.stage_keys.get(name, ""), reason=str(err)))
+            progress.line(f"{head}  FAILED   {time.perf_counter() - t0:7.2f} s")
+            raise
+        except Exception as err:
+            records.append(StageRecord(name, "failed", time.perf_counter() - t0, reason=f"{type(err).__name__}: {err}"))
+            progress.line(f"{head}  FAILED   {time.perf_counter() - t0:7.2f} s")
+            if os.environ.get("EDGESHIP_DEBUG"):
+                raise
+            raise BuildError(f"{type(err).__name__}: {err} (set EDGESHIP_DEBUG=1 for a traceback)", stage=name) from err
+    return ctx
+
+
+def build(doc: Any, target: str | None = None, progress: Progress | None = None, use_cache: bool = True,
+          stages: list[str] | None = None, keep_workdir: bool = False) -> BuildResult:
+    """Build one Pipeline document. Raises nothing for stage failures: the error is in the result."""
+    progress = progress or Progress()
+    spec = dict(doc.data)
+    if target:
+        spec["target"] = target
+    t0 = time.perf_counter()
+    work_root = state_dir() / "work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{doc.name}-", dir=work_root))
+    ctx = BuildContext(pipeline=doc, spec=spec, target=None, workdir=workdir)
+    records: list[StageRecord] = []
+    error: EdgeshipError | None = None
+    try:
+        ctx.target = _load_target(spec.get("target"))
+        source = Path(getattr(doc, "source", ""))
+        if source.is_file():
+            ctx.digests["manifest"] = sha256_file(source)
+        names = stages or stage_list(spec)
+        ctx.records = records
+        ctx = run_stages(ctx, names, StageCache(), progress, use_cache=use_cache, records=records)
+    except EdgeshipError as err:
+        error = err
+    finally:
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    result = BuildResult(doc.name, records, time.perf_counter() - t0, ctx, error)
+    _save_record(result)
+    return result
+
+
+def _save_record(result: BuildResult) -> None:
+    folder = state_dir() / "builds"
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {"name": result.name, "ok": result.ok, "seconds": round(result.seconds, 3),
+           "error": str(result.error) if result.error else None, "artifact": result.artifact,
+           "stages": [asdict(r) for r in result.records], "finished": time.time()}
+    tmp = folder / f".{result.name}.{os.getpid()}.json"
+    tmp.write_text(json.dumps(doc, indent=2, default=str))
+    os.replace(tmp, folder / f"{result.name}.json")
+
+
+def summary_table(result: BuildResult) -> str:
+    """The table printed after a build: stage, status, seconds, key."""
+    rows = [("stage", "status", "time", "key")]
+    for r in result.records:
+        rows.append((r.name, r.status + (f" ({r.reason})" if r.status == "skipped" else ""),
+                     f"{r.seconds:.2f} s" if r.status != "skipped" else "-", r.key[:12] or "-"))
+    rows.append(("total", "ok" if result.ok else "failed", f"{result.seconds:.2f} s", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+__all__ = ["build", "run_stages", "stage_list", "summary_table", "BuildResult", "StageRecord", "Progress"]

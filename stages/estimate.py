@@ -1,0 +1,63 @@
+"""Stage `estimate`: the roofline cost model on the legalized graph.
+
+Writes ctx.report["estimate"] with the keys `validate` reads for targets this host cannot run:
+latency_ms (total), peak_memory_kb, per_node, partitions, transfers (count) - and the budget
+checked against the estimate (`budget`), informative only: validate decides pass/fail.
+"""
+
+from __future__ import annotations
+
+from edgeship.errors import BuildError
+from edgeship.stages.base import BaseStage
+from edgeship.stages.legalize import input_shapes
+from edgeship.stages.registry import register
+from edgeship.targets.costmodel import estimate
+from edgeship.targets.graphinfo import load_graph
+from edgeship.targets.placement import legalize
+from edgeship.targets.svg import op_time_svg, roofline_svg
+
+
+def budget_check(section: dict, budget: dict) -> dict:
+    """Estimated latency/memory against the manifest budget: {metric: {budget, estimated, ok}}."""
+    out: dict = {}
+    latency = (budget or {}).get("latency_ms") or {}
+    for pct in ("p50", "p95", "p99"):
+        if pct in latency:
+            out[f"latency_ms.{pct}"] = {"budget": latency[pct], "estimated": section["latency_ms"],
+                                        "ok": section["latency_ms"] <= float(latency[pct])}
+    peak = ((budget or {}).get("memory_kb") or {}).get("peak")
+    if peak is not None:
+        out["memory_kb.peak"] = {"budget": peak, "estimated": section["peak_memory_kb"],
+                                 "ok": section["peak_memory_kb"] <= float(peak)}
+    return out
+
+
+@register
+class EstimateStage(BaseStage):
+    name = "estimate"
+    version = "1"
+    uses_target = True
+
+    def config(self, ctx):
+        return {"budget": ctx.setting("budget", default={})}
+
+    def run(self, ctx):
+        if ctx.target is None:
+            raise BuildError("no target profile loaded: estimate needs the manifest's `target`", stage=self.name)
+        if ctx.model_path is None:
+            raise BuildError("no model: the import stage must run first", stage=self.name)
+        graph = load_graph(ctx.model_path, input_shapes(ctx))
+        placement = ctx.report.get("legalize")
+        if not placement or placement.get("target") != ctx.target_name:
+            placement = legalize(graph, ctx.target)  # legalize not in the stage list: place here
+        section = estimate(graph, ctx.target, placement)
+        section["budget"] = budget_check(section, ctx.setting("budget", default={}))
+        section["accelerator_pct"] = placement.get("accelerator_pct")
+        section["host_round_trips"] = placement.get("host_round_trips", 0)
+        ctx.report[self.name] = section
+        return ctx
+
+
+def report_html(section: dict) -> str:
+    """Per-op-type estimated time bars and the roofline plot (inline SVG) for the build report."""
+    return op_time_svg(section) + roofline_svg(section)

@@ -1,0 +1,94 @@
+"""Running models on this host: outputs for accuracy, and latency that survives a noisy machine.
+
+Shared by quantize (auto compares candidates) and validate (the budget check). Latency of several
+candidates is measured interleaved, round by round, so a burst of load from another process hits
+every candidate alike instead of deciding the ranking.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeship.errors import BuildError
+from edgeship.pipelines.data import iter_samples
+
+
+def session(path: Path | str, threads: int = 1, profile_prefix: str | None = None) -> ort.InferenceSession:
+    """A CPU session; `threads=0` lets onnxruntime use every core."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - an invalid model is a build failure, not a traceback
+        raise BuildError(f"onnxruntime cannot load {Path(path).name}: {str(exc).splitlines()[0]}") from None
+
+
+def output_names(sess: ort.InferenceSession) -> list[str]:
+    return [o.name for o in sess.get_outputs()]
+
+
+def run_all(sess: ort.InferenceSession, data: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run every sample; returns one `(N, *output_shape)` array per output."""
+    per_output: list[list[np.ndarray]] = []
+    names = {i.name for i in sess.get_inputs()}
+    for feed in iter_samples(data):
+        outs = sess.run(None, {k: v for k, v in feed.items() if k in names})
+        if not per_output:
+            per_output = [[] for _ in outs]
+        for slot, value in zip(per_output, outs):
+            slot.append(np.asarray(value))
+    return [np.stack(values) for values in per_output]
+
+
+def first_feed(data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return next(iter_samples(data))
+
+
+def time_runs(sess: ort.InferenceSession, feed: dict, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def latency(sess: ort.InferenceSession, feed: dict, warmup: int = 10, runs: int = 50) -> list[float]:
+    """Milliseconds per run after `warmup` untimed runs."""
+    time_runs(sess, feed, warmup)
+    return time_runs(sess, feed, runs)
+
+
+def interleaved_p50(paths: Mapping[str, Path], feed: dict, rounds: int = 5, runs: int = 10, threads: int = 1) -> dict[str, float]:
+    """Median latency (ms) per model, measured round-robin so background load hits all alike."""
+    sessions = {name: session(path, threads) for name, path in paths.items()}
+    samples: dict[str, list[float]] = {name: [] for name in sessions}
+    for sess in sessions.values():
+        time_runs(sess, feed, 3)
+    for _ in range(rounds):
+        for name, sess in sessions.items():
+            samples[name].extend(time_runs(sess, feed, runs))
+    return {name: float(np.median(values)) for name, values in samples.items()}
+
+
+def percentiles(times_ms: list[float]) -> dict[str, float]:
+    arr = np.asarray(times_ms, dtype=np.float64)
+    return {
+        "p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "p99": float(np.percentile(arr, 99)),
+        "mean": float(arr.mean()), "min": float(arr.min()), "runs": int(arr.size),
+    }
+
+
+def all_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

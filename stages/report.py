@@ -1,0 +1,224 @@
+"""The build report: `report.json` (every stage's section) rendered to a self-contained `report.html`.
+
+Plots are inline SVG (no JavaScript, no network, opens from a device's disk): latency distribution
+(validate), time per op type (onnxruntime profiling, measured by package), accuracy per quantization
+candidate (quantize). A stage module may add its own HTML by defining `report_html(section) -> str`;
+a fragment that fails to render is replaced by a note, never a failed build.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import json
+from typing import Any, Iterable
+
+from edgeship.stages.registry import BUILTIN_MODULES
+
+PALETTE = ["#3b6ea5", "#e07b39", "#5a9e4b", "#b04a5a", "#7a5aa6", "#8c7b4f"]
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# --- SVG charts ---------------------------------------------------------------------------------
+
+def bar_chart(items: Iterable[tuple[str, float]], title: str, unit: str = "", width: int = 560) -> str:
+    """Horizontal bars, one per (label, value), largest first."""
+    rows = [(str(k), float(v)) for k, v in items if v is not None]
+    if not rows:
+        return ""
+    rows.sort(key=lambda kv: kv[1], reverse=True)
+    rows = rows[:25]
+    top = max(v for _, v in rows) or 1.0
+    label_w, bar_h, pad = 170, 18, 4
+    height = 28 + len(rows) * (bar_h + pad)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
+             f'<text x="0" y="16" font-size="13" font-weight="bold">{_esc(title)}</text>']
+    for i, (label, value) in enumerate(rows):
+        y = 26 + i * (bar_h + pad)
+        w = max(1.0, (width - label_w - 90) * value / top)
+        parts.append(f'<text x="{label_w - 6}" y="{y + 13}" font-size="11" text-anchor="end">{_esc(label[:28])}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{PALETTE[0]}"><title>{_esc(label)}: {value:.4g} {unit}</title></rect>')
+        parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 13}" font-size="11">{value:.3g} {_esc(unit)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def histogram(series: dict[str, list[float]], title: str, unit: str = "ms", bins: int = 24, width: int = 560) -> str:
+    """Overlaid histograms, one colour per series (e.g. single thread / all threads)."""
+    series = {k: [float(x) for x in v] for k, v in series.items() if v}
+    if not series:
+        return ""
+    lo = min(min(v) for v in series.values())
+    hi = max(max(v) for v in series.values())
+    span = (hi - lo) or max(hi, 1e-9) * 0.1 or 1.0
+    counts = {}
+    for name, values in series.items():
+        c = [0] * bins
+        for x in values:
+            c[min(bins - 1, int((x - lo) / span * bins))] += 1
+        counts[name] = c
+    peak = max(max(c) for c in counts.values()) or 1
+    left, top, plot_w, plot_h = 40, 26, width - 60, 150
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + plot_h + 50}" role="img" aria-label="{_esc(title)}">',
+             f'<text x="0" y="16" font-size="13" font-weight="bold">{_esc(title)}</text>',
+             f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#555"/>']
+    bw = plot_w / bins
+    for s, (name, c) in enumerate(counts.items()):
+        colour = PALETTE[s % len(PALETTE)]
+        for i, n in enumerate(c):
+            if n:
+                h = plot_h * n / peak
+                parts.append(f'<rect x="{left + i * bw:.1f}" y="{top + plot_h - h:.1f}" width="{bw - 1:.1f}" height="{h:.1f}" '
+                             f'fill="{colour}" fill-opacity="0.55"><title>{_esc(name)}: {n} runs</title></rect>')
+        parts.append(f'<rect x="{left + 10 + s * 150}" y="{top + plot_h + 30}" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{left + 24 + s * 150}" y="{top + plot_h + 39}" font-size="11">{_esc(name)} (n={len(series[name])})</text>')
+    parts.append(f'<text x="{left}" y="{top + plot_h + 16}" font-size="11">{lo:.3g} {unit}</text>')
+    parts.append(f'<text x="{left + plot_w}" y="{top + plot_h + 16}" font-size="11" text-anchor="end">{hi:.3g} {unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def grouped_bars(groups: list[tuple[str, dict[str, float]]], title: str, width: int = 560) -> str:
+    """One row per group (candidate), one bar per metric, each metric scaled to its own maximum."""
+    metrics = sorted({m for _, vals in groups for m, v in vals.items() if isinstance(v, (int, float))})
+    if not groups or not metrics:
+        return ""
+    tops = {m: max(abs(float(vals[m])) for _, vals in groups if isinstance(vals.get(m), (int, float))) or 1.0 for m in metrics}
+    label_w, bar_h = 170, 12
+    block = bar_h * len(metrics) + 10
+    height = 40 + len(groups) * block + 20
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
+             f'<text x="0" y="16" font-size="13" font-weight="bold">{_esc(title)}</text>']
+    for j, m in enumerate(metrics):
+        parts.append(f'<rect x="{label_w + j * 130}" y="24" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>'
+                     f'<text x="{label_w + 14 + j * 130}" y="33" font-size="11">{_esc(m)}</text>')
+    for i, (name, vals) in enumerate(groups):
+        y0 = 42 + i * block
+        parts.append(f'<text x="{label_w - 6}" y="{y0 + block / 2:.0f}" font-size="11" text-anchor="end">{_esc(name[:28])}</text>')
+        for j, m in enumerate(metrics):
+            v = vals.get(m)
+            if not isinstance(v, (int, float)):
+                continue
+            w = max(1.0, (width - label_w - 80) * abs(float(v)) / tops[m])
+            y = y0 + j * bar_h
+            parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h - 2}" fill="{PALETTE[j % len(PALETTE)]}">'
+                         f'<title>{_esc(name)} {_esc(m)}: {float(v):.5g}</title></rect>'
+                         f'<text x="{label_w + w + 4:.1f}" y="{y + 9}" font-size="10">{float(v):.4g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# --- extracting plot data from sections ------------------------------------------------------------
+
+def latency_series(report: dict) -> dict[str, list[float]]:
+    lat = (report.get("validate") or {}).get("latency") or {}
+    out = {}
+    if isinstance(lat, dict):
+        for mode, values in lat.items():
+            if isinstance(values, dict) and isinstance(values.get("samples_ms"), list):
+                out[str(mode)] = values["samples_ms"]
+        if not out and isinstance(lat.get("samples_ms"), list):  # one series for the whole section
+            out["measured"] = lat["samples_ms"]
+    smoke = (report.get("package") or {}).get("smoke_samples_ms")
+    if not out and isinstance(smoke, list):
+        out["package smoke run (1 thread)"] = smoke
+    return out
+
+
+def candidate_rows(report: dict) -> list[tuple[str, dict[str, float]]]:
+    cands = (report.get("quantize") or {}).get("candidates") or []
+    rows = []
+    for c in cands if isinstance(cands, list) else []:
+        if not isinstance(c, dict):
+            continue
+        name = str(c.get("name", "?")) + (" (selected)" if c.get("selected") else "")
+        metrics = {k: v for k, v in (c.get("metrics") or c.get("accuracy") or {}).items() if isinstance(v, (int, float))}
+        rows.append((name, metrics))
+    return rows
+
+
+def _table(mapping: dict) -> str:
+    rows = []
+    for k, v in mapping.items():
+        if isinstance(v, (dict, list)):
+            text = json.dumps(v, default=str)
+            cell = f"<details><summary>{_esc(text[:90])}{'…' if len(text) > 90 else ''}</summary><pre>{_esc(json.dumps(v, indent=1, default=str))}</pre></details>"
+        else:
+            cell = _esc(_fmt(v))
+        rows.append(f"<tr><th>{_esc(k)}</th><td>{cell}</td></tr>")
+    return f"<table>{''.join(rows)}</table>"
+
+
+def stage_fragment(stage: str, section: Any) -> str:
+    """The stage module's own `report_html(section)`, if it has one."""
+    module = BUILTIN_MODULES.get(stage)
+    if module is None or not isinstance(section, dict):
+        return ""
+    try:
+        mod = importlib.import_module(f"edgeship.stages.{module}")
+    except Exception:
+        return ""
+    render = getattr(mod, "report_html", None)
+    if not callable(render):
+        return ""
+    try:
+        return str(render(section) or "")
+    except Exception as err:
+        return f'<p class="note">({_esc(stage)} view unavailable: {_esc(type(err).__name__)}: {_esc(err)})</p>'
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;border-bottom:1px solid #ccc;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top;font-size:.9em}
+th{background:#f4f4f4}.note{color:#a55}pre{margin:0;font-size:.8em}.ok{color:#2a7}.bad{color:#c33}"""
+
+
+def render_html(report: dict) -> str:
+    """A self-contained HTML page for a report.json document."""
+    stages = report.get("stages") or {}
+    title = f"edgeship build report: {report.get('name', '')}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{_esc(title)}</h1>",
+             _table({"target": report.get("target", ""), "created": report.get("created", ""),
+                     "edgeship": report.get("edgeship_version", ""), "model sha256": report.get("model_sha256", "")})]
+    runs = report.get("build") or []
+    if runs:
+        parts.append("<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>time</th><th>key</th></tr>")
+        for r in runs:
+            parts.append(f"<tr><td>{_esc(r.get('name'))}</td><td>{_esc(r.get('status'))}</td>"
+                         f"<td>{_esc(_fmt(r.get('seconds', '')))} s</td><td><code>{_esc(str(r.get('key', ''))[:16])}</code></td></tr>")
+        parts.append("</table>")
+    warnings = report.get("warnings") or []
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='note'>{_esc(w)}</li>" for w in warnings) + "</ul>")
+    plots = [
+        histogram(latency_series(stages), "Latency distribution on this host"),
+        bar_chart(((stages.get("package") or {}).get("op_time_us") or {}).items(), "Time per op type (onnxruntime profiling)", "us"),
+        grouped_bars(candidate_rows(stages), "Accuracy per quantization candidate (vs float)"),
+    ]
+    plots = [p for p in plots if p]
+    if plots:
+        parts.append("<h2>Figures</h2>" + "".join(f"<div>{p}</div>" for p in plots))
+    for name, section in stages.items():
+        parts.append(f"<h2>{_esc(name)}</h2>")
+        fragment = stage_fragment(name, section)
+        if fragment:
+            parts.append(fragment)
+        if isinstance(section, dict):
+            parts.append(_table(section))
+        else:
+            parts.append(f"<pre>{_esc(json.dumps(section, indent=1, default=str))}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+__all__ = ["render_html", "bar_chart", "histogram", "grouped_bars", "latency_series", "candidate_rows"]

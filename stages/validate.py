@@ -1,0 +1,232 @@
+"""Stage `validate`: is the candidate good enough? Accuracy against the float reference, latency,
+memory and size against every budget; one failed budget fails the build with a table.
+
+Accuracy: the float reference (`ctx.float_model_path`) and the candidate both run in onnxruntime on
+the validation inputs (the manifest's .npz, else synthetic inputs - flagged as a weaker guarantee).
+Latency: measured here when the target is this host (`measurable: true`): warm-up, repeated runs,
+single thread and all threads (the budget is checked on the all-threads figures, onnxruntime's
+default); otherwise taken from the cost model (`ctx.report["estimate"]`). Memory: from the cost
+model when it ran, else a static figure (weights + the largest activations). Per-op-type time from
+onnxruntime's profiler goes into the report for the per-op plot.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgeship.errors import BudgetExceeded, BudgetRow, BuildError
+from edgeship.pipelines import metrics
+from edgeship.pipelines.data import sample_count, synthetic_inputs
+from edgeship.stages import quant_measure
+from edgeship.stages.base import BaseStage
+from edgeship.stages.registry import register
+
+DEFAULT_SAMPLES = 100
+SYNTHETIC_SAMPLES = 32
+PROFILE_RUNS = 20
+HISTOGRAM_LIMIT = 500  # latency samples kept in the report for the distribution plot
+
+
+def model_size_kb(path: Path) -> float:
+    """The model file plus any external-data files beside it."""
+    total = path.stat().st_size
+    model = onnx.load(str(path), load_external_data=False)
+    seen = set()
+    for t in model.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location" and entry.value not in seen:
+                seen.add(entry.value)
+                extra = path.parent / entry.value
+                if extra.is_file():
+                    total += extra.stat().st_size
+    return total / 1024.0
+
+
+def static_memory_kb(path: Path) -> float:
+    """Weights + the two largest activations: a floor for peak memory when no cost model ran."""
+    model = onnx.load(str(path))
+    weights = sum(int(np.prod(t.dims)) * max(1, onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
+                  for t in model.graph.initializer)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    sizes = []
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        t = vi.type.tensor_type
+        dims = [d.dim_value for d in t.shape.dim]
+        if t.elem_type and dims and all(d > 0 for d in dims):
+            sizes.append(int(np.prod(dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize)
+    sizes.sort(reverse=True)
+    return (weights + sum(sizes[:2])) / 1024.0
+
+
+def op_type_times(path: Path, feed: dict, runs: int, workdir: Path) -> dict[str, float]:
+    """Mean milliseconds per run spent in each op type, from onnxruntime's profiler (all threads)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        sess = quant_measure.session(path, threads=0, profile_prefix=str(Path(tmp) / "profile"))
+        quant_measure.time_runs(sess, feed, runs)
+        trace = Path(sess.end_profiling())
+        events = json.loads(trace.read_text())
+    totals: dict[str, float] = defaultdict(float)
+    for ev in events:
+        if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith("_kernel_time"):
+            op = (ev.get("args") or {}).get("op_name", "?")
+            totals[op] += float(ev.get("dur", 0)) / 1000.0
+    return {op: round(ms / runs, 5) for op, ms in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def check_budgets(budget: dict, measured: dict) -> list[dict]:
+    """Each budget against its figure: [{metric, budget, measured, ok, by, source}] (None figure: unverified)."""
+    checks = []
+
+    def add(metric: str, bound: float, value: float | None, source: str, higher_is_better: bool = False, unit: str = ""):
+        if value is None:
+            checks.append({"metric": metric, "budget": bound, "measured": None, "ok": None, "by": "not measured",
+                           "source": source})
+            return
+        ok = value >= bound if higher_is_better else value <= bound
+        diff = (bound - value) if higher_is_better else (value - bound)
+        pct = f" ({diff / bound * 100:+.0f}%)" if bound else ""
+        by = f"{'short by' if higher_is_better else 'over by'} {_fmt(abs(diff))}{unit}{pct if not higher_is_better else ''}"
+        checks.append({"metric": metric, "budget": bound, "measured": value, "ok": ok,
+                       "by": by if not ok else f"ok, margin {_fmt(abs(diff))}{unit}", "source": source})
+
+    for pct, bound in (budget.get("latency_ms") or {}).items():
+        lat = measured.get("latency_ms") or {}
+        add(f"latency_ms.{pct}", float(bound), lat.get(pct), measured.get("latency_source", "none"), unit=" ms")
+    peak = (budget.get("memory_kb") or {}).get("peak")
+    if peak is not None:
+        add("memory_kb.peak", float(peak), measured.get("memory_kb"), measured.get("memory_source", "none"), unit=" KB")
+    if budget.get("size_kb") is not None:
+        add("size_kb", float(budget["size_kb"]), measured.get("size_kb"), "model file", unit=" KB")
+    acc = budget.get("accuracy") or {}
+    if acc:
+        metric = acc.get("metric", "top1_agreement")
+        value = (measured.get("accuracy") or {}).get(metric)
+        higher = metrics.HIGHER_IS_BETTER[metric]
+        bound = acc.get("min") if higher else acc.get("max")
+        if bound is None:
+            raise BuildError(f"budget.accuracy: {metric} needs {'min' if higher else 'max'}", stage="validate")
+        add(f"accuracy.{metric}", float(bound), value, measured.get("data_source", ""), higher_is_better=higher)
+    return checks
+
+
+SYNTHETIC_WARNING = ("validation used synthetic inputs from the declared shapes (no validation.data): accuracy "
+                     "against float is measured on random inputs - a weaker guarantee")
+
+
+def validation_inputs(ctx) -> tuple[dict, dict]:
+    """The validation arrays and where they came from; quantize's `auto` scores on exactly these."""
+    samples = int(ctx.setting("validation", "samples", default=DEFAULT_SAMPLES))
+    data = ctx.validation
+    if data is not None:
+        info = {"source": str(ctx.setting("validation", "data")), "synthetic": False,
+                "samples": min(samples, sample_count(data))}
+        return {k: v[:samples] for k, v in data.items()}, info
+    n = min(samples, SYNTHETIC_SAMPLES)
+    if SYNTHETIC_WARNING not in ctx.warnings:
+        ctx.warnings.append(SYNTHETIC_WARNING)
+    return synthetic_inputs(ctx.inputs, n, seed=2), {"source": "synthetic", "synthetic": True, "samples": n,
+                                                     "warning": SYNTHETIC_WARNING}
+
+
+@register
+class ValidateStage(BaseStage):
+    name = "validate"
+    version = "1"
+    uses_target = True
+
+    def config(self, ctx) -> dict:
+        return {"budget": ctx.setting("budget", default={}), "validation": ctx.setting("validation", default={}),
+                "task": ctx.setting("model", "task")}
+
+    def input_digests(self, ctx) -> dict:
+        digests = super().input_digests(ctx)
+        digests["float_model"] = ctx.digests.get("float_model", "")
+        digests["validation"] = ctx.data_digest("validation")
+        estimate = ctx.report.get("estimate") or {}
+        digests["estimate"] = [estimate.get("latency_ms"), estimate.get("peak_memory_kb")]
+        return digests
+
+    def run(self, ctx):
+        if ctx.model_path is None:
+            raise BuildError("no model to validate: the import stage must run first", stage=self.name)
+        candidate = Path(ctx.model_path)
+        reference = Path(ctx.float_model_path or candidate)
+        report: dict = {"candidate": candidate.name, "reference": reference.name}
+        ctx.report[self.name] = report
+        data, report["data"] = validation_inputs(ctx)
+
+        ref_sess = quant_measure.session(reference, threads=0)
+        cand_sess = quant_measure.session(candidate, threads=0)
+        names = quant_measure.output_names(ref_sess)
+        if names != quant_measure.output_names(cand_sess):
+            raise BuildError(f"candidate outputs {quant_measure.output_names(cand_sess)} differ from the "
+                             f"reference's {names}", stage=self.name)
+        wanted = metrics.default_metrics(ctx.setting("model", "task"))
+        budget_metric = ctx.setting("budget", "accuracy", "metric")
+        if budget_metric and budget_metric not in wanted:
+            wanted.append(budget_metric)
+        accuracy = metrics.compare(quant_measure.run_all(ref_sess, data), quant_measure.run_all(cand_sess, data), names, wanted)
+        report["accuracy"] = accuracy
+        measured: dict = {"accuracy": accuracy["primary"], "data_source": report["data"]["source"],
+                          "size_kb": round(model_size_kb(candidate), 2)}
+        report["size_kb"] = measured["size_kb"]
+
+        estimate = ctx.report.get("estimate") or {}
+        feed = quant_measure.first_feed(data)
+        if ctx.target_data.get("measurable"):
+            warmup = int(ctx.setting("validation", "latency", "warmup", default=10))
+            runs = int(ctx.setting("validation", "latency", "runs", default=50))
+            single = quant_measure.latency(quant_measure.session(candidate, threads=1), feed, warmup, runs)
+            multi = quant_measure.latency(cand_sess, feed, warmup, runs)
+            report["latency"] = {
+                "source": "measured on this host",
+                "single_thread": quant_measure.percentiles(single),
+                "all_threads": {**quant_measure.percentiles(multi), "threads": quant_measure.all_threads()},
+                "samples_ms": [round(t, 4) for t in multi[:HISTOGRAM_LIMIT]],
+            }
+            try:
+                report["op_time_ms"] = op_type_times(candidate, feed, min(PROFILE_RUNS, runs), ctx.workdir)
+            except Exception as exc:  # noqa: BLE001 - the profile is a plot, not a verdict
+                report["op_time_ms"] = {}
+                ctx.warnings.append(f"validate: onnxruntime profiling failed ({type(exc).__name__})")
+            measured["latency_ms"] = {k: report["latency"]["all_threads"][k] for k in ("p50", "p95", "p99")}
+            measured["latency_source"] = "measured (all threads)"
+        elif estimate.get("latency_ms") is not None:
+            value = float(estimate["latency_ms"])
+            measured["latency_ms"] = {"p50": value, "p95": value, "p99": value}
+            measured["latency_source"] = "estimated (cost model)"
+            report["latency"] = {"source": "estimated by the cost model", "latency_ms": value}
+        else:
+            report["latency"] = {"source": "none: target not measurable here and no estimate stage ran"}
+        if estimate.get("peak_memory_kb") is not None:
+            measured["memory_kb"], measured["memory_source"] = float(estimate["peak_memory_kb"]), "estimated (cost model)"
+        else:
+            measured["memory_kb"], measured["memory_source"] = round(static_memory_kb(candidate), 2), "static (weights + largest activations)"
+        report["memory_kb"] = {"peak": measured["memory_kb"], "source": measured["memory_source"]}
+
+        checks = check_budgets(ctx.setting("budget", default={}) or {}, measured)
+        report["budgets"] = checks
+        for c in checks:
+            if c["ok"] is None:
+                ctx.warnings.append(f"budget {c['metric']} not verified: {c['source']}")
+        lat = measured.get("latency_ms") or {}
+        ctx.extra["validate"] = {"latency_p50_ms": lat.get("p50"), "latency_p95_ms": lat.get("p95"),
+                                 "latency_source": measured.get("latency_source"), "accuracy": accuracy["primary"]}
+        failed = [c for c in checks if c["ok"] is False]
+        report["passed"] = not failed
+        if failed:
+            raise BudgetExceeded([BudgetRow(c["metric"], _fmt(c["budget"]), _fmt(c["measured"]), c["by"]) for c in failed])
+        return ctx

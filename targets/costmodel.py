@@ -1,0 +1,340 @@
+"""Roofline cost model: per-node work (MACs, FLOPs, bytes) from inferred shapes, per-node time
+against a target's peak compute and bandwidth, transfer cost at partition boundaries, and peak
+memory (weights + the largest set of activations alive at once, from a liveness pass).
+
+Conventions (the tests pin them exactly):
+- FLOPs = 2 x MACs for Conv/ConvTranspose/MatMul/Gemm (bias adds are not counted);
+  elementwise ops: 1 per output element; pools: 1 per window element per output; Softmax: 3 per element.
+- bytes = every data input + every output, at the size the hardware stores them (int8 inside a Q/DQ
+  group) + every weight read by the node (int8 for a folded DequantizeLinear weight).
+  View ops (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout) move no bytes.
+- A fused epilogue (Relu after Conv, ...) adds its FLOPs to its producer and moves no bytes.
+- node time = max(FLOPs / (peak x efficiency[op]), bytes / (bandwidth x bandwidth_efficiency)) + overhead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgeship.targets.graphinfo import VIEW_OPS, GraphInfo, NodeInfo
+from edgeship.targets.profileview import ProfileView
+
+ELEMENTWISE_FLOPS = {
+    "Add": 1, "Sub": 1, "Mul": 1, "Div": 1, "Relu": 1, "LeakyRelu": 2, "PRelu": 2, "Clip": 2, "Max": 1, "Min": 1,
+    "Sum": 1, "Mean": 1, "Sigmoid": 4, "HardSigmoid": 3, "HardSwish": 4, "Tanh": 4, "Exp": 4, "Log": 4, "Sqrt": 2,
+    "Pow": 4, "Erf": 4, "Gelu": 8, "Neg": 1, "Abs": 1, "Reciprocal": 1, "Where": 1, "Equal": 1, "Greater": 1,
+    "Less": 1, "Not": 1, "And": 1, "Or": 1, "Cast": 1, "QuantizeLinear": 2, "DequantizeLinear": 2,
+    "BatchNormalization": 2, "InstanceNormalization": 5, "LayerNormalization": 5, "Softplus": 4, "Elu": 4,
+    "Selu": 4, "Floor": 1, "Ceil": 1, "Round": 1, "Sign": 1, "Mod": 1,
+}
+REDUCE_OPS = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceProd", "GlobalAveragePool",
+              "GlobalMaxPool", "ArgMax", "ArgMin"}
+
+
+@dataclass
+class NodeWork:
+    """What one node computes and moves, independent of any target."""
+
+    name: str
+    op_type: str
+    fmt: str
+    macs: int
+    flops: int
+    bytes_in: int
+    bytes_out: int
+    weight_bytes: int
+    shape_known: bool
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_in + self.bytes_out + self.weight_bytes
+
+
+def _prod(values) -> int:
+    return int(np.prod(list(values), dtype=np.int64)) if values else 1
+
+
+def _numel(g: GraphInfo, name: str) -> int | None:
+    t = g.info(name)
+    return None if t is None else t.numel
+
+
+def _shape(g: GraphInfo, name: str):
+    t = g.info(name)
+    return None if t is None else t.shape
+
+
+def node_macs_flops(g: GraphInfo, n: NodeInfo) -> tuple[int, int, bool]:
+    """(MACs, FLOPs, shape_known) of one node, not counting fused epilogues."""
+    op = n.op_type
+    ins = [i for i in n.node.input]
+    out = n.node.output[0] if n.node.output else ""
+    out_shape = _shape(g, out)
+    out_numel = _numel(g, out)
+    if op in VIEW_OPS:
+        return 0, 0, True
+    if op == "Conv" or op == "ConvInteger":
+        w = _shape(g, ins[1])
+        if w is None or out_shape is None:
+            return 0, 0, False
+        macs = _prod(out_shape) * _prod(w[1:])  # N*M*out_spatial * (C/g)*k...
+        return macs, 2 * macs, True
+    if op == "ConvTranspose":
+        x, w = _shape(g, ins[0]), _shape(g, ins[1])
+        if x is None or w is None:
+            return 0, 0, False
+        macs = _prod(x) * _prod(w[1:])  # N*C*in_spatial * (M/g)*k...
+        return macs, 2 * macs, True
+    if op in ("MatMul", "MatMulInteger"):
+        a = _shape(g, ins[0])
+        if a is None or out_shape is None:
+            return 0, 0, False
+        k = a[-1] if len(a) >= 1 else 1
+        macs = _prod(out_shape) * k
+        return macs, 2 * macs, True
+    if op == "Gemm":
+        a = _shape(g, ins[0])
+        if a is None or out_shape is None:
+            return 0, 0, False
+        k = a[0] if n.attrs.get("transA", 0) else a[1]
+        macs = _prod(out_shape) * k
+        return macs, 2 * macs, True
+    if op in ("MaxPool", "AveragePool", "LpPool"):
+        if out_numel is None:
+            return 0, 0, False
+        return 0, out_numel * _prod(n.attrs.get("kernel_shape", [1])), True
+    if op in REDUCE_OPS:
+        x = _numel(g, ins[0]) if ins else None
+        return (0, x, True) if x is not None else (0, 0, False)
+    if op == "Softmax" or op == "LogSoftmax":
+        return (0, 3 * out_numel, True) if out_numel is not None else (0, 0, False)
+    if op == "LRN":
+        size = int(n.attrs.get("size", 1))
+        return (0, out_numel * (size + 3), True) if out_numel is not None else (0, 0, False)
+    if op in ELEMENTWISE_FLOPS:
+        return (0, ELEMENTWISE_FLOPS[op] * out_numel, True) if out_numel is not None else (0, 0, False)
+    # data movement (Concat, Transpose, Slice, Gather, Pad, Resize, ...): bytes, no arithmetic
+    return 0, 0, out_numel is not None
+
+
+def node_work(g: GraphInfo, n: NodeInfo) -> NodeWork:
+    """Work of an active node, with the FLOPs of the epilogues fused into it."""
+    macs, flops, known = node_macs_flops(g, n)
+    for other in g.fused_children.get(n.name, []):
+        _, f, k = node_macs_flops(g, other)
+        flops += f
+        known = known and k
+    if n.op_type in VIEW_OPS:
+        bytes_in = bytes_out = weight = 0
+    else:
+        bytes_in = sum(g.effective_bytes(i, n) or 0 for i in g.data_inputs(n))
+        last = _fused_output(g, n)
+        bytes_out = sum(g.effective_bytes(o, n) or 0 for o in last)
+        weight = sum(g.weight_bytes_of(w) for w in dict.fromkeys(g.weight_inputs(n)))
+        for other in g.fused_children.get(n.name, []):
+            weight += sum(g.weight_bytes_of(w) for w in g.weight_inputs(other))
+    return NodeWork(n.name, n.op_type, g.compute_format(n), int(macs), int(flops), int(bytes_in), int(bytes_out),
+                    int(weight), known)
+
+
+def _fused_output(g: GraphInfo, n: NodeInfo) -> list[str]:
+    """Outputs the node really writes: those of the last epilogue fused into it."""
+    outs = [o for o in n.node.output if o]
+    for other in g.fused_children.get(n.name, []):
+        outs = [o for o in other.node.output if o]
+    return outs
+
+
+# -- memory ------------------------------------------------------------------------------------------------
+def weight_bytes(g: GraphInfo) -> int:
+    """Bytes of every constant the running graph reads (stored size: int8 weights stay int8)."""
+    seen: dict[str, int] = {}
+    for n in g.nodes:
+        if n.folded or n.absorbed:
+            continue
+        for w in g.weight_inputs(n):
+            if w not in seen:
+                seen[w] = g.weight_bytes_of(w)
+    return sum(seen.values())
+
+
+def _alias(g: GraphInfo) -> dict[str, str]:
+    """Tensors that are the same buffer as another (absorbed Q/DQ, fused epilogues, views)."""
+    alias: dict[str, str] = {}
+    for n in g.nodes:
+        if n.folded or not n.node.input or not n.node.output:
+            continue
+        if n.absorbed or n.fused_into or n.op_type in VIEW_OPS:
+            src = n.node.input[0]
+            alias[n.node.output[0]] = alias.get(src, src)
+    return alias
+
+
+def peak_activation_bytes(g: GraphInfo) -> tuple[int, str]:
+    """Largest sum of activation bytes alive at once (executing nodes in graph order).
+
+    A tensor lives from the step that produces it (graph inputs: from the start) to its last
+    reader (graph outputs: to the end); while a node runs, its inputs and outputs are both alive.
+    Returns (bytes, name of the node at the peak).
+    """
+    alias = _alias(g)
+    root = lambda t: alias.get(t, t)  # noqa: E731
+    steps = [n for n in g.nodes if n.active]
+    size: dict[str, int] = {}
+    born: dict[str, int] = {}
+    dies: dict[str, int] = {}
+    end = len(steps)
+    for name in g.graph_inputs:
+        born[name] = -1
+    for idx, n in enumerate(steps):
+        for o in _fused_output(g, n):
+            born.setdefault(root(o), idx)
+        for i in g.data_inputs(n):
+            dies[root(i)] = idx
+    for o in g.graph_outputs:
+        dies[root(o)] = end
+    for t in born:
+        quant = None
+        prod = g.real_producer(t)
+        if prod is not None and prod.quant_format:
+            quant = prod
+        size[t] = g.effective_bytes(t, quant) or 0
+        # a float tensor that an absorbed Q turns into int8 on the way out is held as int8
+        for c in g.consumers.get(t, []):
+            if c.absorbed and c.op_type == "QuantizeLinear" and quant is None:
+                size[t] = min(size[t], g.effective_bytes(c.node.output[0]) or size[t])
+    peak, at = 0, ""
+    for idx, n in enumerate(steps):
+        live = sum(s for t, s in size.items() if born[t] <= idx <= dies.get(t, born[t]))
+        if live > peak:
+            peak, at = live, n.name
+    return peak, at
+
+
+# -- time --------------------------------------------------------------------------------------------------
+@dataclass
+class NodeEstimate:
+    name: str
+    op_type: str
+    unit: str  # accelerator | host
+    fmt: str
+    macs: int
+    flops: int
+    bytes: int
+    compute_us: float
+    memory_us: float
+    time_us: float
+    bound: str  # compute | memory | overhead
+    partition: int | None
+    shape_known: bool
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else 0.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["intensity"] = round(self.intensity, 4)
+        d["achieved_gops"] = round(self.flops / self.time_us / 1e3, 4) if self.time_us > 0 else 0.0
+        for k in ("compute_us", "memory_us", "time_us"):
+            d[k] = round(d[k], 3)
+        return d
+
+
+def node_time(work: NodeWork, unit: str, profile: ProfileView) -> tuple[float, float, float, str, str]:
+    """(compute_us, memory_us, total_us, bound, note) for one node on one unit."""
+    peak, note = profile.peak_ops_per_s(unit, work.fmt)
+    eff = profile.efficiency(work.op_type)
+    compute_us = work.flops / (peak * eff) * 1e6 if (peak and work.flops) else 0.0
+    bw = profile.bandwidth_bytes_per_s()
+    memory_us = work.bytes / (bw * profile.bandwidth_efficiency()) * 1e6 if (bw and work.bytes) else 0.0
+    overhead = profile.per_node_overhead_us()
+    body = max(compute_us, memory_us)
+    bound = "overhead" if body < overhead else ("compute" if compute_us >= memory_us else "memory")
+    return compute_us, memory_us, body + overhead, bound, note
+
+
+def transfer_us(nbytes: int, profile: ProfileView) -> float:
+    bw = profile.host_link_bytes_per_s()
+    lat = profile.host_link_latency_us()
+    return lat + (nbytes / bw * 1e6 if bw else 0.0)
+
+
+def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
+    """The `estimate` report section: per node, per partition, per op type, total; peak memory.
+
+    `placement` is the legalize section (from placement.legalize); without it every node runs on
+    the accelerator (the unit the profile calls accelerator; on CPU targets that is the CPU).
+    """
+    profile = profile if isinstance(profile, ProfileView) else ProfileView(profile)
+    where = {row["name"]: row for row in (placement or {}).get("nodes", [])}
+    notes: set[str] = set()
+    rows: list[NodeEstimate] = []
+    unknown: list[str] = []
+    for n in g.active_nodes():
+        placed = where.get(n.name, {})
+        unit = placed.get("unit", "accelerator")
+        if unit == "rejected":
+            unit = "host"
+        work = node_work(g, n)
+        if not work.shape_known:
+            unknown.append(n.name)
+        c_us, m_us, t_us, bound, note = node_time(work, unit, profile)
+        if note:
+            notes.add(note)
+        rows.append(NodeEstimate(n.name, n.op_type, unit, work.fmt, work.macs, work.flops, work.bytes, c_us, m_us,
+                                 t_us, bound, placed.get("partition"), work.shape_known))
+    transfers = (placement or {}).get("transfers", [])
+    transfer_rows = [dict(t, time_us=round(transfer_us(t["bytes"], profile), 3)) for t in transfers]
+    compute_total = sum(r.time_us for r in rows)
+    transfer_total = sum(t["time_us"] for t in transfer_rows)
+    total_us = compute_total + transfer_total
+
+    partitions = []
+    for p in (placement or {}).get("partitions", []):
+        members = [r for r in rows if r.partition == p["id"]]
+        partitions.append({"id": p["id"], "nodes": len(members), "time_us": round(sum(r.time_us for r in members), 3),
+                           "flops": sum(r.flops for r in members)})
+    by_op: dict[str, dict] = {}
+    for r in rows:
+        agg = by_op.setdefault(r.op_type, {"op_type": r.op_type, "count": 0, "time_us": 0.0, "flops": 0})
+        agg["count"] += 1
+        agg["time_us"] += r.time_us
+        agg["flops"] += r.flops
+    for agg in by_op.values():
+        agg["time_us"] = round(agg["time_us"], 3)
+
+    wbytes = weight_bytes(g)
+    act_peak, at = peak_activation_bytes(g)
+    if unknown:
+        notes.add(f"{len(unknown)} node(s) with unknown shapes costed as overhead only: {', '.join(unknown[:5])}")
+    return {
+        "target": profile.name,
+        "latency_ms": round(total_us / 1000.0, 4),
+        "compute_ms": round(compute_total / 1000.0, 4),
+        "transfer_ms": round(transfer_total / 1000.0, 4),
+        "peak_memory_kb": round((wbytes + act_peak) / 1024.0, 3),
+        "peak_memory_bytes": int(wbytes + act_peak),
+        "weights_kb": round(wbytes / 1024.0, 2),
+        "peak_activations_kb": round(act_peak / 1024.0, 2),
+        "peak_at": at,
+        "macs": sum(r.macs for r in rows),
+        "flops": sum(r.flops for r in rows),
+        "per_node": [r.as_dict() for r in rows],
+        "per_op_type": sorted(by_op.values(), key=lambda a: -a["time_us"]),
+        "partitions": partitions,
+        "transfers": len(transfer_rows),
+        "transfer_list": transfer_rows,
+        "roofs": profile.roofs(),
+        "calibrated": profile.calibrated(),
+        "notes": sorted(notes),
+    }
+
+
+def fmt_ms(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"

@@ -1,0 +1,296 @@
+"""Legalization: hold every node of a graph against a chip profile and place it on the accelerator,
+on the host fallback, or reject it, always with the reason and the fix.
+
+Then group the placed nodes into partitions (maximal runs on one unit, scheduled so that a side
+branch does not split a partition needlessly) and list the tensors that cross a partition boundary
+(each one a host <-> accelerator transfer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeship.targets.graphinfo import QDQ_OPS, GraphInfo, NodeInfo
+from edgeship.targets.profile import canonical_format
+from edgeship.targets.profileview import ProfileView
+
+ACCELERATOR, HOST, REJECTED = "accelerator", "host", "rejected"
+
+
+@dataclass
+class Reason:
+    kind: str  # unsupported-op | dtype | attribute | memory | fused-only
+    message: str
+    fix: str
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "message": self.message, "fix": self.fix}
+
+
+def _pair(limit, rank: int = 2) -> list[int]:
+    if isinstance(limit, (list, tuple)):
+        return [int(v) for v in limit][-rank:] if len(limit) >= rank else [int(v) for v in limit] * rank
+    return [int(limit)] * rank
+
+
+def _same_format(fmt: str, allowed: set[str]) -> bool:
+    fmt = canonical_format(fmt)
+    if fmt in allowed:
+        return True
+    return {"uint8": "int8", "int8": "uint8"}.get(fmt) in allowed
+
+
+def _spatial(g: GraphInfo, n: NodeInfo) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(kernel, strides, dilations, pads) of a Conv/pool node, filled with defaults."""
+    kernel = list(n.attrs.get("kernel_shape") or [])
+    if not kernel and n.op_type in ("Conv", "ConvTranspose") and len(n.node.input) > 1:
+        w = g.info(n.node.input[1])
+        if w is not None and w.shape:
+            kernel = list(w.shape[2:])
+    rank = len(kernel) or 2
+    strides = list(n.attrs.get("strides") or [1] * rank)
+    dilations = list(n.attrs.get("dilations") or [1] * rank)
+    pads = list(n.attrs.get("pads") or [0] * (2 * rank))
+    return kernel, strides, dilations, pads
+
+
+def check_limits(g: GraphInfo, n: NodeInfo, limits: dict) -> list[Reason]:
+    """Attribute limits from the profile's `operators.<Op>` entry that this node breaks."""
+    out: list[Reason] = []
+    kernel, strides, dilations, pads = _spatial(g, n)
+
+    def per_axis(values: list[int], key: str, label: str, bigger_is_bad: bool = True) -> None:
+        if key not in limits or not values:
+            return
+        lim = _pair(limits[key], len(values))
+        for axis, (v, cap) in enumerate(zip(values, lim)):
+            if (v > cap) if bigger_is_bad else (v < cap):
+                word = "max" if bigger_is_bad else "min"
+                out.append(Reason("attribute", f"{label} {values} exceeds {key.replace('_', ' ')} {limits[key]}"
+                                  if bigger_is_bad else f"{label} {values} below {word} {limits[key]}",
+                                  f"re-export with {label} within {limits[key]}, or keep this node on the host"))
+                return
+
+    per_axis(kernel, "kernel_max", "kernel")
+    per_axis(kernel, "kernel_min", "kernel", bigger_is_bad=False)
+    per_axis(strides, "stride_max", "stride")
+    per_axis(strides, "stride_min", "stride", bigger_is_bad=False)
+    per_axis(dilations, "dilation_max", "dilation")
+    per_axis(pads, "pad_max", "pad")
+    if "kernel_area_max" in limits and kernel:
+        area = 1
+        for k in kernel:
+            area *= k
+        if area > int(limits["kernel_area_max"]):
+            out.append(Reason("attribute", f"kernel area {area} exceeds {limits['kernel_area_max']}",
+                              "use a smaller kernel (e.g. two stacked 3x3)"))
+    c_in = None
+    if n.op_type in ("Conv", "ConvTranspose"):
+        x = g.info(n.node.input[0])
+        c_in = x.shape[1] if x is not None and x.shape and len(x.shape) > 1 else None
+        group = int(n.attrs.get("group", 1))
+        rule = limits.get("group", "any")
+        depthwise = c_in is not None and group == c_in and group > 1
+        ok = {"any": True, "regular": group == 1, "depthwise": depthwise,
+              "regular_or_depthwise": group == 1 or depthwise}.get(rule, True)
+        if not ok:
+            kind = "depthwise" if depthwise else ("grouped" if group > 1 else "regular")
+            out.append(Reason("attribute", f"{kind} conv (group={group}) not allowed (group: {rule})",
+                              "replace the grouped conv with a regular or depthwise one, or keep it on the host"))
+        area = 1
+        for k in kernel:
+            area *= k
+        if c_in is not None and "max_kernel_elems_x_ic16" in limits:
+            val = area * -(-c_in // 16)
+            if val > int(limits["max_kernel_elems_x_ic16"]):
+                out.append(Reason("attribute", f"kernel_w*kernel_h*ceil(C_in/16) = {val} exceeds {limits['max_kernel_elems_x_ic16']}",
+                                  "reduce the kernel size or input channels"))
+        if c_in is not None and "max_kernel_elems_x_ic" in limits:
+            val = area * c_in
+            if val > int(limits["max_kernel_elems_x_ic"]):
+                out.append(Reason("attribute", f"kernel_w*kernel_h*C_in = {val} exceeds {limits['max_kernel_elems_x_ic']}",
+                                  "reduce the kernel size or input channels"))
+    tensors = [g.info(t) for t in g.data_inputs(n) + [o for o in n.node.output if o]]
+    shapes = [t.shape for t in tensors if t is not None and t.shape is not None]
+    if "channels_max" in limits:
+        chans = [s[1] for s in shapes if len(s) > 1]
+        if chans and max(chans) > int(limits["channels_max"]):
+            out.append(Reason("attribute", f"{max(chans)} channels exceed channels_max {limits['channels_max']}",
+                              "reduce the channel count or split the layer"))
+    if "rank_max" in limits and shapes and max(len(s) for s in shapes) > int(limits["rank_max"]):
+        out.append(Reason("attribute", f"rank {max(len(s) for s in shapes)} exceeds rank_max {limits['rank_max']}",
+                          "reshape to a lower rank before this op"))
+    if "batch_max" in limits and shapes and max(s[0] for s in shapes if s) > int(limits["batch_max"]):
+        out.append(Reason("attribute", f"batch exceeds batch_max {limits['batch_max']}", "pin the batch dim to 1 in model.inputs"))
+    if "dims_max" in limits and shapes:
+        big = max((d for s in shapes for d in s), default=0)
+        if big > int(limits["dims_max"]):
+            out.append(Reason("attribute", f"a dimension of {big} exceeds dims_max {limits['dims_max']}",
+                              "reduce the input resolution or split the tensor"))
+    if "axes" in limits and "axis" in n.attrs:
+        rank = len(shapes[0]) if shapes else 0
+        axis = int(n.attrs["axis"])
+        allowed = {a % rank if rank else a for a in limits["axes"]}
+        if (axis % rank if rank else axis) not in allowed:
+            out.append(Reason("attribute", f"axis {axis} not in allowed axes {limits['axes']}", "transpose so the op acts on an allowed axis"))
+    if "modes" in limits and "mode" in n.attrs:
+        mode = n.attrs["mode"].decode() if isinstance(n.attrs["mode"], bytes) else str(n.attrs["mode"])
+        if mode not in limits["modes"]:
+            out.append(Reason("attribute", f"mode {mode!r} not in {limits['modes']}", f"use mode {limits['modes'][0]!r}"))
+    if "alpha_range" in limits and "alpha" in n.attrs:
+        lo, hi = limits["alpha_range"]
+        if not lo <= float(n.attrs["alpha"]) <= hi:
+            out.append(Reason("attribute", f"alpha {n.attrs['alpha']} outside {limits['alpha_range']}", "retrain with an allowed alpha"))
+    if limits.get("constant_weights") and len(n.node.input) > 1 and n.node.input[1] not in g.constants:
+        out.append(Reason("attribute", "weights are not constant", "fold the weights into initializers"))
+    return out
+
+
+def place_node(g: GraphInfo, n: NodeInfo, view: ProfileView) -> tuple[str, list[Reason]]:
+    """(unit, reasons it is not on the accelerator)."""
+    fmt = g.compute_format(n)
+    reasons: list[Reason] = []
+    if n.op_type in QDQ_OPS and any(f.startswith(("int", "uint")) for f in view.formats()):
+        limits: dict | None = {}  # (de)quantizing at the accelerator's edge is part of every int8 datapath
+    else:
+        limits = view.op_limits(n.op_type)
+    if limits is None:
+        reasons.append(Reason("unsupported-op", f"{n.op_type} is not in the accelerator's operator list",
+                              f"replace {n.op_type} with an op the target runs, or choose a target that runs it"))
+    else:
+        allowed = {canonical_format(f) for f in (limits.get("dtypes") or [])} or view.formats()
+        if n.op_type not in QDQ_OPS and not _same_format(fmt, allowed):
+            fix = ("quantize it (quantization.mode static/auto) and do not list it in keep_float"
+                   if fmt in ("float32", "fp32", "fp16") else f"use one of {sorted(allowed)}")
+            reasons.append(Reason("dtype", f"{fmt} not supported for {n.op_type} (accelerator runs {', '.join(sorted(allowed))})", fix))
+        reasons += check_limits(g, n, limits)
+        if limits.get("fused_only"):
+            reasons.append(Reason("fused-only", f"{n.op_type} runs only fused into a preceding Conv/Gemm, not standalone",
+                                  "put it directly after a Conv/Gemm whose output nothing else reads"))
+    sram, dram = view.sram_bytes(), view.dram_bytes()
+    if sram and not dram:  # no external memory to tile through: every tensor must fit on chip
+        for t in g.data_inputs(n) + [o for o in n.node.output if o]:
+            size = g.effective_bytes(t, n)
+            if size and size > sram:
+                reasons.append(Reason("memory", f"tensor {t} is {size / 1024:.1f} KiB > on-chip memory {sram / 1024:.0f} KiB",
+                                      "reduce the input resolution or channels, or choose a target with more on-chip memory"))
+                break
+    if not reasons:
+        return ACCELERATOR, []
+    host_fmts = view.host_formats()
+    if view.host_runs(n.op_type) and (host_fmts is None or _same_format(fmt, host_fmts)):
+        return HOST, reasons
+    return REJECTED, reasons
+
+
+def _schedule(g: GraphInfo, units: dict[str, str]) -> list[NodeInfo]:
+    """A topological order of the active nodes that stays on one unit as long as it can."""
+    active = g.active_nodes()
+    names = {n.name for n in active}
+    deps: dict[str, set[str]] = {n.name: set() for n in active}
+    for n in active:
+        for t in g.data_inputs(n):
+            p = g.real_producer(t)
+            while p is not None and p.fused_into:
+                p = g.by_name.get(p.fused_into)
+            if p is not None and p.name in names and p.name != n.name:
+                deps[n.name].add(p.name)
+    order: list[NodeInfo] = []
+    done: set[str] = set()
+    pending = list(active)
+    current = units.get(active[0].name) if active else None
+    while pending:
+        ready = [n for n in pending if deps[n.name] <= done]
+        if not ready:  # a cycle cannot happen in a valid ONNX graph; keep graph order then
+            ready = pending[:1]
+        same = [n for n in ready if units[n.name] == current]
+        pick = same[0] if same else ready[0]
+        current = units[pick.name]
+        order.append(pick)
+        done.add(pick.name)
+        pending.remove(pick)
+    return order
+
+
+def _unit_of_tensor(g: GraphInfo, tensor: str, units: dict[str, str]) -> str | None:
+    p = g.real_producer(tensor)
+    while p is not None and p.fused_into:
+        p = g.by_name.get(p.fused_into)
+    return units.get(p.name) if p is not None else None
+
+
+def legalize(g: GraphInfo, profile) -> dict:
+    """The `legalize` report section. Rejected nodes are listed, not raised: the stage decides."""
+    view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
+    rows: list[dict] = []
+    units: dict[str, str] = {}
+    for n in g.active_nodes():
+        unit, reasons = place_node(g, n, view)
+        units[n.name] = unit
+        rows.append({"name": n.name, "op_type": n.op_type, "format": g.compute_format(n), "unit": unit,
+                     "reasons": [r.as_dict() for r in reasons], "partition": None})
+    fused = [{"name": n.name, "op_type": n.op_type, "into": n.fused_into} for n in g.nodes if n.fused_into]
+    order = _schedule(g, units)
+    by_name = {r["name"]: r for r in rows}
+    partitions: list[dict] = []
+    segments: list[str] = []
+    last_unit = None
+    for n in order:
+        unit = units[n.name]
+        if unit != last_unit:
+            segments.append(unit)
+            if unit == ACCELERATOR:
+                partitions.append({"id": len(partitions), "unit": ACCELERATOR, "nodes": []})
+            last_unit = unit
+        if unit == ACCELERATOR:
+            partitions[-1]["nodes"].append(n.name)
+            by_name[n.name]["partition"] = partitions[-1]["id"]
+    round_trips = sum(1 for i in range(1, len(segments) - 1)
+                      if segments[i] != ACCELERATOR and segments[i - 1] == ACCELERATOR and segments[i + 1] == ACCELERATOR)
+    transfers: list[dict] = []
+    if view.has_host:
+        seen: set[tuple[str, str]] = set()
+        for n in order:
+            dest = units[n.name]
+            for t in g.data_inputs(n):
+                src = _unit_of_tensor(g, t, units) or HOST  # graph inputs arrive in host memory
+                if src == REJECTED:
+                    src = HOST
+                dst = HOST if dest == REJECTED else dest
+                if src != dst and (t, dst) not in seen:
+                    seen.add((t, dst))
+                    transfers.append({"tensor": t, "from": src, "to": dst, "bytes": int(g.effective_bytes(t, n) or 0)})
+        for t in g.graph_outputs:
+            src = _unit_of_tensor(g, t, units)
+            if src == ACCELERATOR and (t, HOST) not in seen:
+                seen.add((t, HOST))
+                transfers.append({"tensor": t, "from": ACCELERATOR, "to": HOST, "bytes": int(g.effective_bytes(t) or 0)})
+    counts = {u: sum(1 for r in rows if r["unit"] == u) for u in (ACCELERATOR, HOST, REJECTED)}
+    total = max(1, len(rows))
+    return {
+        "target": view.name,
+        "nodes": rows,
+        "fused": fused,
+        "counts": counts,
+        "accelerator_pct": round(100.0 * counts[ACCELERATOR] / total, 1),
+        "partitions": [{"id": p["id"], "unit": p["unit"], "size": len(p["nodes"]), "nodes": p["nodes"]} for p in partitions],
+        "host_round_trips": round_trips,
+        "transfers": transfers,
+        "schedule": [n.name for n in order],
+        "rejected": [r for r in rows if r["unit"] == REJECTED],
+        "host_fallback": view.host_fallback(),
+    }
+
+
+def rejection_table(section: dict, alternatives: list[str] | None = None) -> str:
+    """The table a LegalizeError carries: node, op, why, fix (one line per reason)."""
+    rows = [("node", "op", "why", "fix")]
+    for r in section["rejected"]:
+        for reason in r["reasons"]:
+            rows.append((r["name"], r["op_type"], reason["message"], reason["fix"]))
+    widths = [min(60, max(len(row[i]) for row in rows)) for i in range(4)]
+    lines = ["  ".join(cell[:60].ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if alternatives:
+        lines.append(f"other targets that run these ops: {', '.join(alternatives)}")
+    return "\n".join(lines)

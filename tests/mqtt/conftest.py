@@ -1,0 +1,74 @@
+"""Fixtures for the MQTT tests: a real mosquitto, in-process device services with real agents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeship.fleet.agent import Agent
+from edgeship.fleet.agent_config import AgentConfig
+from edgeship.fleet.mqtt.service import DeviceService, Ticker
+from edgeship.fleet.mqtt.transport import MqttTransport
+from tests.support.bundles import signing_keys
+from tests.support.mosquitto import mosquitto_broker  # noqa: F401  (fixture)
+
+
+class Device:
+    """What a Transport needs of a device (id); the inventory's Device has the same attribute."""
+
+    def __init__(self, device_id: str):
+        self.id = device_id
+
+
+@pytest.fixture
+def keys(tmp_path):
+    return signing_keys(tmp_path)
+
+
+@pytest.fixture
+def make_service(tmp_path, keys):
+    started = []
+
+    def make(broker_url: str, device_id: str, **options) -> DeviceService:
+        root = tmp_path / "devices" / device_id
+        agent = Agent(root, AgentConfig(trusted_keys=[keys[1]]), device_id=device_id)
+        agent.ensure_layout()
+        options.setdefault("min_backoff", 0.2)
+        options.setdefault("max_backoff", 2.0)
+        svc = DeviceService(device_id, root, broker_url, agent=agent, **options)
+        svc.ticker = Ticker([svc], interval=0.5)
+        started.append(svc)
+        return svc
+
+    yield make
+    for svc in started:
+        svc.ticker.stop()
+        try:
+            svc.stop()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def make_transport(tmp_path):
+    made = []
+
+    def make(broker_url: str, **settings) -> MqttTransport:
+        settings.setdefault("store_dir", str(tmp_path / "manager"))
+        settings.setdefault("timeout_s", 120)
+        t = MqttTransport(None, broker=broker_url, **settings)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close()
+
+
+def device(device_id: str) -> Device:
+    return Device(device_id)
+
+
+def root_of(tmp_path: Path, device_id: str) -> Path:
+    return tmp_path / "devices" / device_id

@@ -1,0 +1,131 @@
+"""Artifacts over MQTT: content-defined delta transfer, corrupt chunks, HTTP URLs, MQTT 3.1.1."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+
+import pytest
+
+from edgeship import artifact
+from edgeship.fleet.agent import Agent
+from edgeship.fleet.agent_config import AgentConfig
+from tests.mqtt.conftest import device, root_of
+from tests.mqtt.models import mlp_bundle
+from tests.support.bundles import make_bundle
+
+pytestmark = pytest.mark.integration
+
+
+def test_retrained_last_layer_moves_under_a_quarter_of_the_bytes(tmp_path, mosquitto_broker, make_service,
+                                                                   make_transport):
+    broker = mosquitto_broker()
+    make_service(broker.url, "cam-01").start().client.wait_connected(10)
+    transport = make_transport(broker.url)
+    v1, v2 = mlp_bundle(tmp_path, "v1"), mlp_bundle(tmp_path, "v2")
+    first = transport.push(device("cam-01"), v1)
+    assert transport.activate(device("cam-01"), first.digest).ok
+    second = transport.push(device("cam-01"), v2)
+    size = v2.stat().st_size
+    fraction = second.bytes_sent / size
+    print(f"\nv1 -> v2 (retrained head): {second.bytes_sent} of {size} bytes on the wire ({fraction:.1%})")
+    assert 0 < fraction < 0.25
+    result = transport.activate(device("cam-01"), second.digest)
+    assert result.ok, result
+
+
+def test_release_installed_without_mqtt_is_reused(tmp_path, mosquitto_broker, make_service, make_transport, keys):
+    """A device that got v1 another way (SSH, local) still fetches only the chunks v2 changes."""
+    v1, v2 = mlp_bundle(tmp_path, "v1"), mlp_bundle(tmp_path, "v2")
+    agent = Agent(root_of(tmp_path, "cam-02"), AgentConfig(trusted_keys=[keys[1]]), device_id="cam-02")
+    assert agent.activate(v1).ok
+    broker = mosquitto_broker()
+    make_service(broker.url, "cam-02").start().client.wait_connected(10)
+    transport = make_transport(broker.url)
+    pushed = transport.push(device("cam-02"), v2)
+    assert 0 < pushed.bytes_sent < 0.25 * v2.stat().st_size
+
+
+def test_corrupt_chunk_is_detected_and_fetched_again(tmp_path, mosquitto_broker, make_service, make_transport):
+    broker = mosquitto_broker()
+    make_service(broker.url, "cam-01").start().client.wait_connected(10)
+    transport = make_transport(broker.url, chunk_kb=64)
+    bundle = make_bundle(tmp_path, "tiny", seed=4, pad_kb=256)
+    spoiled: list[str] = []
+
+    def corrupt_first(device_id, chunk_id, data):
+        if not spoiled:
+            spoiled.append(chunk_id)
+            return data[:-1] + bytes([data[-1] ^ 0xFF])
+        return data
+
+    transport.manager.server.tamper = corrupt_first
+    pushed = transport.push(device("cam-01"), bundle)
+    result = transport.activate(device("cam-01"), pushed.digest)
+    assert result.ok, result
+    sends = [c for d, c in transport.manager.server.sent_log if c == spoiled[0]]
+    assert len(sends) == 2  # sent, found corrupt by the device, asked for and sent again
+    reported = transport.manager.reported["cam-01"]
+    assert reported["current"] == pushed.digest
+
+
+def test_device_that_has_the_digest_downloads_nothing(tmp_path, mosquitto_broker, make_service, make_transport):
+    broker = mosquitto_broker()
+    make_service(broker.url, "cam-01").start().client.wait_connected(10)
+    transport = make_transport(broker.url)
+    bundle = make_bundle(tmp_path, "tiny", seed=5)
+    digest = transport.push(device("cam-01"), bundle).digest
+    assert transport.activate(device("cam-01"), digest).ok
+    sent = len(transport.manager.server.sent_log)
+    # publish desired directly (bypassing push's own skip), the device must still fetch nothing
+    seq = transport.manager.publish_desired("cam-01", "activate", digest, transport.manager.recipe_for(bundle))
+    doc = transport.manager.wait_for_seq("cam-01", seq)
+    assert doc["last_result"]["ok"] and len(transport.manager.server.sent_log) == sent
+    assert transport.manager.server.bytes_sent["cam-01"] > 0 and doc["transfer"]["bytes_fetched"] == 0
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_desired_with_an_http_url(tmp_path, mosquitto_broker, make_service, make_transport, http_root):
+    www, base = http_root
+    bundle = make_bundle(tmp_path, "tiny", seed=6)
+    (www / "tiny.tar").write_bytes(bundle.read_bytes())
+    (www / "other.tar").write_bytes(make_bundle(tmp_path, "tiny", seed=7).read_bytes())
+    broker = mosquitto_broker()
+    make_service(broker.url, "cam-01").start().client.wait_connected(10)
+    manager = make_transport(broker.url).manager
+    digest = artifact.bundle_digest(bundle)
+
+    seq = manager.publish_desired("cam-01", "activate", digest, url=f"{base}/other.tar")
+    doc = manager.wait_for_seq("cam-01", seq)
+    assert not doc["last_result"]["ok"] and doc["last_result"]["reason"] == "tampered"
+
+    seq = manager.publish_desired("cam-01", "activate", digest, url=f"{base}/tiny.tar")
+    doc = manager.wait_for_seq("cam-01", seq)
+    assert doc["last_result"]["ok"], doc["last_result"]
+    assert doc["current"] == digest and not manager.server.sent_log
+
+
+def test_mqtt_311(tmp_path, mosquitto_broker, make_service, make_transport):
+    broker = mosquitto_broker()
+    svc = make_service(broker.url, "cam-01", protocol_version="3.1.1").start()
+    svc.client.wait_connected(10)
+    transport = make_transport(broker.url, protocol_version="3.1.1")
+    digest = transport.push(device("cam-01"), make_bundle(tmp_path, "tiny", seed=8, pad_kb=300)).digest
+    assert transport.activate(device("cam-01"), digest).ok
+    assert transport.manager.reported["cam-01"]["protocol"] == "3.1.1"
