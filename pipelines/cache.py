@@ -113,14 +113,35 @@ class StageCache:
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tmp, final)
-            except OSError:  # another build stored the same key first: same key, same content
+            except OSError:  # an entry exists: keep it if complete (same key, same content), else replace it
+                if self.lookup(key) is None:
+                    trash = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+                    try:
+                        os.rename(final, trash / "old")
+                        os.rename(tmp, final)
+                    except OSError:
+                        pass
+                    shutil.rmtree(trash, ignore_errors=True)
                 shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         entry = self.lookup(key)
-        assert entry is not None
+        if entry is None:
+            raise OSError(f"cache entry {key[:12]} could not be stored in {self.root}")
         return entry
+
+    def discard(self, key: str) -> None:
+        """Remove one entry (moved aside first, so a reader never sees it half deleted)."""
+        folder = self._entry_dir(key)
+        if not folder.exists():
+            return
+        trash = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        try:
+            os.rename(folder, trash / "old")
+        except OSError:
+            pass
+        shutil.rmtree(trash, ignore_errors=True)
 
     def restore(self, entry: CacheEntry, ctx: Any) -> None:
         """Apply an entry to a BuildContext: set path fields to the entry's files, merge dict fields."""

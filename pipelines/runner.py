@@ -126,7 +126,7 @@ def run_stages(ctx: BuildContext, names: list[str], cache: StageCache | None, pr
         if not registry.available(name):
             rec = StageRecord(name, "skipped", reason="not available")
             records.append(rec)
-            progress.line(f"{head}  skipped   (not available)")
+            progress.line(f"{head}  skipped  (not available)")
             continue
         stage = registry.get(name)()
         t0 = time.perf_counter()
@@ -141,12 +141,19 @@ def run_stages(ctx: BuildContext, names: list[str], cache: StageCache | None, pr
                     records.append(rec)
                     progress.line(f"{head}  cached   {rec.seconds:7.2f} s  {key[:12]}")
                     continue
+                cache.discard(key)  # stale (e.g. its artifact was deleted): run the stage and replace it
             before = ctx.snapshot()
             ctx = stage.run(ctx) or ctx
             _rehash(ctx, before)
             after = ctx.snapshot()
             if cache is not None:
-                cache.store(key, name, _diff(before, after), ctx.report.get(name), ctx.workdir)
+                try:
+                    stored = cache.store(key, name, _diff(before, after), ctx.report.get(name), ctx.workdir)
+                    # continue from what the cache holds: when a parallel build stored this key first, its
+                    # (equivalent) outputs win, so every later key matches what a rebuild will compute
+                    cache.restore(stored, ctx)
+                except OSError as err:  # a full disk must not fail a build that succeeded
+                    ctx.warnings.append(f"{name}: not cached: {err}")
             rec = StageRecord(name, "ran", time.perf_counter() - t0, key)
             if ctx.model_path and str(ctx.model_path) != before.get("model_path"):
                 rec.outputs["model"] = ctx.digests.get("model", "")[:16]

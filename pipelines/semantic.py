@@ -31,7 +31,7 @@ def check(doc, *, cross_refs: bool = True, local_targets: Iterable[str] = ()) ->
     problems = list(_secret_problems(doc.data, ()))
     checker = {"Pipeline": _pipeline, "Fleet": _fleet, "Rollout": _rollout, "Target": _target}.get(doc.kind)
     if checker is not None and isinstance(doc.data, dict):
-        problems += checker(doc, cross_refs=cross_refs, local_targets=set(local_targets))
+        problems += checker(doc, cross_refs=cross_refs, local_targets=_TargetNames(local_targets))
     return problems
 
 
@@ -79,13 +79,28 @@ def _known_targets() -> list[str] | None:
         return None
 
 
-def _target_problem(field: tuple, name: Any, local_targets: set[str]) -> list[Problem]:
+class _TargetNames:
+    """The known target names, read from the catalog once per document (a fleet has many devices)."""
+
+    def __init__(self, local: Iterable[str]):
+        self.local = set(local)
+        self._known: set[str] | None = None
+        self._read = False
+
+    def known(self) -> set[str] | None:
+        if not self._read:
+            catalog = _known_targets()
+            self._known = None if catalog is None else set(catalog) | self.local
+            self._read = True
+        return self._known
+
+
+def _target_problem(field: tuple, name: Any, targets: _TargetNames) -> list[Problem]:
     if not isinstance(name, str) or not name:
         return []
-    known = _known_targets()
+    known = targets.known()
     if known is None:
         return []
-    known = set(known) | local_targets
     if name in known:
         return []
     close = suggest(name, known, n=3)
@@ -134,7 +149,7 @@ def _stage_names() -> list[str]:
     return list(DEFAULT_STAGES) + [n for n in names if n not in DEFAULT_STAGES]
 
 
-def _pipeline(doc, *, cross_refs: bool, local_targets: set[str]) -> list[Problem]:
+def _pipeline(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Problem]:
     data = doc.data
     out: list[Problem] = []
     model = _mapping(data.get("model"))
@@ -194,7 +209,7 @@ def _pipeline(doc, *, cross_refs: bool, local_targets: set[str]) -> list[Problem
 
 # -- Target --------------------------------------------------------------------------------------
 
-def _target(doc, *, cross_refs: bool, local_targets: set[str]) -> list[Problem]:
+def _target(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Problem]:
     """The catalog's own checks beyond its schema (every figure sourced, formats consistent)."""
     from edgeship.pipelines.schema_check import schema_problems
 
@@ -218,7 +233,7 @@ def _target(doc, *, cross_refs: bool, local_targets: set[str]) -> list[Problem]:
 
 # -- Fleet ---------------------------------------------------------------------------------------
 
-def _fleet(doc, *, cross_refs: bool, local_targets: set[str]) -> list[Problem]:
+def _fleet(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Problem]:
     data = doc.data
     out: list[Problem] = []
     for i, key in enumerate(_mapping(data.get("trust")).get("public_keys") or []):
@@ -281,7 +296,7 @@ def _valid_host_port(address: str) -> bool:
 
 # -- Rollout -------------------------------------------------------------------------------------
 
-def _rollout(doc, *, cross_refs: bool, local_targets: set[str]) -> list[Problem]:
+def _rollout(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Problem]:
     data = doc.data
     out: list[Problem] = []
     artifact = data.get("artifact")

@@ -237,8 +237,27 @@ class _Builder:
         return result
 
 
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting before composing: libyaml's composer recurses in C per nesting level,
+    and `[[[[...` a few hundred KB deep overflows the process stack (a crash no `except` can catch).
+    The event parser keeps its own stack, so scanning events first is safe and cheap."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SourceError(f"nesting deeper than {MAX_DEPTH} levels", *_mark(event),
+                                  hint="flatten the structure")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def parse_documents(text: str) -> list[YamlDocument]:
     """Parse every `---` document of `text`. Empty documents are skipped. Raises SourceError."""
+    try:
+        _check_depth(text)
+    except yaml.YAMLError as err:
+        raise _yaml_error(err) from None
     loader = _Loader(text)
     docs: list[YamlDocument] = []
     try:

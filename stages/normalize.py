@@ -99,13 +99,29 @@ def _apply_symbols(graph, symbols: dict[str, int]) -> None:
                 value = symbols[d.dim_param]
                 d.Clear()
                 d.dim_value = value
-            elif d.HasField("dim_param"):
-                d.Clear()  # unknown: inference fills it in
+            elif not (d.HasField("dim_value") and d.dim_value > 0):
+                d.Clear()  # unknown (or an exporter's -1): inference fills it in
     del graph.value_info[:]
 
 
 def _fmt(dims) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
+
+
+def drop_initializer_inputs(model) -> None:
+    """Old exporters (IR < 4) list every weight as a graph input too; a runtime then treats the weights
+    as overridable inputs and cannot fold them. Drop them from the inputs (raising the IR version to 4+)."""
+    import onnx
+
+    inits = {t.name for t in model.graph.initializer}
+    listed = [vi for vi in model.graph.input if vi.name in inits]
+    for vi in listed:
+        model.graph.input.remove(vi)
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except Exception:
+        needed = 4
+    model.ir_version = max(int(model.ir_version), 4, int(needed))
 
 
 def default_opset(model) -> int:
@@ -116,24 +132,31 @@ def default_opset(model) -> int:
 
 
 def upgrade_opset(model, target: int = MIN_OPSET):
-    """Upgrade the ai.onnx opset to `target` when below it (other domains' imports are kept as they are)."""
+    """Upgrade the ai.onnx opset to `target` when below it; other domains (ai.onnx.ml, ...) keep their version."""
     import onnx
     from onnx import version_converter
 
     current = default_opset(model)
     if current >= target or current == 0:
         return model, current, current
-    others = [(op.domain, op.version) for op in model.opset_import if op.domain not in DEFAULT_DOMAINS]
-    del model.opset_import[:]
-    model.opset_import.append(onnx.helper.make_opsetid("", current))
     try:
-        converted = version_converter.convert_version(model, target)
+        return version_converter.convert_version(model, target), current, target
     except Exception as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise BuildError(f"cannot upgrade the model from opset {current} to {target}: {msg}", stage="normalize") from None
-    for domain, version in others:
-        converted.opset_import.append(onnx.helper.make_opsetid(domain, version))
-    return converted, current, target
+        first_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+    others = [(op.domain, op.version) for op in model.opset_import if op.domain not in DEFAULT_DOMAINS]
+    if others:  # some converter builds refuse foreign domains: convert the default domain alone
+        stripped = onnx.ModelProto()
+        stripped.CopyFrom(model)
+        del stripped.opset_import[:]
+        stripped.opset_import.append(onnx.helper.make_opsetid("", current))
+        try:
+            converted = version_converter.convert_version(stripped, target)
+            for domain, version in others:
+                converted.opset_import.append(onnx.helper.make_opsetid(domain, version))
+            return converted, current, target
+        except Exception:
+            pass
+    raise BuildError(f"cannot upgrade the model from opset {current} to {target}: {first_error}", stage="normalize")
 
 
 def infer_shapes(model):
@@ -179,10 +202,8 @@ class NormalizeStage(BaseStage):
         nodes_before = len(model.graph.node)
         pinned = pin_inputs(model, ctx.setting("model", "inputs") or {}, ctx)
         select_outputs(model, ctx.setting("model", "outputs") or [], ctx)
-        inits = {t.name for t in model.graph.initializer}
-        for vi in [vi for vi in model.graph.input if vi.name in inits]:
-            model.graph.input.remove(vi)
         model, opset_from, opset_to = upgrade_opset(model, MIN_OPSET)
+        drop_initializer_inputs(model)
         model, inference = infer_shapes(model)
         folded = {"folded": 0, "shape_ops": 0}
         for _ in range(4):  # folding exposes static shapes, which exposes more folding

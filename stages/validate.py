@@ -159,6 +159,21 @@ class ValidateStage(BaseStage):
         digests["estimate"] = [estimate.get("latency_ms"), estimate.get("peak_memory_kb")]
         return digests
 
+    @staticmethod
+    def _labels(ctx, n: int):
+        """Ground-truth labels stored as `_labels` in the validation .npz (optional): accuracy, not just agreement."""
+        rel = ctx.setting("validation", "data")
+        if not rel:
+            return None
+        try:
+            with np.load(ctx.resolve(rel), allow_pickle=False) as archive:
+                labels = archive["_labels"] if "_labels" in archive.files else None
+        except Exception:  # noqa: BLE001 - the data file itself was validated already
+            return None
+        if labels is None or labels.ndim != 1 or len(labels) < n or not np.issubdtype(labels.dtype, np.integer):
+            return None
+        return labels[:n]
+
     def run(self, ctx):
         if ctx.model_path is None:
             raise BuildError("no model to validate: the import stage must run first", stage=self.name)
@@ -178,8 +193,14 @@ class ValidateStage(BaseStage):
         budget_metric = ctx.setting("budget", "accuracy", "metric")
         if budget_metric and budget_metric not in wanted:
             wanted.append(budget_metric)
-        accuracy = metrics.compare(quant_measure.run_all(ref_sess, data), quant_measure.run_all(cand_sess, data), names, wanted)
+        ref_out, cand_out = quant_measure.run_all(ref_sess, data), quant_measure.run_all(cand_sess, data)
+        accuracy = metrics.compare(ref_out, cand_out, names, wanted)
         report["accuracy"] = accuracy
+        labels = self._labels(ctx, sample_count(data))
+        if labels is not None and ctx.setting("model", "task", default="classification") == "classification":
+            report["labels"] = {"float": float(np.mean(ref_out[0].reshape(len(labels), -1).argmax(-1) == labels)),
+                                "candidate": float(np.mean(cand_out[0].reshape(len(labels), -1).argmax(-1) == labels)),
+                                "samples": int(len(labels))}
         measured: dict = {"accuracy": accuracy["primary"], "data_source": report["data"]["source"],
                           "size_kb": round(model_size_kb(candidate), 2)}
         report["size_kb"] = measured["size_kb"]

@@ -41,8 +41,10 @@ ORT_OP_ALIASES = {
     "QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearAveragePool": "AveragePool", "QLinearConcat": "Concat",
     "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu", "QLinearSoftmax": "Softmax",
 }
+MAX_RUNS = 40
+RUN_BUDGET_S = 1.0
 MIN_SHARE = 0.01  # op types under 1% of the measured time share one "default" efficiency
-EFF_GRID = np.geomspace(0.002, 1.0, 80)
+EFF_GRID = np.geomspace(1e-4, 1.0, 120)
 BW_GRID = np.geomspace(0.02, 1.0, 30)
 
 
@@ -51,10 +53,11 @@ class Measurement:
     """One model measured on this machine."""
 
     name: str
-    wall_ms: float  # median session.run wall clock
+    wall_ms: float  # latency of one session.run (see `clock`)
     kernel_us: dict[str, float]  # ONNX op type -> summed kernel time per run (median over runs)
     graph: GraphInfo = field(repr=False)
     runs: int = 0
+    clock: str = "wall"  # "cpu": single-thread CPU time (immune to other load); "wall": best wall clock
 
 
 def _session(model_bytes: bytes, profile_prefix: str | None, threads: int | None):
@@ -101,30 +104,53 @@ def _kernel_times(profile_path: str, warmup: int) -> tuple[list[dict[str, float]
     return runs[warmup:] or runs, run_us[warmup:] or run_us
 
 
+def _timed(run) -> tuple[float, float]:
+    """(wall ms, CPU ms of this thread) of one call."""
+    w, c = time.perf_counter(), time.thread_time()
+    run()
+    return (time.perf_counter() - w) * 1000.0, (time.thread_time() - c) * 1000.0
+
+
 def measure(cm: CalibrationModel, runs: int = 5, warmup: int = 2, threads: int | None = None) -> Measurement:
-    """Profile and time one model with onnxruntime on this machine."""
+    """Profile and time one model with onnxruntime on this machine.
+
+    Single-threaded (threads=1, the default of `calibrate`), onnxruntime computes in the calling
+    thread, so its CPU time is the latency the model takes on one core, however busy the machine is
+    with other work (wall clock there swings 2-3x); profiled kernel times are scaled by that run's
+    CPU/wall ratio. Multi-threaded, the best wall-clock run is used instead.
+    """
     data = cm.model.SerializeToString()
     graph = GraphInfo(cm.model, cm.inputs)
+    cpu_clock = threads == 1
     with tempfile.TemporaryDirectory(prefix="edgeship-calib-") as tmp:
         sess = _session(data, os.path.join(tmp, "prof"), threads)
         feeds = _feeds(sess, cm.inputs)
-        for _ in range(warmup + runs):
-            sess.run(None, feeds)
-        per_run, run_us = _kernel_times(sess.end_profiling(), warmup)
+        run = lambda: sess.run(None, feeds)  # noqa: E731
+        run()  # the first run allocates: not a measure of speed
+        first = _timed(run)
+        # fast models get more runs (up to MAX_RUNS within ~RUN_BUDGET_S)
+        runs = max(runs, min(MAX_RUNS, int(RUN_BUDGET_S * 1000.0 / max(first[1 if cpu_clock else 0], 1e-3))))
+        clocks = [first] + [_timed(run) for _ in range(max(0, warmup - 2) + runs)]
+        per_run, _ = _kernel_times(sess.end_profiling(), 0)
         del sess
-    # the least disturbed run (smallest total kernel time) on a machine shared with other work
-    kernel_us = dict(min(per_run, key=lambda run: sum(run.values()))) if per_run else {}
+    skip = max(warmup, 2)
+    per_run, clocks = per_run[skip:] or per_run, clocks[skip - 1:]
+    if cpu_clock and len(per_run) == len(clocks):
+        per_run = [{op: us * min(1.0, c / w) for op, us in r.items()} for r, (w, c) in zip(per_run, clocks)]
+        ops = sorted({op for r in per_run for op in r})
+        kernel_us = {op: statistics.median(r.get(op, 0.0) for r in per_run) for op in ops}
+    else:  # the least disturbed run (smallest total kernel time)
+        kernel_us = dict(min(per_run, key=lambda r: sum(r.values()))) if per_run else {}
     plain = _session(data, None, threads)
+    run = lambda: plain.run(None, feeds)  # noqa: E731
     for _ in range(warmup):
-        plain.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        plain.run(None, feeds)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    # best of the plain and profiled runs: other processes on a shared machine only ever add time
-    wall = min(min(times), min(run_us) / 1000.0 if run_us else float("inf"))
-    return Measurement(cm.name, wall, kernel_us, graph, runs)
+        run()
+    timed = [_timed(run) for _ in range(runs)]
+    if cpu_clock:
+        latency = statistics.median(c for _, c in timed)
+    else:  # best wall clock: other processes on a shared machine only ever add time
+        latency = min(w for w, _ in timed)
+    return Measurement(cm.name, latency, kernel_us, graph, runs, "cpu" if cpu_clock else "wall")
 
 
 # -- fitting --------------------------------------------------------------------------------------------
@@ -173,21 +199,31 @@ def fit(measurements: list[Measurement], profile) -> dict:
         return np.array(idx, dtype=int), np.array(comp), np.array(mem), measured
 
     data = {g: arrays(g) for g in groups}
-    best = None
-    for b in BW_GRID:
-        total_loss, chosen = 0.0, {}
-        for g, (idx, comp, mem, measured) in data.items():
-            # predicted time per model for every efficiency on the grid: shape (E, models)
-            per_node = np.maximum(comp[None, :] / EFF_GRID[:, None], mem[None, :] / b)
-            pred = np.zeros((len(EFF_GRID), len(measurements)))
-            for mi in range(len(measurements)):
-                pred[:, mi] = per_node[:, idx == mi].sum(axis=1)
-            loss = (((pred - measured[None, :]) / walls[None, :]) ** 2).sum(axis=1)
-            k = int(np.argmin(loss)) if comp.any() else len(EFF_GRID) - 1  # no arithmetic: efficiency unused
-            chosen[g] = float(EFF_GRID[k])
-            total_loss += float(loss[k])
-        if best is None or total_loss < best[0]:
-            best = (total_loss, float(b), chosen)
+
+    def search(bw_grid, eff_grids: dict) -> tuple[float, float, dict]:
+        """Best (loss, bandwidth efficiency, {group: efficiency}) over the grids. Given the bandwidth
+        efficiency, each group's loss is independent, so the search is exhaustive and cheap."""
+        best = None
+        for b in bw_grid:
+            total_loss, chosen = 0.0, {}
+            for g, (idx, comp, mem, measured) in data.items():
+                grid = eff_grids[g]
+                # predicted time per model for every efficiency on the grid: shape (E, models)
+                per_node = np.maximum(comp[None, :] / grid[:, None], mem[None, :] / b)
+                pred = np.zeros((len(grid), len(measurements)))
+                for mi in range(len(measurements)):
+                    pred[:, mi] = per_node[:, idx == mi].sum(axis=1)
+                loss = (((pred - measured[None, :]) / walls[None, :]) ** 2).sum(axis=1)
+                k = int(np.argmin(loss)) if comp.any() else len(grid) - 1  # no arithmetic: efficiency unused
+                chosen[g] = float(grid[k])
+                total_loss += float(loss[k])
+            if best is None or total_loss < best[0]:
+                best = (total_loss, float(b), chosen)
+        return best
+
+    _, b0, e0 = search(BW_GRID, {g: EFF_GRID for g in groups})
+    fine = np.geomspace(0.88, 1.14, 17)  # refine around the coarse optimum (the grid step is ~8-14%)
+    best = search(np.minimum(1.0, b0 * fine), {g: np.clip(e0[g] * fine, EFF_GRID[0], 1.0) for g in groups})
     _, bw_eff, effs = best
     # overhead: what the wall clock has beyond the fitted kernel times, per node, fitted by least
     # squares on the relative error (so a 2 ms model counts as much as a 40 ms one)

@@ -148,6 +148,19 @@ def _fused_output(g: GraphInfo, n: NodeInfo) -> list[str]:
     return outs
 
 
+def _on_chip(g: GraphInfo, n: NodeInfo, work: NodeWork, sram: int, weights_on_chip: bool) -> NodeWork:
+    """The bytes an accelerator node moves through external memory: activations up to half the
+    on-chip memory (double-buffered) stay on chip; weights too when all of them fit in the other half."""
+    def spilled(names: list[str]) -> int:
+        sizes = [g.effective_bytes(t, n) or 0 for t in names]
+        return sum(s for s in sizes if s > sram // 2)
+
+    if n.op_type in VIEW_OPS:
+        return work
+    return NodeWork(work.name, work.op_type, work.fmt, work.macs, work.flops, spilled(g.data_inputs(n)),
+                    spilled(_fused_output(g, n)), 0 if weights_on_chip else work.weight_bytes, work.shape_known)
+
+
 # -- memory ------------------------------------------------------------------------------------------------
 def weight_bytes(g: GraphInfo) -> int:
     """Bytes of every constant the running graph reads (stored size: int8 weights stay int8)."""
@@ -273,6 +286,11 @@ def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
     where = {row["name"]: row for row in (placement or {}).get("nodes", [])}
     notes: set[str] = set()
     rows: list[NodeEstimate] = []
+    sram = profile.sram_bytes()
+    weights_on_chip = bool(sram) and weight_bytes(g) <= sram // 2
+    if sram:
+        notes.add(f"on-chip memory {sram // 1024} KiB: tensors up to {sram // 2048} KiB stay on chip"
+                  + ("; all weights resident on chip" if weights_on_chip else "; weights stream from external memory"))
     unknown: list[str] = []
     for n in g.active_nodes():
         placed = where.get(n.name, {})
@@ -280,6 +298,8 @@ def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
         if unit == "rejected":
             unit = "host"
         work = node_work(g, n)
+        if unit == "accelerator" and sram:
+            work = _on_chip(g, n, work, sram, weights_on_chip)
         if not work.shape_known:
             unknown.append(n.name)
         c_us, m_us, t_us, bound, note = node_time(work, unit, profile)

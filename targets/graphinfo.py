@@ -17,6 +17,7 @@ import onnx
 from onnx import helper, shape_inference
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+INDEX_FORMATS = {"int64", "int32", "bool"}  # shape arithmetic and indices, not a numeric compute format
 # ops whose result is only a view of the input: no compute, no memory traffic
 VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 # activations/affines a Conv/Gemm/MatMul kernel applies to its output in registers (CPU and NPU alike)
@@ -203,11 +204,15 @@ class GraphInfo:
         """The numeric format a node computes in: its Q/DQ format, else its first data input's type."""
         if node.quant_format:
             return node.quant_format
-        for name in self.data_inputs(node) + [o for o in node.node.output if o]:
+        # the output's type first (a Gather of a float table by int64 ids computes in float), then
+        # the inputs (a comparison of floats outputs bool)
+        found = []
+        for name in [o for o in node.node.output if o] + self.data_inputs(node) + list(node.node.input):
             t = self.tensors.get(name)
             if t is not None and t.elem_type:
-                return FORMAT_OF_ELEM.get(t.elem_type, "fp32")
-        return "fp32"
+                found.append(FORMAT_OF_ELEM.get(t.elem_type, "fp32"))
+        numeric = [f for f in found if f not in INDEX_FORMATS]
+        return numeric[0] if numeric else (found[0] if found else "fp32")
 
     def effective_bytes(self, tensor: str, node: NodeInfo | None = None) -> int | None:
         """Bytes of a tensor as the hardware holds it: a float tensor between an absorbed DQ/Q and a

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeship.targets.graphinfo import QDQ_OPS, GraphInfo, NodeInfo
+from edgeship.targets.graphinfo import INDEX_FORMATS, QDQ_OPS, GraphInfo, NodeInfo
 from edgeship.targets.profile import canonical_format
 from edgeship.targets.profileview import ProfileView
 
@@ -159,7 +159,7 @@ def place_node(g: GraphInfo, n: NodeInfo, view: ProfileView) -> tuple[str, list[
                               f"replace {n.op_type} with an op the target runs, or choose a target that runs it"))
     else:
         allowed = {canonical_format(f) for f in (limits.get("dtypes") or [])} or view.formats()
-        if n.op_type not in QDQ_OPS and not _same_format(fmt, allowed):
+        if n.op_type not in QDQ_OPS and fmt not in INDEX_FORMATS and not _same_format(fmt, allowed):
             fix = ("quantize it (quantization.mode static/auto) and do not list it in keep_float"
                    if fmt in ("float32", "fp32", "fp16") else f"use one of {sorted(allowed)}")
             reasons.append(Reason("dtype", f"{fmt} not supported for {n.op_type} (accelerator runs {', '.join(sorted(allowed))})", fix))

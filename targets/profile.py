@@ -78,7 +78,7 @@ class TargetProfile:
 
     def __getattr__(self, key: str) -> Any:
         # Optional top-level sections (cost_model, notes) read as empty when absent.
-        if key == "cost_model":
+        if key in ("cost_model", "operator_defaults"):
             return Section()
         if key == "notes":
             return []
@@ -90,11 +90,11 @@ class TargetProfile:
     # identity ---------------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self.data["metadata"]["name"]
+        return (self.data.get("metadata") or {}).get("name", "?")
 
     @property
     def vendor(self) -> str:
-        return self.data["metadata"]["vendor"]
+        return (self.data.get("metadata") or {}).get("vendor", "?")
 
     @property
     def has_host(self) -> bool:
@@ -236,7 +236,8 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = "; ".join(p for p in (getattr(err, "context", None), getattr(err, "problem", None)) if p)
+        problem = problem or str(err).splitlines()[0]
         raise TargetError(f"{where}: invalid YAML: {problem}") from None
     return data, node
 

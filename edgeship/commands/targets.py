@@ -11,7 +11,8 @@ import sys
 
 import yaml
 
-from edgeship.targets import TargetProfile, list_targets, load_target
+from edgeship.errors import TargetError
+from edgeship.targets import TargetProfile, load_target, target_names
 
 COLUMNS = ("NAME", "VENDOR", "ACCELERATOR", "PEAK INT8 TOPS", "MEMORY", "FORMATS", "RUNTIME", "MEASURABLE")
 
@@ -139,13 +140,22 @@ def _quiet_broken_pipe(func):
 
 @_quiet_broken_pipe
 def run_list(args: argparse.Namespace) -> int:
-    rows = [row(p) for p in list_targets()]
+    """The table; a broken profile or override is reported on stderr without hiding the others."""
+    profiles, broken = [], []
+    for name in target_names():
+        try:
+            profiles.append(load_target(name))
+        except TargetError as err:
+            broken.append(err)
+    rows = [row(p) for p in profiles]
     if getattr(args, "json", False):
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print(format_table(rows))
-    return 0
+    for err in broken:
+        print(f"edgeship: error: {err}", file=sys.stderr)
+    return TargetError.exit_code if broken else 0
 
 
 @_quiet_broken_pipe
@@ -155,9 +165,11 @@ def run_show(args: argparse.Namespace) -> int:
         json.dump(profile.data, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    header = f"# {profile.name}: {profile.source}"
-    if profile.override:
-        header += f"\n# local override merged: {profile.override}"
-    print(header)
+    if profile.override is None and profile.source is not None:
+        # Unmerged: print the file itself, so its comments (how figures were derived) come along.
+        sys.stdout.write(f"# {profile.name}: {profile.source}\n")
+        sys.stdout.write(profile.source.read_text(encoding="utf-8"))
+        return 0
+    print(f"# {profile.name}: {profile.source}\n# local override merged: {profile.override}")
     sys.stdout.write(yaml.safe_dump(profile.data, sort_keys=False, allow_unicode=True, width=110))
     return 0

@@ -41,6 +41,7 @@ def acl_text(prefix: str, manager_user: str = MANAGER_USER) -> str:
         lines.append(f"pattern read {topics.device('x', kind).replace('/x/', '/%u/')}")
     for kind in DEVICE_WRITES:
         lines.append(f"pattern write {topics.device('x', kind).replace('/x/', '/%u/')}")
+    lines.append(f"pattern read {topics.manager_status()}")
     lines += ["", f"user {manager_user}", f"topic readwrite {prefix}/#", ""]
     return "\n".join(lines)
 

@@ -83,6 +83,21 @@ class ArtifactServer:
         return data
 
     def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._send_some()
+            except Exception:  # never let one bad send stop serving every device
+                log.exception("artifact server: send failed")
+                time.sleep(0.5)
+
+    @staticmethod
+    def _acked(info) -> bool:
+        try:
+            return info.is_published()
+        except (RuntimeError, ValueError):  # published while disconnected: paho re-sends or the device re-asks
+            return True
+
+    def _send_some(self) -> None:
         unacked: collections.deque = collections.deque()
         unacked_bytes = 0
         while not self._stop.is_set():
@@ -102,9 +117,9 @@ class ArtifactServer:
             if self.send_delay_s:
                 time.sleep(self.send_delay_s)
             frame = encode_frame(cid, data)
-            while unacked and (unacked_bytes + len(frame) > self.max_unacked_bytes or unacked[0][0].is_published()):
+            while unacked and (unacked_bytes + len(frame) > self.max_unacked_bytes or self._acked(unacked[0][0])):
                 info, size = unacked.popleft()
-                if not info.is_published():
+                if not self._acked(info):
                     try:
                         info.wait_for_publish(5)
                     except (RuntimeError, ValueError):

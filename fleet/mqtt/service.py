@@ -64,7 +64,7 @@ class DeviceService:
                  window: int = 4, request_timeout_s: float = 20.0, protocol_version: str = "auto",
                  loop: SharedLoop | None = None, worker: Worker | None = None, store: ChunkStore | None = None,
                  persist_state: bool = True, http_timeout_s: float = 30.0, min_backoff: float = 0.5,
-                 max_backoff: float = 30.0):
+                 max_backoff: float = 30.0, heartbeat_s: float = 60.0):
         self.device_id = device_id
         self.root = Path(root)
         self.agent = agent
@@ -81,6 +81,8 @@ class DeviceService:
         self.last_result: dict | None = None
         self.last_transfer: dict | None = None
         self.converged = threading.Event()
+        self.heartbeat_s = heartbeat_s
+        self._last_heartbeat = time.monotonic()
         self.client = MqttClient(
             broker, client_id=f"edgeship-device-{device_id}", username=username, password=password, ca=ca,
             persistent=True, protocol=protocol_version, worker=worker, loop=loop, label=device_id,
@@ -89,6 +91,7 @@ class DeviceService:
         self.client.on_connected.append(self._on_connected)
         self.client.subscribe(self.topics.device(device_id, "desired"), self._on_desired)
         self.client.subscribe(self.topics.device(device_id, "chunks"), self._on_chunk)
+        self.client.subscribe(self.topics.manager_status(), self._on_manager_status)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -108,9 +111,16 @@ class DeviceService:
         self.client.stop()
 
     def tick(self) -> None:
-        """Re-request chunks whose answer is overdue (lost in a disconnect or dropped). Run on the worker."""
+        """Re-request chunks whose answer is overdue (lost in a disconnect or dropped), and refresh
+        the retained `online` status now and then so `last seen` stays true. Run on the worker."""
+        if not self.client.connected.is_set():
+            return
+        if time.monotonic() - self._last_heartbeat > self.heartbeat_s:
+            self._last_heartbeat = time.monotonic()
+            self.client.publish(self.topics.device(self.device_id, "status"), protocol.status_doc("online"),
+                                retain=True)
         t = self.transfer
-        if t is None or not self.client.connected.is_set():
+        if t is None:
             return
         now = time.monotonic()
         stale = [c for c, at in t.outstanding.items() if now - at > self.request_timeout_s]
@@ -152,9 +162,19 @@ class DeviceService:
     # --- handlers (worker thread) -------------------------------------------------------------
 
     def _on_connected(self, session_present: bool) -> None:
+        self._last_heartbeat = time.monotonic()
         self.client.publish(self.topics.device(self.device_id, "status"), protocol.status_doc("online"), retain=True)
         self.report()
         if self.transfer is not None:  # answers in flight may be lost with the old connection
+            self._request(list(self.transfer.outstanding) or self._next_wanted())
+
+    def _on_manager_status(self, msg: Incoming) -> None:
+        """The manager (re)connected: requests sent while it was away are lost, ask again now."""
+        try:
+            online = protocol.loads(msg.payload).get("state") == "online"
+        except protocol.ProtocolError:
+            return
+        if online and not msg.retain and self.transfer is not None:
             self._request(list(self.transfer.outstanding) or self._next_wanted())
 
     def _on_desired(self, msg: Incoming) -> None:
@@ -368,7 +388,7 @@ class DeviceService:
                     out.flush()
                     os.fsync(out.fileno())
         except (urllib.error.URLError, OSError, ValueError) as err:
-            self._finish(None, Result(False, self.device_id, digest, "unreachable", f"{url}: {err}"))
+            self._finish(doc, Result(False, self.device_id, digest, "unreachable", f"{url}: {err}"))
             return
         try:
             got = artifact.bundle_digest(part)

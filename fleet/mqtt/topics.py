@@ -7,6 +7,8 @@ pattern line per topic (`%u` = the device id as username) confines a device to i
     <prefix>/devices/<id>/events     device -> manager: progress and errors, not retained
     <prefix>/devices/<id>/req        device -> manager: chunk requests
     <prefix>/devices/<id>/chunks     manager -> device: chunk data answering the requests
+    <prefix>/manager/status          manager -> devices, retained: "online" on every (re)connect, so
+                                     devices re-ask for chunks whose requests a restart may have lost
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class Topics:
         if not valid_device_id(device_id):
             raise ValueError(f"invalid device id {device_id!r} for an MQTT topic")
         return f"{self.prefix}/devices/{device_id}/{kind}"
+
+    def manager_status(self) -> str:
+        return f"{self.prefix}/manager/status"
 
     def all_devices(self, kind: str) -> str:
         """Wildcard subscription over every device's topic of one kind."""

@@ -58,7 +58,8 @@ class MqttManager:
         self.store = ChunkStore(base / "chunks")
         self.recipes_dir = base / "recipes"
         self.client = MqttClient(broker, client_id=f"edgeship-manager-{uuid.uuid4().hex[:10]}", username=username,
-                                 password=password, ca=ca, persistent=False, protocol=protocol_version, label="manager")
+                                 password=password, ca=ca, persistent=False, protocol=protocol_version, label="manager",
+                                 will=(self.topics.manager_status(), protocol.status_doc("offline")))
         self.reported: dict[str, dict] = {}
         self.status_docs: dict[str, dict] = {}
         self.last_seen: dict[str, float] = {}
@@ -98,6 +99,7 @@ class MqttManager:
         self.client.stop()
 
     def _on_connected(self, session_present: bool) -> None:
+        self.client.publish(self.topics.manager_status(), protocol.status_doc("online"), retain=True)
         # A broker that lost its retained store (crash without persistence) gets our intent again.
         for device_id, doc in list(self._desired.items()):
             self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)

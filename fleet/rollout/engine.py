@@ -10,6 +10,8 @@ the gate counts recorded before the kill still count.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,7 @@ from edgeship.fleet.rollout.devices import Transports, fetch_statuses
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import RolloutSpec
 from edgeship.fleet.rollout.waves import Wave, plan_waves, resolve_max_unavailable
+from edgeship.paths import state_dir
 
 STOPPING_STATES = ("paused", "aborted")
 
@@ -86,6 +89,10 @@ class Engine:
 
     def apply(self, resume: bool = False) -> ApplyReport:
         """Converge. `resume=True` continues a paused run and retries the devices that failed in it."""
+        with _exclusive(self.spec.name):
+            return self._apply(resume)
+
+    def _apply(self, resume: bool) -> ApplyReport:
         name, digest = self.spec.name, self.ship.digest
         row = self.journal.rollout(name)
         same = row is not None and row.spec_digest == self.spec.spec_digest and row.artifact_digest == digest
@@ -373,6 +380,25 @@ class Engine:
                 self._row_from_journal(device_id, wave, results[device_id])
             else:
                 self._set_row(device_id, wave, self.ship.digest, self.ship.digest, "unchanged")
+
+
+@contextlib.contextmanager
+def _exclusive(name: str):
+    """One apply per rollout at a time, across processes. flock: released by the kernel when the
+    holder dies, so a SIGKILLed manager never leaves a stale lock."""
+    folder = state_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    with open(folder / f"rollout-{safe}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RolloutError(f"{name}: another apply of this rollout is running; "
+                               f"`edgeship rollout status {name}` to watch it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def roll_back_rollout(name: str, journal: Journal, fleet, transports: Transports,

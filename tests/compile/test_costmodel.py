@@ -69,3 +69,11 @@ def test_roofline_time_per_node():
     # the graph input comes from the host and the output goes back: 2 transfers at 20 us + bytes / 1 GB/s
     assert section["transfers"] == 2
     assert section["latency_ms"] == pytest.approx((0.224 + 40 + (768 + 1024) / 1e3) / 1000, rel=1e-3)
+
+
+def test_on_chip_memory_removes_external_traffic():
+    g = GraphInfo(conv_model())
+    big = estimate(g, npu_profile(sram_kb=64))  # 2240 bytes of everything fit easily: no DRAM traffic
+    small = estimate(g, npu_profile(sram_kb=None))
+    assert big["per_node"][0]["memory_us"] == 0 and big["per_node"][0]["bound"] == "compute"
+    assert small["per_node"][0]["memory_us"] == pytest.approx(0.224, abs=1e-3)

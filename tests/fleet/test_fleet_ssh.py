@@ -50,7 +50,7 @@ def test_deploy_to_three_ssh_devices(farm, fleet, tmp_path, capsys):
     digest = artifact.bundle_digest(bundle)
     assert main(["deploy", str(bundle), "--fleet", str(fleet.source), "--parallel", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.count(" ok ") == 3
+    assert out.count(" ok ") == 3, out
     for dev in farm.devices:
         assert Agent(dev.root).status()["current"] == digest  # the remote agent really switched
         assert (dev.root / "agent.yaml").is_file()  # provisioned on first contact with the fleet's trust
@@ -196,6 +196,7 @@ def test_remote_command_timeout(farm, tmp_path):
     device = fleet.devices[0]
     device.options["command_timeout_s"] = 1
     with pytest.raises(TransportError) as info:
-        get_transport(fleet, device).activate(device, "sha256:" + "0" * 64)
+        result = get_transport(fleet, device).activate(device, "sha256:" + "0" * 64)
+        pytest.fail(f"no timeout: {result}")
     assert "timed out" in str(info.value) and info.value.reason == "timeout"
     close_transports(fleet)

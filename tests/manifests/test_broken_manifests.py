@@ -143,3 +143,19 @@ def test_json_format(in_cases, capsys):
     problems = json.loads(out)
     assert problems == [{"file": "broken/unknown-stage.yaml", "line": 7, "col": 29, "path": "stages[2]",
                          "message": "unknown stage 'quantise'", "hint": "did you mean 'quantize'?", "severity": "error"}]
+
+
+def test_pathological_nesting_does_not_crash_the_process(tmp_path):
+    """libyaml's composer recurses in C: 100k nested brackets would overflow the stack (SIGSEGV)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    (tmp_path / "dashes.yaml").write_text("- " * 100_000 + "x\n")
+    run = subprocess.run([sys.executable, "-m", "edgeship", "validate", "deep.yaml", "dashes.yaml"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[:2] == [
+        "deep.yaml:1:203: <document>: nesting deeper than 200 levels (flatten the structure)",
+        "dashes.yaml:1:401: <document>: nesting deeper than 200 levels (flatten the structure)",
+    ]

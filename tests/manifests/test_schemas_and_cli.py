@@ -124,3 +124,20 @@ def test_schemas_ship_inside_the_package():
     folder = Path(edgeship.pipelines.__file__).parent / "schemas"
     assert {p.name for p in folder.glob("*.schema.json")} >= {
         "pipeline.schema.json", "fleet.schema.json", "rollout.schema.json", "target.schema.json"}
+
+
+def _field_paths(schema, prefix=""):
+    for name, prop in (schema.get("properties") or {}).items():
+        path = f"{prefix}{name}"
+        yield path
+        yield from _field_paths(prop, path + ".")
+        items = prop.get("items")
+        if isinstance(items, dict):
+            yield from _field_paths(items, path + "[].")
+
+
+@pytest.mark.parametrize("kind", MINE)
+def test_reference_doc_lists_every_field(kind):
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "manifests.md").read_text()
+    missing = [p for p in _field_paths(load_schema(kind)) if f"`{p}`" not in doc]
+    assert not missing, f"docs/manifests.md lacks {kind} fields: {missing}"

@@ -139,3 +139,15 @@ def test_reconcile_git_branch(tmp_path, capsys):
     assert all(current_of(tmp_path, d) == artifact.bundle_digest(v1) for d in ids)
     assert main(["reconcile", str(repo), "--branch", "nope", "--once"]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_one_apply_per_rollout_at_a_time(tmp_path, capsys):
+    from edgeship.fleet.rollout.engine import _exclusive
+
+    ids = device_ids(2)
+    fleet = write_local_fleet(tmp_path, ids)
+    r1 = write_rollout(tmp_path, "solo", fleet, make_bundle(tmp_path, "kws", seed=1))
+    with _exclusive("solo"):  # as another manager process holding the rollout would
+        assert main(["apply", str(r1)]) == 1
+    assert "another apply of this rollout is running" in capsys.readouterr().err
+    assert main(["apply", str(r1)]) == 0

@@ -84,9 +84,12 @@ def test_mixed_fleet_canary_gate(tmp_path, mosquitto_broker, capsys):
         d1, d2 = artifact.bundle_digest(v1), artifact.bundle_digest(v2)
         strategy = {"canary": {"count": CANARY}, "waves": [50, 100], "max_unavailable": 16,
                     "gate": {"min_success_ratio": 0.9}}
-        assert main(["apply", str(write_rollout(tmp_path, "v1", fleet, v1, strategy))]) == 0, capsys.readouterr().err
+        r1 = write_rollout(tmp_path, "v1", fleet, v1, strategy)
+        assert main(["apply", str(r1)]) == 0, capsys.readouterr().err
         capsys.readouterr()
         assert all(current_of(tmp_path, d) == d1 for d in ids)
+        assert main(["apply", str(r1)]) == 0  # idempotent over both transports
+        assert "Rollout v1: unchanged; 0 bytes pushed" in capsys.readouterr().out
 
         make_failing(tmp_path, FAILING)
         for d in FAILING:

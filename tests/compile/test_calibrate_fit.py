@@ -1,0 +1,48 @@
+"""The calibration fit recovers known factors from synthetic measurements (no timing involved)."""
+
+import pytest
+
+from edgeship.targets import calibration_models as cm
+from edgeship.targets.calibrate import Measurement, compare_rows, fit, summary, with_cost_model
+from edgeship.targets.costmodel import node_work
+from edgeship.targets.graphinfo import GraphInfo
+
+from .graphs import npu_profile
+
+TRUTH = {"Conv": 0.25, "MatMul": 0.4}
+BW_EFF, OVERHEAD = 0.5, 2.0
+
+
+def synthetic(model: cm.CalibrationModel, profile: dict) -> Measurement:
+    """What onnxruntime would report if the machine followed the roofline with TRUTH exactly."""
+    g = GraphInfo(model.model, model.inputs)
+    peak = profile["compute"]["accelerator"]["peak_tops"]["float32"] * 1e12
+    bw = profile["memory"]["bandwidth_gb_s"] * 1e9
+    kernel: dict[str, float] = {}
+    for n in g.active_nodes():
+        w = node_work(g, n)
+        t = max(w.flops / (peak * TRUTH.get(n.op_type, 0.3)), w.bytes / (bw * BW_EFF)) * 1e6
+        kernel[n.op_type] = kernel.get(n.op_type, 0.0) + t
+    wall_us = sum(kernel.values()) + OVERHEAD * len(g.active_nodes())
+    return Measurement(model.name, wall_us / 1000.0, kernel, g)
+
+
+def cpu_profile() -> dict:
+    """Like host-cpu: the accelerator is the CPU, it runs every op, no partition boundary."""
+    prof = npu_profile(fallback=False)
+    prof["compute"]["host"] = None
+    prof["operators"] = {"*": {}}
+    return prof
+
+
+def test_fit_recovers_known_factors():
+    profile = cpu_profile()
+    measurements = [synthetic(m, profile) for m in cm.builtin_models()]
+    factors = fit(measurements, profile)
+    assert factors["efficiency"]["Conv"] == pytest.approx(TRUTH["Conv"], rel=0.1)
+    assert factors["efficiency"]["MatMul"] == pytest.approx(TRUTH["MatMul"], rel=0.1)
+    assert factors["bandwidth_efficiency"] == pytest.approx(BW_EFF, rel=0.15)
+    assert factors["per_node_overhead_us"] == pytest.approx(OVERHEAD, abs=1.0)
+    rows = compare_rows(measurements, with_cost_model(profile, factors))
+    assert summary(rows)["median_abs_error_pct"] < 5
+    assert all(0 < v <= 1 for v in factors["efficiency"].values())  # the schema's bound
