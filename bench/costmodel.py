@@ -2,7 +2,9 @@
 
 Models: the calibration set (built-in + onnx light_* models), the example models
 (examples/*/models/*.onnx) and real exported models shipped with rapidocr-onnxruntime (PP-OCR det,
-rec, cls). Every model is measured once with onnxruntime (median of --runs); then three estimates:
+rec, cls). Every model is measured once with onnxruntime, single-threaded by default, as the CPU time of
+a run (median): on a machine shared with other work the wall clock swings 2-3x, the CPU time does not.
+Then three estimates:
 
   profile   the packaged host-cpu figures, uncalibrated
   fitted    factors fitted on every model here (in-sample: what `edgeship calibrate` would write)

@@ -152,6 +152,8 @@ class Agent:
 
     def _record(self, result: Result) -> Result:
         """Store the outcome as `last_result` (best effort: a full disk must not hide the real error)."""
+        if not self.root.is_dir():
+            return result  # never create a device root as a side effect of a refused call
         try:
             with self._locked():
                 state = self._read_state()

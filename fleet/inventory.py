@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from edgeship.errors import Diagnostic, ManifestError
 
 DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -139,57 +137,13 @@ def _split_selector(text: str) -> list[str]:
 
 # --- reading the manifest ---------------------------------------------------------------------
 
-def _read_fleet_document(path: Path) -> tuple[dict, Callable[[tuple], tuple[int, int]]]:
-    """The Fleet document's data and a `where(path) -> (line, col)` locator.
+def _read_fleet_document(path: Path) -> tuple[dict, Callable[..., tuple[int, int]]]:
+    """The Fleet document's data and its `where(path) -> (line, col)` locator, parsed and
+    schema-checked by the manifest area's loader (all problems at once, file:line:col)."""
+    from edgeship.pipelines.manifest import load_documents
 
-    Uses the manifest area's loader (schema-checked) when it is installed, else a plain
-    yaml.safe_load with positions from the composed node tree."""
-    try:
-        from edgeship.pipelines.manifest import load_documents  # type: ignore
-    except ImportError:
-        load_documents = None
-    if load_documents is not None:
-        docs = load_documents(path, kinds={"Fleet"})
-        if not docs:
-            raise ManifestError([Diagnostic(str(path), 1, 1, "kind", "no Fleet document in this file")])
-        doc = docs[0]
-        return doc.data, doc.where
-    return _fallback_read(path)
-
-
-def _fallback_read(path: Path):
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise ManifestError([Diagnostic(str(path), 1, 1, "", f"cannot read: {err.strerror}")]) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ManifestError([Diagnostic(str(path), line, col, "", f"invalid YAML: {getattr(err, 'problem', err)}")]) from None
-
-    def where(field_path: tuple) -> tuple[int, int]:
-        cur = node
-        for key in field_path:
-            nxt = None
-            if isinstance(cur, yaml.MappingNode):
-                for k, v in cur.value:
-                    if k.value == key:
-                        nxt = v
-            elif isinstance(cur, yaml.SequenceNode) and isinstance(key, int) and key < len(cur.value):
-                nxt = cur.value[key]
-            if nxt is None:
-                break
-            cur = nxt
-        if cur is None:
-            return 1, 1
-        return cur.start_mark.line + 1, cur.start_mark.column + 1
-
-    if not isinstance(data, dict) or data.get("kind") != "Fleet":
-        raise ManifestError([Diagnostic(str(path), 1, 1, "kind", "expected a document with kind: Fleet")])
-    return data, where
+    doc = load_documents(path, kinds={"Fleet"})[0]
+    return doc.data, doc.where
 
 
 def _dotted(field_path: tuple) -> str:

@@ -155,6 +155,8 @@ class StageCache:
                 ctx.files.update({k: Path(v) for k, v in value.items()})
             elif isinstance(getattr(ctx, name, None), dict) and isinstance(value, dict):
                 getattr(ctx, name).update(value)
+            elif isinstance(getattr(ctx, name, None), list) and isinstance(value, list):
+                getattr(ctx, name).extend(v for v in value if v not in getattr(ctx, name))
             else:
                 setattr(ctx, name, value)
         if entry.section is not None:

@@ -21,7 +21,7 @@ import numpy as np
 from edgeship.artifact import sha256_file
 
 # fields a cache hit restores (besides report[stage]); Path-valued ones are stored as files
-CACHED_FIELDS = ("model_path", "float_model_path", "inputs", "outputs", "digests", "extra", "files")
+CACHED_FIELDS = ("model_path", "float_model_path", "inputs", "outputs", "digests", "extra", "files", "warnings")
 PATH_FIELDS = ("model_path", "float_model_path")
 
 
@@ -168,6 +168,16 @@ class BuildContext:
         return synthetic_inputs(self.inputs, n, seed=seed)
 
     # --- cache snapshot -------------------------------------------------------------------------
+    def load_snapshot(self, snapshot: dict[str, Any]) -> None:
+        """Put the cached fields back as `snapshot()` saw them."""
+        for name in CACHED_FIELDS:
+            value = json.loads(json.dumps(snapshot.get(name)))
+            if name in PATH_FIELDS:
+                value = Path(value) if value else None
+            elif name == "files":
+                value = {k: Path(v) for k, v in (value or {}).items()}
+            setattr(self, name, value)
+
     def snapshot(self) -> dict[str, Any]:
         """The cached fields as they are now (copied, so a later stage's edits do not leak back)."""
         return json.loads(json.dumps({f: getattr(self, f) for f in CACHED_FIELDS}, default=str))

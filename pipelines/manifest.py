@@ -193,14 +193,20 @@ def check_file(path: str | os.PathLike, kinds: Iterable[str] | None = None, *,
                              if not (p.path[:1] in (("apiVersion",), ("kind",)))]
             except SchemaUnavailable as err:
                 problems.append(Problem(("kind",), str(err), "reinstall edgeship", severity="warning"))
-            problems += semantic.check(doc, cross_refs=cross_refs, local_targets=local_targets)
+            try:
+                problems += semantic.check(doc, cross_refs=cross_refs, local_targets=local_targets)
+            except Exception as err:  # a bug in a check must not hide the other files' diagnostics
+                if os.environ.get("EDGESHIP_DEBUG"):
+                    raise
+                problems.append(Problem((), f"internal error while checking: {type(err).__name__}: {err}",
+                                        "a bug in edgeship; set EDGESHIP_DEBUG=1 for a traceback"))
         doc_diagnostics = [_to_diagnostic(doc, p) for p in problems]
         doc.warnings = [d for d in doc_diagnostics if d.severity == "warning"]
         diagnostics += doc_diagnostics
         documents.append(doc)
 
     if kinds is not None:
-        wanted = tuple(kinds)
+        wanted = (kinds,) if isinstance(kinds, str) else tuple(sorted(kinds))
         selected = [d for d in documents if d.kind in wanted]
         if not selected and not any(d.severity == "error" for d in diagnostics):
             found = ", ".join(sorted({d.kind for d in documents if d.kind})) or "nothing"

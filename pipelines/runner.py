@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from edgeship.artifact import sha256_file
 from edgeship.errors import BuildError, EdgeshipError
@@ -55,11 +55,16 @@ class BuildResult:
 
 
 def stage_list(spec: dict) -> list[str]:
-    names = spec.get("stages") or list(registry.DEFAULT_ORDER)
+    """The pipeline's stages (its `stages:` or the default order), checked: known names, import first."""
+    names = list(spec.get("stages") or registry.DEFAULT_ORDER)
     for n in names:
         if not registry.is_known(n):
             registry.get(n)  # raises with nearest names
-    return list(names)
+    if not names or names[0] != "import":
+        raise BuildError("stages: the list must start with `import` (every later stage needs the model it loads)")
+    if len(set(names)) != len(names):
+        raise BuildError("stages: a stage is listed twice")
+    return names
 
 
 def _load_target(name: str | None):
@@ -81,6 +86,8 @@ def _diff(before: dict, after: dict) -> dict[str, Any]:
             continue
         if isinstance(value, dict) and isinstance(old, dict):
             changed[name] = {k: v for k, v in value.items() if old.get(k) != v}
+        elif isinstance(value, list) and isinstance(old, list) and value[:len(old)] == old:
+            changed[name] = value[len(old):]  # appended items (warnings): restored by extending
         else:
             changed[name] = value
     return changed
@@ -133,30 +140,35 @@ def run_stages(ctx: BuildContext, names: list[str], cache: StageCache | None, pr
         try:
             key = stage.key(ctx)
             ctx.stage_keys[name] = key
+            before = ctx.snapshot()
             entry = cache.lookup(key) if (cache is not None and use_cache) else None
             if entry is not None:
                 cache.restore(entry, ctx)
                 if getattr(stage, "cache_ok", lambda c: True)(ctx):
-                    rec = StageRecord(name, "cached", time.perf_counter() - t0, key)
+                    rec = StageRecord(name, "cached", time.perf_counter() - t0, key,
+                                      outputs={"model": ctx.digests.get("model", "")[:16], "changed": sorted(entry.fields)})
                     records.append(rec)
                     progress.line(f"{head}  cached   {rec.seconds:7.2f} s  {key[:12]}")
                     continue
-                cache.discard(key)  # stale (e.g. its artifact was deleted): run the stage and replace it
-            before = ctx.snapshot()
+                # stale (e.g. its artifact was deleted): undo the restore, run the stage, replace the entry
+                ctx.load_snapshot(before)
+                ctx.report.pop(name, None)
+                cache.discard(key)
+            if not use_cache and cache is not None:
+                cache.discard(key)  # --no-cache: this run's outputs replace the entry
             ctx = stage.run(ctx) or ctx
             _rehash(ctx, before)
-            after = ctx.snapshot()
+            changed = _diff(before, ctx.snapshot())
             if cache is not None:
                 try:
-                    stored = cache.store(key, name, _diff(before, after), ctx.report.get(name), ctx.workdir)
+                    stored = cache.store(key, name, changed, ctx.report.get(name), ctx.workdir)
                     # continue from what the cache holds: when a parallel build stored this key first, its
                     # (equivalent) outputs win, so every later key matches what a rebuild will compute
                     cache.restore(stored, ctx)
                 except OSError as err:  # a full disk must not fail a build that succeeded
                     ctx.warnings.append(f"{name}: not cached: {err}")
-            rec = StageRecord(name, "ran", time.perf_counter() - t0, key)
-            if ctx.model_path and str(ctx.model_path) != before.get("model_path"):
-                rec.outputs["model"] = ctx.digests.get("model", "")[:16]
+            rec = StageRecord(name, "ran", time.perf_counter() - t0, key,
+                              outputs={"model": ctx.digests.get("model", "")[:16], "changed": sorted(changed)})
             records.append(rec)
             progress.line(f"{head}  ran      {rec.seconds:7.2f} s  {key[:12]}")
         except EdgeshipError as err:
@@ -181,6 +193,10 @@ def build(doc: Any, target: str | None = None, progress: Progress | None = None,
     spec = dict(doc.data)
     if target:
         spec["target"] = target
+    try:
+        registry.load_all()  # module imports are start-up cost, not build time
+    except EdgeshipError:
+        pass  # reported again, with the stage name, when that stage is reached
     t0 = time.perf_counter()
     work_root = state_dir() / "work"
     work_root.mkdir(parents=True, exist_ok=True)
@@ -193,7 +209,7 @@ def build(doc: Any, target: str | None = None, progress: Progress | None = None,
         source = Path(getattr(doc, "source", ""))
         if source.is_file():
             ctx.digests["manifest"] = sha256_file(source)
-        names = stages or stage_list(spec)
+        names = stage_list({"stages": stages} if stages else spec)
         ctx.records = records
         ctx = run_stages(ctx, names, StageCache(), progress, use_cache=use_cache, records=records)
     except EdgeshipError as err:
@@ -204,6 +220,20 @@ def build(doc: Any, target: str | None = None, progress: Progress | None = None,
     result = BuildResult(doc.name, records, time.perf_counter() - t0, ctx, error)
     _save_record(result)
     return result
+
+
+def clean_stale_workdirs(max_age_s: float = 86400) -> int:
+    """Remove work folders left by builds that were killed (a finished build removes its own)."""
+    root = state_dir() / "work"
+    removed = 0
+    for folder in root.glob("*") if root.is_dir() else []:
+        try:
+            if time.time() - folder.stat().st_mtime > max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _save_record(result: BuildResult) -> None:

@@ -23,7 +23,6 @@ SECRET_VALUE_FIELDS = {"password", "token", "secret", "api_key", "passphrase"}
 SECRET_PATH_FIELDS = {"identity_file", "key", "private_key", "key_file", "password_file"}
 ENV_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 ENV_ANYWHERE = re.compile(r"\$\{[^}]*\}")
-DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
 
 def check(doc, *, cross_refs: bool = True, local_targets: Iterable[str] = ()) -> list[Problem]:
@@ -42,11 +41,12 @@ def _mapping(value: Any) -> dict:
 
 
 def _rel(doc, path: Path) -> str:
-    """A path as short as possible for messages: relative to the cwd when inside it."""
+    """A path for messages: relative to the cwd when that is short, else absolute."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(path) if rel.startswith(os.path.join(os.pardir, os.pardir)) else rel
 
 
 def _file_problem(doc, field: tuple, value: Any, *, what: str, suffix: str | None = None,

@@ -21,8 +21,8 @@ import yaml
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 MAX_FILE_BYTES = 8 * 1024 * 1024  # a 10,000-device fleet is ~2 MB; anything bigger is a mistake
-MAX_NODES = 500_000  # nodes built per file, alias expansions included
-MAX_ALIAS_NODES = 100_000  # nodes built *through aliases*: legit reuse is small, bombs are huge
+MAX_NODES = 1_000_000  # expanded nodes per document, aliases included
+MAX_ALIAS_NODES = 200_000  # expanded nodes reached *through aliases*: 10k devices sharing `<<: *defaults` fit; bombs do not
 MAX_DEPTH = 200
 
 Path_ = tuple  # a field path: keys (str) and list indices (int)
@@ -134,54 +134,65 @@ def _yaml_error(err: yaml.YAMLError) -> SourceError:
 
 
 class _Builder:
-    """Turns a composed node graph into plain data, counting every node it builds."""
+    """Turns a composed node graph into plain data, counting every node a reader would walk.
+
+    A node reached again through an alias is not rebuilt: its value is shared (as with
+    yaml.safe_load) and its expanded size is added to the count, so a "billion laughs" bomb is
+    refused after building each distinct node once, in milliseconds.
+    """
 
     def __init__(self, loader: _Loader, doc: YamlDocument):
         self.loader = loader
         self.doc = doc
-        self.nodes = 0
-        self.alias_nodes = 0
-        self.seen: set[int] = set()  # ids of nodes already built once: a second visit is an alias
-        self.stack: set[int] = set()
+        self.nodes = 0  # expanded size so far: what schema checks and consumers will walk
+        self.alias_nodes = 0  # of which reached through aliases
+        self.built: dict[int, tuple[Any, int]] = {}  # id(node) -> (value, expanded size)
+        self.stack: set[int] = set()  # nodes being built: meeting one again is a recursive alias
 
-    def build(self, node: yaml.Node, path: tuple, via_alias: bool = False) -> Any:
-        self.nodes += 1
+    def build(self, node: yaml.Node, path: tuple) -> Any:
         nid = id(node)
-        if nid in self.seen:
-            via_alias = True
-        self.seen.add(nid)
-        if via_alias:
-            self.alias_nodes += 1
-            if self.alias_nodes > MAX_ALIAS_NODES:
-                raise SourceError(
-                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (a YAML bomb?)",
-                    *_mark(node), hint="refusing to expand; write the values out or use fewer aliases")
-        if self.nodes > MAX_NODES:
-            raise SourceError(f"document has more than {MAX_NODES} nodes", *_mark(node),
-                              hint="split the manifest")
-        if len(path) > MAX_DEPTH:
-            raise SourceError(f"nesting deeper than {MAX_DEPTH} levels", *_mark(node))
         if nid in self.stack:
             raise SourceError("recursive alias (a value contains itself)", *_mark(node),
                               hint="remove the self-referencing anchor")
         if path not in self.doc.value_marks:
             self.doc.value_marks[path] = _mark(node)
+        if nid in self.built:
+            value, size = self.built[nid]
+            self.alias_nodes += size
+            self.nodes += size
+            if self.alias_nodes > MAX_ALIAS_NODES:
+                raise SourceError(
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (a YAML bomb?)",
+                    *_mark(node), hint="refusing to expand; write the values out or use fewer aliases")
+            self._check_size(node)
+            return value
+        if len(path) > MAX_DEPTH:
+            raise SourceError(f"nesting deeper than {MAX_DEPTH} levels", *_mark(node))
+        start = self.nodes
+        self.nodes += 1
+        self._check_size(node)
         if isinstance(node, yaml.ScalarNode):
-            return self._scalar(node, path)
-        expected_tag = _PLAIN_TAGS[type(node)]
-        if node.tag != expected_tag:
-            line, col = _mark(node)
-            self.doc.issues.append(Issue(path, line, col, f"unsupported tag {_short_tag(node.tag)!r}",
-                                         "only plain mappings, lists and scalars are allowed"))
-        self.stack.add(nid)
-        try:
-            if isinstance(node, yaml.SequenceNode):
-                return [self.build(child, path + (i,), via_alias) for i, child in enumerate(node.value)]
-            if isinstance(node, yaml.MappingNode):
-                return self._mapping(node, path, via_alias)
-        finally:
-            self.stack.discard(nid)
-        raise SourceError(f"unsupported YAML node {type(node).__name__}", *_mark(node))
+            value = self._scalar(node, path)
+        else:
+            if node.tag != _PLAIN_TAGS[type(node)]:
+                line, col = _mark(node)
+                self.doc.issues.append(Issue(path, line, col, f"unsupported tag {_short_tag(node.tag)!r}",
+                                             "only plain mappings, lists and scalars are allowed"))
+            self.stack.add(nid)
+            try:
+                if isinstance(node, yaml.SequenceNode):
+                    value = [self.build(child, path + (i,)) for i, child in enumerate(node.value)]
+                else:
+                    value = self._mapping(node, path)
+            finally:
+                self.stack.discard(nid)
+        self.built[nid] = (value, self.nodes - start)
+        return value
+
+    def _check_size(self, node: yaml.Node) -> None:
+        if self.nodes > MAX_NODES:
+            raise SourceError(f"document expands to more than {MAX_NODES} nodes", *_mark(node),
+                              hint="split the manifest")
 
     def _scalar(self, node: yaml.ScalarNode, path: tuple) -> Any:
         try:
@@ -201,7 +212,7 @@ class _Builder:
             return value
         return value
 
-    def _mapping(self, node: yaml.MappingNode, path: tuple, via_alias: bool) -> dict:
+    def _mapping(self, node: yaml.MappingNode, path: tuple) -> dict:
         own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         try:
             self.loader.flatten_mapping(node)  # resolves `<<:` merge keys in place (merged pairs first)
@@ -231,7 +242,7 @@ class _Builder:
                 continue
             if child not in self.doc.key_marks:
                 self.doc.key_marks[child] = (line, col)
-            result[key] = self.build(value_node, child, via_alias)
+            result[key] = self.build(value_node, child)
             if id(key_node) not in own:
                 merged.add(key)
         return result

@@ -46,7 +46,7 @@ class EstimateStage(BaseStage):
             raise BuildError("no target profile loaded: estimate needs the manifest's `target`", stage=self.name)
         if ctx.model_path is None:
             raise BuildError("no model: the import stage must run first", stage=self.name)
-        graph = load_graph(ctx.model_path, input_shapes(ctx))
+        graph = load_graph(ctx.model_path, input_shapes(ctx), ctx.target)
         placement = ctx.report.get("legalize")
         if not placement or placement.get("target") != ctx.target_name:
             placement = legalize(graph, ctx.target)  # legalize not in the stage list: place here

@@ -294,6 +294,7 @@ def remove_identities(model) -> int:
 _WIDER = {
     1: {11},  # float -> double
     10: {1, 11},  # float16 -> float, double
+    16: {1, 11},  # bfloat16 -> float, double
     2: {4, 5, 6, 7, 12, 13},  # uint8 -> uint16, int16, int32, int64, uint32, uint64
     3: {5, 6, 7},  # int8 -> int16, int32, int64
     5: {6, 7},  # int16 -> int32, int64

@@ -64,7 +64,7 @@ class ImportStage(BaseStage):
                 digests[f"external:{extra.name}"] = sha256_file(extra)
         except BuildError:
             raise
-        except Exception as err:
+        except Exception as err:  # protobuf decode errors and the like: the file is not ONNX
             raise BuildError(f"{path}: not a readable ONNX model ({type(err).__name__}: {err})", stage=self.name) from None
         return digests
 
@@ -85,6 +85,7 @@ class ImportStage(BaseStage):
         opsets = {(op.domain or "ai.onnx"): op.version for op in model.opset_import}
         ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in graph.node)
         params = sum(int(_numel(t.dims)) for t in graph.initializer)
+        external = external_data_files(path)
         ctx.model_path = path
         ctx.inputs = inputs
         ctx.outputs = outputs
@@ -92,8 +93,8 @@ class ImportStage(BaseStage):
         ctx.report[self.name] = {
             "path": str(path),
             "sha256": ctx.digests["source_model"],
-            "size_bytes": path.stat().st_size + sum(p.stat().st_size for p in external_data_files(path)),
-            "external_data": [p.name for p in external_data_files(path)],
+            "size_bytes": path.stat().st_size + sum(p.stat().st_size for p in external),
+            "external_data": [p.name for p in external],
             "ir_version": model.ir_version,
             "opsets": opsets,
             "producer": f"{model.producer_name} {model.producer_version}".strip(),

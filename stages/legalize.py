@@ -45,7 +45,7 @@ class LegalizeStage(BaseStage):
             raise BuildError("no target profile loaded: legalize needs the manifest's `target`", stage=self.name)
         if ctx.model_path is None:
             raise BuildError("no model: the import stage must run first", stage=self.name)
-        graph = load_graph(ctx.model_path, input_shapes(ctx))
+        graph = load_graph(ctx.model_path, input_shapes(ctx), ctx.target)
         section = legalize(graph, ctx.target)
         ctx.report[self.name] = section
         if section["rejected"]:

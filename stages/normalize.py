@@ -44,7 +44,7 @@ def pin_inputs(model, pins: dict, ctx=None) -> dict[str, list[int]]:
                              f"{name!r} has rank {len(dims)} ({_fmt(dims)})", stage="normalize")
         if not has_shape:
             if pin is None:
-                raise BuildError(f"input {name!r} has no declared shape: pin it in model.inputs "
+                raise BuildError(f"{loc('model', 'inputs')}input {name!r} has no declared shape: pin it in model.inputs "
                                  f"(e.g. model.inputs: {{{name}: [1, ...]}})", stage="normalize")
             dims = [None] * len(pin)
             for _ in pin:
@@ -61,7 +61,7 @@ def pin_inputs(model, pins: dict, ctx=None) -> dict[str, list[int]]:
             if want is None or not isinstance(want, int) or isinstance(want, bool) or want <= 0:
                 label = f" ({dim!r})" if isinstance(dim, str) else ""
                 example = [d if isinstance(d, int) else 1 for d in dims]
-                raise BuildError(f"input {name!r} dim {i}{label} is dynamic: pin it in model.inputs "
+                raise BuildError(f"{loc('model', 'inputs')}input {name!r} dim {i}{label} is dynamic: pin it in model.inputs "
                                  f"(e.g. model.inputs: {{{name}: {example}}})", stage="normalize")
             if isinstance(dim, str):
                 symbols.setdefault(dim, int(want))
@@ -229,6 +229,8 @@ class NormalizeStage(BaseStage):
             raise
         except Exception as err:  # the original does not run in onnxruntime: nothing to compare against
             check = {"skipped": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]}
+            ctx.warnings.append("normalize: outputs not compared with the original model, which does not run in "
+                                f"onnxruntime ({check['skipped'][:120]})")
             from edgeship.stages.onnx_util import session
 
             try:
@@ -250,3 +252,21 @@ class NormalizeStage(BaseStage):
             "equivalence": check,
         }
         return ctx
+
+
+def report_html(section: dict) -> str:
+    """One readable line per normalization step (the renderer adds the raw table below it)."""
+    import html
+
+    opset = section.get("opset") or {}
+    nodes = section.get("nodes") or {}
+    pinned = ", ".join(f"{k} {v}" for k, v in (section.get("pinned_inputs") or {}).items())
+    items = [
+        f"inputs pinned: {pinned or 'none'}",
+        f"opset {opset.get('from')} → {opset.get('to')}",
+        f"shape inference: {section.get('shape_inference')}",
+        f"constants folded: {section.get('folded_nodes', 0)} nodes, {section.get('folded_shape_ops', 0)} Shape/Size ops",
+        f"dead nodes removed: {section.get('dead_nodes_removed', 0)}; nodes {nodes.get('before')} → {nodes.get('after')}",
+        f"outputs vs original: max relative difference {(section.get('equivalence') or {}).get('max_rel_diff', 'not checked')}",
+    ]
+    return "<ul>" + "".join(f"<li>{html.escape(str(i))}</li>" for i in items) + "</ul>"

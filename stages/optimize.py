@@ -70,3 +70,14 @@ class OptimizeStage(BaseStage):
             "equivalence": check,
         }
         return ctx
+
+
+def report_html(section: dict) -> str:
+    """Rewrites per pass as a bar chart (the report renderer includes it in the optimize section)."""
+    from edgeship.stages.report import bar_chart
+
+    rewrites = {k: v for k, v in (section.get("rewrites") or {}).items() if v}
+    nodes = section.get("nodes") or {}
+    head = f"<p>{nodes.get('before', '?')} nodes → {nodes.get('after', '?')} nodes; outputs unchanged " \
+           f"(max relative difference {float((section.get('equivalence') or {}).get('max_rel_diff', 0.0)):.2g}).</p>"
+    return head + bar_chart(rewrites.items(), "Rewrites per optimization pass", "")

@@ -177,6 +177,9 @@ class PackageStage(BaseStage):
             "stage_keys": {k: v for k, v in ctx.stage_keys.items() if k != self.name},
             "report": hashlib.sha256(canonical_json(earlier).encode()).hexdigest(),
             "validation": ctx.data_digest("validation"),
+            "calibration": ctx.data_digest("calibration"),  # recorded in the lock
+            "manifest": ctx.digests.get("manifest", ""),  # recorded in the lock
+            "target": ctx.target_digest(),
             "signing_key": signing_key_id(ensure_signing_key()),
         }
 

@@ -88,7 +88,7 @@ class Candidates:
         self.rows.append(row)
         return row
 
-    def static(self, name: str, per_channel: bool, exclude: list[str], report: dict) -> dict | None:
+    def static(self, name: str, per_channel: bool, exclude: list[str]) -> dict:
         path = self.work / f"{name}.onnx"
         quant_ort.quantize_static_qdq(self.pre, path, self.policy, self.calib, self.cache, exclude, per_channel)
         facts = {"per_channel": per_channel, "float_nodes": len(exclude)}
@@ -123,9 +123,9 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
     cands.add("float", "float", Path(ctx.float_model_path or src), float_nodes=_count_float_compute(src))
     statics = []
     if policy.per_channel_allowed:
-        statics.append(cands.static("static-per-channel", True, keep, report))
+        statics.append(cands.static("static-per-channel", True, keep))
     if policy.per_tensor_allowed:
-        statics.append(cands.static("static-per-tensor", False, keep, report))
+        statics.append(cands.static("static-per-tensor", False, keep))
     if policy.dynamic_allowed and _has_op(pre, set(quant_ort.DYNAMIC_OP_TYPES)):
         path = work / "dynamic.onnx"
         quant_ort.quantize_dynamic_int8(pre, path, policy, keep, policy.per_channel_allowed)
@@ -142,7 +142,7 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
             if k > len(order):
                 k = len(order)
             exclude = keep + order[:k]
-            row = cands.static(f"{base['name']}+float{k}", base["per_channel"], exclude, report)
+            row = cands.static(f"{base['name']}+float{k}", base["per_channel"], exclude)
             row["kept_float"] = order[:k]
             if row["meets_accuracy"] or k == len(order):
                 break

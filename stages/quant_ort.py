@@ -45,13 +45,17 @@ DYNAMIC_OP_TYPES = ["MatMul", "Attention", "LSTM"]  # where dynamic int8 pays of
 @contextmanager
 def quiet_quantizer():
     """onnxruntime.quantization logs advice on the root logger; keep it out of build output."""
+    import onnxruntime
+
     root = logging.getLogger()
     old = root.level
     root.setLevel(logging.ERROR)
+    onnxruntime.set_default_logger_severity(3)  # its internal sessions warn about exporter leftovers
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print() progress
             yield
     finally:
+        onnxruntime.set_default_logger_severity(2)  # onnxruntime's default (warning)
         root.setLevel(old)
 
 

@@ -67,19 +67,22 @@ class QuantizeStage(BaseStage):
     version = "1"
     uses_target = True
 
+    def _auto(self, ctx) -> bool:
+        return ctx.setting("quantization", "mode", default="auto") == "auto"
+
     def config(self, ctx) -> dict:
-        return {
-            "quantization": ctx.setting("quantization", default={}) or {},
-            "accuracy": ctx.setting("budget", "accuracy"),  # auto picks against it
-            "task": ctx.setting("model", "task"),
-            "validation_samples": ctx.setting("validation", "samples"),
-        }
+        config = {"quantization": ctx.setting("quantization", default={}) or {}}
+        if self._auto(ctx):  # auto scores candidates against the accuracy budget on the validation inputs
+            config.update(accuracy=ctx.setting("budget", "accuracy"), task=ctx.setting("model", "task"),
+                          validation_samples=ctx.setting("validation", "samples"))
+        return config
 
     def input_digests(self, ctx) -> dict:
         digests = super().input_digests(ctx)
         digests["float_model"] = ctx.digests.get("float_model", "")
         digests["calibration"] = ctx.data_digest("calibration")
-        digests["validation"] = ctx.data_digest("validation")
+        if self._auto(ctx):
+            digests["validation"] = ctx.data_digest("validation")
         return digests
 
     def run(self, ctx):
@@ -94,7 +97,9 @@ class QuantizeStage(BaseStage):
             return ctx
         if policy.mode == "auto" and not policy.integer_allowed:
             report["selected"] = "float"
-            report["notes"].append(f"target {ctx.target_name} runs no integer format edgeship quantizes to: kept float")
+            formats = ", ".join(str(d) for d in (ctx.target_data.get("quantization") or {}).get("dtypes") or [])
+            report["notes"].append(f"target {ctx.target_name} runs formats edgeship's quantizer does not emit ({formats}): "
+                                   "kept float for the vendor toolchain to quantize")
             return ctx
 
         work = ctx.workdir / "quantize"

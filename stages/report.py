@@ -57,8 +57,10 @@ def histogram(series: dict[str, list[float]], title: str, unit: str = "ms", bins
     series = {k: [float(x) for x in v] for k, v in series.items() if v}
     if not series:
         return ""
-    lo = min(min(v) for v in series.values())
-    hi = max(max(v) for v in series.values())
+    every = sorted(x for v in series.values() for x in v)
+    lo = every[0]
+    hi = every[min(len(every) - 1, int(0.98 * (len(every) - 1) + 0.5))]  # outliers go to the last bin
+    clipped = hi < every[-1]
     span = (hi - lo) or max(hi, 1e-9) * 0.1 or 1.0
     counts = {}
     for name, values in series.items():
@@ -82,7 +84,14 @@ def histogram(series: dict[str, list[float]], title: str, unit: str = "ms", bins
         parts.append(f'<rect x="{left + 10 + s * 150}" y="{top + plot_h + 30}" width="10" height="10" fill="{colour}"/>'
                      f'<text x="{left + 24 + s * 150}" y="{top + plot_h + 39}" font-size="11">{_esc(name)} (n={len(series[name])})</text>')
     parts.append(f'<text x="{left}" y="{top + plot_h + 16}" font-size="11">{lo:.3g} {unit}</text>')
-    parts.append(f'<text x="{left + plot_w}" y="{top + plot_h + 16}" font-size="11" text-anchor="end">{hi:.3g} {unit}</text>')
+    right = f"{'≥ ' if clipped else ''}{hi:.3g} {unit}"
+    parts.append(f'<text x="{left + plot_w}" y="{top + plot_h + 16}" font-size="11" text-anchor="end">{_esc(right)}</text>')
+    first = sorted(next(iter(series.values())))
+    for label, q in (("p50", 0.50), ("p95", 0.95)):
+        value = first[min(len(first) - 1, int(q * (len(first) - 1) + 0.5))]
+        x = left + min(1.0, (value - lo) / span) * plot_w
+        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#333" stroke-dasharray="4 3"/>'
+                     f'<text x="{x + 3:.1f}" y="{top + 10}" font-size="10">{label} {value:.3g}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

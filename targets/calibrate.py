@@ -1,11 +1,11 @@
 """Calibrate the cost model on the one target this machine can measure (host-cpu).
 
 Each calibration model runs under onnxruntime twice: once with `enable_profiling` (per-kernel
-durations, summed per ONNX op type, since onnxruntime renames and fuses nodes) and once plain
-(wall-clock latency, what `validate` measures). The fit then chooses, per op type, the efficiency
-(fraction of peak compute) and one bandwidth efficiency so the roofline's per-op-type time matches
-the profiled kernel time, and a per-node overhead so the total matches the wall clock. The fitted
-factors go into a local profile override (state_dir()/targets/<target>.yaml), deep-merged on top of
+durations, summed per ONNX op type, since onnxruntime renames and fuses nodes) and once plain (the
+latency of a run: single-thread CPU time by default, see `measure`). The fit then chooses, per op
+type, the efficiency (fraction of peak compute) and one bandwidth efficiency so the roofline's
+per-op-type time matches the profiled kernel time, and per-node and per-run overheads so the total
+matches the measured latency. The fitted factors go into a local profile override (state_dir()/targets/<target>.yaml), deep-merged on top of
 the packaged profile by `load_target`.
 """
 
@@ -27,7 +27,7 @@ import yaml
 from edgeship.errors import TargetError
 from edgeship.targets.calibration_models import CalibrationModel
 from edgeship.targets.costmodel import estimate, node_work
-from edgeship.targets.graphinfo import GraphInfo
+from edgeship.targets.graphinfo import GraphInfo, ort_cpu_fuses
 from edgeship.targets.placement import legalize
 from edgeship.targets.profile import override_dir
 from edgeship.targets.profileview import ProfileView
@@ -43,7 +43,11 @@ ORT_OP_ALIASES = {
 }
 MAX_RUNS = 40
 RUN_BUDGET_S = 1.0
-MIN_SHARE = 0.01  # op types under 1% of the measured time share one "default" efficiency
+MIN_SHARE = 0.01  # op types under 1% of all measured time share one "default" efficiency ...
+MIN_MODEL_SHARE = 0.25  # ... unless they take a quarter of some model's time
+MIN_MODEL_US = 100.0  # (a model under 0.1 ms is all overhead: it does not make an op type major)
+KERNEL_OVERHEAD_GRID = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]  # us per kernel launch
+ORT_FALLBACK = {"Gemm": "MatMul", "FusedGemm": "MatMul"}  # onnxruntime fuses MatMul + bias Add into Gemm
 EFF_GRID = np.geomspace(1e-4, 1.0, 120)
 BW_GRID = np.geomspace(0.02, 1.0, 30)
 
@@ -111,7 +115,8 @@ def _timed(run) -> tuple[float, float]:
     return (time.perf_counter() - w) * 1000.0, (time.thread_time() - c) * 1000.0
 
 
-def measure(cm: CalibrationModel, runs: int = 5, warmup: int = 2, threads: int | None = None) -> Measurement:
+def measure(cm: CalibrationModel, runs: int = 5, warmup: int = 2, threads: int | None = None,
+            run_budget_s: float = RUN_BUDGET_S) -> Measurement:
     """Profile and time one model with onnxruntime on this machine.
 
     Single-threaded (threads=1, the default of `calibrate`), onnxruntime computes in the calling
@@ -120,7 +125,7 @@ def measure(cm: CalibrationModel, runs: int = 5, warmup: int = 2, threads: int |
     CPU/wall ratio. Multi-threaded, the best wall-clock run is used instead.
     """
     data = cm.model.SerializeToString()
-    graph = GraphInfo(cm.model, cm.inputs)
+    graph = GraphInfo(cm.model, cm.inputs, fusable=ort_cpu_fuses)  # what onnxruntime's CPU EP fuses
     cpu_clock = threads == 1
     with tempfile.TemporaryDirectory(prefix="edgeship-calib-") as tmp:
         sess = _session(data, os.path.join(tmp, "prof"), threads)
@@ -129,7 +134,7 @@ def measure(cm: CalibrationModel, runs: int = 5, warmup: int = 2, threads: int |
         run()  # the first run allocates: not a measure of speed
         first = _timed(run)
         # fast models get more runs (up to MAX_RUNS within ~RUN_BUDGET_S)
-        runs = max(runs, min(MAX_RUNS, int(RUN_BUDGET_S * 1000.0 / max(first[1 if cpu_clock else 0], 1e-3))))
+        runs = max(runs, min(MAX_RUNS, int(run_budget_s * 1000.0 / max(first[1 if cpu_clock else 0], 1e-3))))
         clocks = [first] + [_timed(run) for _ in range(max(0, warmup - 2) + runs)]
         per_run, _ = _kernel_times(sess.end_profiling(), 0)
         del sess
@@ -167,25 +172,45 @@ def _node_terms(m: Measurement, view: ProfileView) -> list[tuple[str, float, flo
     return out
 
 
+def _kernel_us_for(m: Measurement, modelled: set[str]) -> dict[str, float]:
+    """Measured kernel time per ONNX op type of the model: onnxruntime kernels whose op type the
+    model does not have are mapped (MatMul+Add fused into Gemm) or left to the "default" group."""
+    out: dict[str, float] = {}
+    for op, us in m.kernel_us.items():
+        if op not in modelled and ORT_FALLBACK.get(op) in modelled:
+            op = ORT_FALLBACK[op]
+        out[op] = out.get(op, 0.0) + us
+    return out
+
+
 def fit(measurements: list[Measurement], profile) -> dict:
-    """Fitted `cost_model` section: efficiency per op type, bandwidth_efficiency, per_node_overhead_us."""
+    """Fitted `cost_model` section: efficiency per op type, bandwidth_efficiency, per-node and
+    per-run overhead (`per_run_overhead_us`, which `write_override` files under `calibrated`)."""
     view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
     if not measurements:
         raise TargetError("calibration needs at least one measured model")
     terms = [_node_terms(m, view) for m in measurements]
+    kernels = [_kernel_us_for(m, {op for op, _, _ in t}) for m, t in zip(measurements, terms)]
+    modelled_ops = {op for t in terms for op, _, _ in t}
     total_by_op: dict[str, float] = {}
-    for m in measurements:
-        for op, us in m.kernel_us.items():
+    for k in kernels:
+        for op, us in k.items():
             total_by_op[op] = total_by_op.get(op, 0.0) + us
     grand = sum(total_by_op.values()) or 1.0
-    modelled_ops = {op for t in terms for op, _, _ in t}
-    major = sorted(op for op in modelled_ops if total_by_op.get(op, 0.0) / grand >= MIN_SHARE)
+
+    def share_in_some_model(op: str) -> float:
+        return max((k.get(op, 0.0) / sum(k.values()) for k in kernels if sum(k.values()) >= MIN_MODEL_US), default=0.0)
+
+    # an op type gets its own factor when it matters overall or dominates at least one (non-tiny) model
+    major = sorted(op for op in modelled_ops
+                   if total_by_op.get(op, 0.0) / grand >= MIN_SHARE or share_in_some_model(op) >= MIN_MODEL_SHARE)
     group = lambda op: op if op in major else "default"  # noqa: E731
-    groups = sorted(set(map(group, modelled_ops)))
+    groups = sorted(set(map(group, modelled_ops)) | {"default"})
     walls = np.array([m.wall_ms * 1000.0 for m in measurements])
 
     def arrays(g: str):
-        """Per group: node compute/memory terms with their model index, and measured time per model."""
+        """Per group: node compute/memory terms with their model index, and measured time per model
+        (the default group also takes kernels the model has no op type for)."""
         idx, comp, mem = [], [], []
         for mi, t in enumerate(terms):
             for op, c, mm in t:
@@ -194,48 +219,77 @@ def fit(measurements: list[Measurement], profile) -> dict:
                     comp.append(c)
                     mem.append(mm)
         measured = np.zeros(len(measurements))
-        for mi, m in enumerate(measurements):
-            measured[mi] = sum(us for op, us in m.kernel_us.items() if op in modelled_ops and group(op) == g)
-        return np.array(idx, dtype=int), np.array(comp), np.array(mem), measured
+        for mi, k in enumerate(kernels):
+            measured[mi] = sum(us for op, us in k.items() if (group(op) if op in modelled_ops else "default") == g)
+        onehot = np.zeros((len(idx), len(measurements)))
+        onehot[np.arange(len(idx)), np.array(idx, dtype=int)] = 1.0
+        return onehot, np.array(comp), np.array(mem), measured
 
     data = {g: arrays(g) for g in groups}
 
-    def search(bw_grid, eff_grids: dict) -> tuple[float, float, dict]:
-        """Best (loss, bandwidth efficiency, {group: efficiency}) over the grids. Given the bandwidth
-        efficiency, each group's loss is independent, so the search is exhaustive and cheap."""
+    def search(bw_grid, eff_grids: dict, kernel_overheads) -> tuple[float, float, float, dict]:
+        """Best (loss, bandwidth efficiency, per-kernel overhead, {group: efficiency}) over the grids.
+        Given the bandwidth efficiency and overhead, each group's loss is independent: exhaustive and cheap."""
         best = None
-        for b in bw_grid:
-            total_loss, chosen = 0.0, {}
-            for g, (idx, comp, mem, measured) in data.items():
-                grid = eff_grids[g]
-                # predicted time per model for every efficiency on the grid: shape (E, models)
-                per_node = np.maximum(comp[None, :] / grid[:, None], mem[None, :] / b)
-                pred = np.zeros((len(grid), len(measurements)))
-                for mi in range(len(measurements)):
-                    pred[:, mi] = per_node[:, idx == mi].sum(axis=1)
-                loss = (((pred - measured[None, :]) / walls[None, :]) ** 2).sum(axis=1)
-                k = int(np.argmin(loss)) if comp.any() else len(grid) - 1  # no arithmetic: efficiency unused
-                chosen[g] = float(grid[k])
-                total_loss += float(loss[k])
-            if best is None or total_loss < best[0]:
-                best = (total_loss, float(b), chosen)
+        for o in kernel_overheads:
+            for b in bw_grid:
+                total_loss, chosen = 0.0, {}
+                for g, (onehot, comp, mem, measured) in data.items():
+                    grid = eff_grids[g]
+                    # predicted time per model for every efficiency on the grid: shape (E, models)
+                    per_node = np.maximum(comp[None, :] / grid[:, None], mem[None, :] / b) + o
+                    pred = per_node @ onehot
+                    loss = (((pred - measured[None, :]) / walls[None, :]) ** 2).sum(axis=1)
+                    k = int(np.argmin(loss)) if comp.any() else len(grid) - 1  # no arithmetic: efficiency unused
+                    chosen[g] = float(grid[k])
+                    total_loss += float(loss[k])
+                if best is None or total_loss < best[0]:
+                    best = (total_loss, float(b), float(o), chosen)
         return best
 
-    _, b0, e0 = search(BW_GRID, {g: EFF_GRID for g in groups})
+    _, b0, o0, e0 = search(BW_GRID, {g: EFF_GRID for g in groups}, KERNEL_OVERHEAD_GRID)
     fine = np.geomspace(0.88, 1.14, 17)  # refine around the coarse optimum (the grid step is ~8-14%)
-    best = search(np.minimum(1.0, b0 * fine), {g: np.clip(e0[g] * fine, EFF_GRID[0], 1.0) for g in groups})
-    _, bw_eff, effs = best
-    # overhead: what the wall clock has beyond the fitted kernel times, per node, fitted by least
-    # squares on the relative error (so a 2 ms model counts as much as a 40 ms one)
-    bodies = np.array([sum(max(c / effs[group(op)], mm / bw_eff) for op, c, mm in t) for t in terms])
+    _, bw_eff, kernel_o, effs = search(np.minimum(1.0, b0 * fine), {g: np.clip(e0[g] * fine, EFF_GRID[0], 1.0) for g in groups},
+                                       [o0])
+    # overheads beyond the kernels: what the measured latency has on top of the fitted kernel times,
+    # per node and per run, by least squares on the relative error (a 10 us model counts as much as a 90 ms one)
+    bodies = np.array([sum(max(c / effs[group(op)], mm / bw_eff) + kernel_o for op, c, mm in t) for t in terms])
     counts = np.array([len(t) for t in terms], dtype=float)
-    den = float(((counts / walls) ** 2).sum())
-    overhead = max(0.0, float(((counts * (walls - bodies)) / walls**2).sum()) / den) if den else 0.0
-    efficiency = {"default": round(effs.get("default", view.efficiency("default")), 4)}
+    per_node, per_run = _overheads(bodies, counts, walls)
+    efficiency = {"default": round(effs["default"], 4)}
     for g in groups:
         if g != "default" and data[g][1].any():
             efficiency[g] = round(effs[g], 4)
-    return {"efficiency": efficiency, "bandwidth_efficiency": round(bw_eff, 4), "per_node_overhead_us": round(overhead, 3)}
+    # op types the profile names but the fit pooled into "default": the override is deep-merged, so
+    # leaving them out would keep their old datasheet guesses next to the fitted default
+    for op in (view.data.get("cost_model", {}).get("efficiency") or {}):
+        efficiency.setdefault(op, efficiency["default"])
+    return {"efficiency": efficiency, "bandwidth_efficiency": round(bw_eff, 4),
+            "per_node_overhead_us": round(kernel_o + per_node, 3), "per_run_overhead_us": round(per_run, 3)}
+
+
+def _overheads(bodies: np.ndarray, counts: np.ndarray, walls: np.ndarray) -> tuple[float, float]:
+    """Non-negative (per node, per run) minimising sum(((body + o*n + r - wall) / wall)^2)."""
+    residual = (walls - bodies) / walls
+    a = np.stack([counts / walls, 1.0 / walls], axis=1)
+    best = (0.0, 0.0)
+    best_loss = float((residual**2).sum())
+    candidates = []
+    if len(walls) >= 2:
+        sol, *_ = np.linalg.lstsq(a, residual, rcond=None)
+        candidates.append((float(sol[0]), float(sol[1])))
+    for col in (0, 1):  # one of the two pinned at zero
+        x = a[:, col]
+        den = float((x * x).sum())
+        v = float((x * residual).sum()) / den if den else 0.0
+        candidates.append((v, 0.0) if col == 0 else (0.0, v))
+    for o, r in candidates:
+        if o < 0 or r < 0:
+            continue
+        loss = float(((residual - a[:, 0] * o - a[:, 1] * r) ** 2).sum())
+        if loss < best_loss:
+            best, best_loss = (o, r), loss
+    return best
 
 
 def compare_rows(measurements: list[Measurement], profile) -> list[dict]:
@@ -279,10 +333,14 @@ def write_override(target: str, cost_model: dict, rows: list[dict], threads: int
         "onnxruntime": ort.__version__,
         "cpu_count": os.cpu_count(),
         "threads": threads or "default",
-        "models": [r["model"] for r in rows],
         **summary(rows),
+        "models": [r["model"] for r in rows],
     }
-    existing["cost_model"] = {**cost_model, "calibrated": calibrated}
+    factors = dict(cost_model)
+    # the profile schema has no per-run key: the fitted per-run overhead lives in the calibration
+    # record, where ProfileView.per_run_overhead_us() reads it
+    calibrated["per_run_overhead_us"] = factors.pop("per_run_overhead_us", 0.0)
+    existing["cost_model"] = {**factors, "calibrated": calibrated}
     header = "# Written by `edgeship calibrate`: cost model factors fitted on this machine. Safe to delete.\n"
     path.write_text(header + yaml.safe_dump(existing, sort_keys=False), encoding="utf-8")
     return path

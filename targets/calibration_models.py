@@ -128,8 +128,26 @@ def attention_block() -> CalibrationModel:
     return CalibrationModel("attention", b.model("attention", (1, seq, dim), y), {"x": [1, seq, dim]})
 
 
+def tiny_mlp() -> CalibrationModel:
+    """Microseconds of work: what is left is per-node overhead (pins `per_node_overhead_us`)."""
+    b = _Builder(6)
+    y = b.op("Relu", [b.matmul("x", 32, 64)])
+    y = b.op("Relu", [b.matmul(y, 64, 64)])
+    y = b.op("Sigmoid", [b.matmul(y, 64, 1)])
+    return CalibrationModel("tiny-mlp", b.model("tiny-mlp", (1, 32), y), {"x": [1, 32]})
+
+
+def tiny_conv() -> CalibrationModel:
+    b = _Builder(7)
+    y = b.conv("x", 1, 8, 3)
+    y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+    y = b.conv(y, 8, 8, 3)
+    y = b.op("GlobalAveragePool", [y])
+    return CalibrationModel("tiny-conv", b.model("tiny-conv", (1, 1, 16, 16), y), {"x": [1, 1, 16, 16]})
+
+
 def builtin_models() -> list[CalibrationModel]:
-    return [conv_stack(), depthwise_blocks(), residual_blocks(), mlp(), attention_block()]
+    return [conv_stack(), depthwise_blocks(), residual_blocks(), mlp(), attention_block(), tiny_mlp(), tiny_conv()]
 
 
 def light_dir() -> Path:

@@ -47,10 +47,15 @@ class NodeWork:
     bytes_out: int
     weight_bytes: int
     shape_known: bool
+    dram_bytes: int | None = None  # bytes through external memory when on-chip memory keeps some (None: all)
 
     @property
     def bytes(self) -> int:
         return self.bytes_in + self.bytes_out + self.weight_bytes
+
+    @property
+    def external_bytes(self) -> int:
+        return self.bytes if self.dram_bytes is None else self.dram_bytes
 
 
 def _prod(values) -> int:
@@ -157,8 +162,8 @@ def _on_chip(g: GraphInfo, n: NodeInfo, work: NodeWork, sram: int, weights_on_ch
 
     if n.op_type in VIEW_OPS:
         return work
-    return NodeWork(work.name, work.op_type, work.fmt, work.macs, work.flops, spilled(g.data_inputs(n)),
-                    spilled(_fused_output(g, n)), 0 if weights_on_chip else work.weight_bytes, work.shape_known)
+    work.dram_bytes = spilled(g.data_inputs(n)) + spilled(_fused_output(g, n)) + (0 if weights_on_chip else work.weight_bytes)
+    return work
 
 
 # -- memory ------------------------------------------------------------------------------------------------
@@ -263,7 +268,7 @@ def node_time(work: NodeWork, unit: str, profile: ProfileView) -> tuple[float, f
     eff = profile.efficiency(work.op_type)
     compute_us = work.flops / (peak * eff) * 1e6 if (peak and work.flops) else 0.0
     bw = profile.bandwidth_bytes_per_s()
-    memory_us = work.bytes / (bw * profile.bandwidth_efficiency()) * 1e6 if (bw and work.bytes) else 0.0
+    memory_us = work.external_bytes / (bw * profile.bandwidth_efficiency()) * 1e6 if (bw and work.external_bytes) else 0.0
     overhead = profile.per_node_overhead_us()
     body = max(compute_us, memory_us)
     bound = "overhead" if body < overhead else ("compute" if compute_us >= memory_us else "memory")
@@ -298,6 +303,8 @@ def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
         if unit == "rejected":
             unit = "host"
         work = node_work(g, n)
+        if placed.get("runs_as"):
+            work.fmt = placed["runs_as"]
         if unit == "accelerator" and sram:
             work = _on_chip(g, n, work, sram, weights_on_chip)
         if not work.shape_known:
@@ -311,7 +318,8 @@ def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
     transfer_rows = [dict(t, time_us=round(transfer_us(t["bytes"], profile), 3)) for t in transfers]
     compute_total = sum(r.time_us for r in rows)
     transfer_total = sum(t["time_us"] for t in transfer_rows)
-    total_us = compute_total + transfer_total
+    per_run = profile.per_run_overhead_us()
+    total_us = compute_total + transfer_total + per_run
 
     partitions = []
     for p in (placement or {}).get("partitions", []):
@@ -336,6 +344,7 @@ def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
         "latency_ms": round(total_us / 1000.0, 4),
         "compute_ms": round(compute_total / 1000.0, 4),
         "transfer_ms": round(transfer_total / 1000.0, 4),
+        "per_run_overhead_ms": round(per_run / 1000.0, 4),
         "peak_memory_kb": round((wbytes + act_peak) / 1024.0, 3),
         "peak_memory_bytes": int(wbytes + act_peak),
         "weights_kb": round(wbytes / 1024.0, 2),

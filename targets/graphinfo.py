@@ -78,8 +78,12 @@ class NodeInfo:
 class GraphInfo:
     """Tensors, constants and node roles of one model (inferred once; read by placement and cost model)."""
 
-    def __init__(self, model: onnx.ModelProto, input_shapes: dict | None = None):
-        model = _pin_inputs(model, input_shapes or {})
+    def __init__(self, model: onnx.ModelProto, input_shapes: dict | None = None, fusable=None, owned: bool = False):
+        """`fusable(epilogue_op, producer_op) -> bool` says which epilogues the target fuses into
+        which producers (default: any of FUSABLE_EPILOGUES into any of FUSING_PRODUCERS);
+        `owned=True` lets pinning edit `model` in place instead of a copy."""
+        self.fusable = fusable or (lambda op_type, producer: True)
+        model = _pin_inputs(model, input_shapes or {}, copy=not owned)
         try:
             model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception:
@@ -172,6 +176,9 @@ class GraphInfo:
                 producer = names[producer.fused_into]
             if producer is None or producer.op_type not in FUSING_PRODUCERS or not producer.active:
                 continue
+            folds = info.op_type == "BatchNormalization" and producer.op_type in ("Conv", "ConvTranspose")
+            if not folds and not self.fusable(info.op_type, producer.op_type):
+                continue  # (folding BatchNormalization into conv weights needs no hardware support)
             if len(self.consumers.get(data_ins[0], [])) != 1 or data_ins[0] in self.graph_outputs:
                 continue
             info.fused_into = producer.name
@@ -238,9 +245,27 @@ class GraphInfo:
         return 0
 
 
-def load_graph(path_or_model, input_shapes: dict | None = None) -> GraphInfo:
-    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(str(Path(path_or_model)))
-    return GraphInfo(model, input_shapes)
+def ort_cpu_fuses(op_type: str, producer: str) -> bool:
+    """onnxruntime's CPU fusions: activations into Conv (FusedConv) and Gemm (FusedGemm); a MatMul
+    followed by Relu stays two kernels."""
+    return producer in ("Conv", "Gemm")
+
+
+def load_graph(path_or_model, input_shapes: dict | None = None, profile=None) -> GraphInfo:
+    """GraphInfo of a model file (or ModelProto). With a target `profile`, only epilogues its
+    accelerator runs are fused into their producer."""
+    fusable = None
+    if profile is not None:
+        from edgeship.targets.profileview import ProfileView
+
+        view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
+        if view.runs_onnxruntime_cpu():
+            fusable = ort_cpu_fuses
+        else:
+            fusable = lambda op_type, producer: view.op_limits(op_type) is not None  # noqa: E731
+    if isinstance(path_or_model, onnx.ModelProto):
+        return GraphInfo(path_or_model, input_shapes, fusable)
+    return GraphInfo(onnx.load(str(Path(path_or_model))), input_shapes, fusable, owned=True)
 
 
 def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
@@ -258,9 +283,12 @@ def _tensor_info(vi: onnx.ValueInfoProto) -> TensorInfo:
     return TensorInfo(vi.name, shape, tt.elem_type)
 
 
-def _pin_inputs(model: onnx.ModelProto, shapes: dict) -> onnx.ModelProto:
+def _pin_inputs(model: onnx.ModelProto, shapes: dict, copy: bool = True) -> onnx.ModelProto:
     """Pin dynamic input dims (from the manifest); unknown leading dims default to 1 (batch)."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    if copy:
+        clone = onnx.ModelProto()
+        clone.CopyFrom(model)
+        model = clone
     inits = {i.name for i in model.graph.initializer}
     for vi in model.graph.input:
         if vi.name in inits:

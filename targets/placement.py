@@ -10,11 +10,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeship.targets.graphinfo import INDEX_FORMATS, QDQ_OPS, GraphInfo, NodeInfo
+from edgeship.targets.graphinfo import INDEX_FORMATS, QDQ_OPS, VIEW_OPS, GraphInfo, NodeInfo
 from edgeship.targets.profile import canonical_format
 from edgeship.targets.profileview import ProfileView
 
 ACCELERATOR, HOST, REJECTED = "accelerator", "host", "rejected"
+
+# how to get rid of an op the chip does not run, for ops where there is a well-known way
+REPLACEMENTS = {
+    "LayerNormalization": "decompose it (ReduceMean, Sub, Mul, Add, Sqrt, Div: export with opset < 17)",
+    "Where": "replace the mask select with an Add of a precomputed constant mask",
+    "Gelu": "use the tanh approximation built from Mul/Add/Tanh, or Relu",
+    "Erf": "use the tanh approximation of GELU, or Relu",
+    "HardSwish": "express it as Mul(x, HardSigmoid(x)), or use Relu6",
+    "LRN": "remove it (modern nets use BatchNormalization, folded into the Conv)",
+    "Einsum": "rewrite it as MatMul/Transpose",
+    "InstanceNormalization": "fold it or decompose it into ReduceMean/Sub/Mul/Add",
+    "Resize": "use nearest mode with an integer scale, or ConvTranspose",
+    "Softmax": "keep it in float on the host via quantization.keep_float, or drop it (argmax is unchanged)",
+    "Sigmoid": "use HardSigmoid, or keep it on the host",
+}
 
 
 @dataclass
@@ -37,7 +52,7 @@ def _same_format(fmt: str, allowed: set[str]) -> bool:
     fmt = canonical_format(fmt)
     if fmt in allowed:
         return True
-    return {"uint8": "int8", "int8": "uint8"}.get(fmt) in allowed
+    return {"uint8": "int8", "int8": "uint8", "int16": "int16x8", "uint16": "int16x8"}.get(fmt) in allowed
 
 
 def _spatial(g: GraphInfo, n: NodeInfo) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -146,6 +161,17 @@ def check_limits(g: GraphInfo, n: NodeInfo, limits: dict) -> list[Reason]:
     return out
 
 
+FLOAT_DOWNCASTS = ("bf16", "fp16")  # what accelerator toolchains run float32 graphs in when they lack float32
+
+
+def runs_as(fmt: str, allowed: set[str]) -> str | None:
+    """The format a float32 node runs in on an accelerator without float32 but with fp16/bf16 (the
+    vendor toolchain downcasts: TensorRT fp16, Ryzen AI bf16, ...); None when no downcast applies."""
+    if canonical_format(fmt) != "float32" or _same_format(fmt, allowed):
+        return None
+    return next((f for f in FLOAT_DOWNCASTS if f in allowed), None)
+
+
 def place_node(g: GraphInfo, n: NodeInfo, view: ProfileView) -> tuple[str, list[Reason]]:
     """(unit, reasons it is not on the accelerator)."""
     fmt = g.compute_format(n)
@@ -155,11 +181,13 @@ def place_node(g: GraphInfo, n: NodeInfo, view: ProfileView) -> tuple[str, list[
     else:
         limits = view.op_limits(n.op_type)
     if limits is None:
-        reasons.append(Reason("unsupported-op", f"{n.op_type} is not in the accelerator's operator list",
-                              f"replace {n.op_type} with an op the target runs, or choose a target that runs it"))
+        hint = REPLACEMENTS.get(n.op_type, f"replace {n.op_type} with an op the target runs")
+        reasons.append(Reason("unsupported-op", f"{n.op_type}: not in the accelerator's operator list",
+                              f"{hint}, or choose a target that runs it"))
     else:
         allowed = {canonical_format(f) for f in (limits.get("dtypes") or [])} or view.formats()
-        if n.op_type not in QDQ_OPS and fmt not in INDEX_FORMATS and not _same_format(fmt, allowed):
+        format_free = n.op_type in QDQ_OPS or n.op_type in VIEW_OPS or fmt in INDEX_FORMATS
+        if not format_free and not _same_format(fmt, allowed) and not runs_as(fmt, allowed):
             fix = ("quantize it (quantization.mode static/auto) and do not list it in keep_float"
                    if fmt in ("float32", "fp32", "fp16") else f"use one of {sorted(allowed)}")
             reasons.append(Reason("dtype", f"{fmt} not supported for {n.op_type} (accelerator runs {', '.join(sorted(allowed))})", fix))
@@ -180,6 +208,14 @@ def place_node(g: GraphInfo, n: NodeInfo, view: ProfileView) -> tuple[str, list[
     host_fmts = view.host_formats()
     if view.host_runs(n.op_type) and (host_fmts is None or _same_format(fmt, host_fmts)):
         return HOST, reasons
+    if not view.host_fallback():
+        reasons.append(Reason("no-fallback", "host: no fallback on this target", "every node must run on the accelerator"))
+    elif not view.host_runs(n.op_type):
+        reasons.append(Reason("no-fallback", f"host: does not run {n.op_type} either",
+                              "see the fix above"))
+    else:
+        reasons.append(Reason("no-fallback", f"host: no {fmt} kernels",
+                              f"quantize it to one of {', '.join(sorted(host_fmts or []))}"))
     return REJECTED, reasons
 
 
@@ -224,11 +260,20 @@ def legalize(g: GraphInfo, profile) -> dict:
     view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
     rows: list[dict] = []
     units: dict[str, str] = {}
+    downcast = 0
     for n in g.active_nodes():
         unit, reasons = place_node(g, n, view)
         units[n.name] = unit
-        rows.append({"name": n.name, "op_type": n.op_type, "format": g.compute_format(n), "unit": unit,
-                     "reasons": [r.as_dict() for r in reasons], "partition": None})
+        fmt = g.compute_format(n)
+        row = {"name": n.name, "op_type": n.op_type, "format": fmt, "unit": unit,
+               "reasons": [r.as_dict() for r in reasons], "partition": None}
+        if unit == ACCELERATOR and n.op_type not in VIEW_OPS:
+            limits = view.op_limits(n.op_type) or {}
+            as_fmt = runs_as(fmt, {canonical_format(f) for f in (limits.get("dtypes") or [])} or view.formats())
+            if as_fmt:
+                row["runs_as"] = as_fmt
+                downcast += 1
+        rows.append(row)
     fused = [{"name": n.name, "op_type": n.op_type, "into": n.fused_into} for n in g.nodes if n.fused_into]
     order = _schedule(g, units)
     by_name = {r["name"]: r for r in rows}
@@ -279,6 +324,8 @@ def legalize(g: GraphInfo, profile) -> dict:
         "schedule": [n.name for n in order],
         "rejected": [r for r in rows if r["unit"] == REJECTED],
         "host_fallback": view.host_fallback(),
+        "notes": [f"{downcast} float32 node(s) run as {', '.join(sorted({r['runs_as'] for r in rows if 'runs_as' in r}))} "
+                  "on the accelerator (its toolchain downcasts; accuracy is validated in float32)"] if downcast else [],
     }
 
 
@@ -286,10 +333,14 @@ def rejection_table(section: dict, alternatives: list[str] | None = None) -> str
     """The table a LegalizeError carries: node, op, why, fix (one line per reason)."""
     rows = [("node", "op", "why", "fix")]
     for r in section["rejected"]:
-        for reason in r["reasons"]:
-            rows.append((r["name"], r["op_type"], reason["message"], reason["fix"]))
-    widths = [min(60, max(len(row[i]) for row in rows)) for i in range(4)]
-    lines = ["  ".join(cell[:60].ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        main = [x for x in r["reasons"] if x["kind"] != "no-fallback"]
+        after = [x["message"] for x in r["reasons"] if x["kind"] == "no-fallback"]
+        for reason in main:
+            why = reason["message"] + ("; " + "; ".join(after) if after else "")
+            rows.append((r["name"], r["op_type"], why, reason["fix"]))
+    widths = [min(90, max(len(row[i]) for row in rows)) for i in range(3)] + [max(len(row[3]) for row in rows)]
+    lines = ["  ".join((cell if i == 3 else cell[:90]).ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if alternatives:
         lines.append(f"other targets that run these ops: {', '.join(alternatives)}")

@@ -34,6 +34,8 @@ class ProfileView:
         if fmt in INDEX_FORMATS:  # shape arithmetic and indices: tiny, runs on the scalar/float path
             fmt = "float32"
         peak = self.profile.peak_ops_per_s(fmt, unit)
+        if not peak and canonical_format(fmt) in ("int16", "uint16"):
+            peak = self.profile.peak_ops_per_s("int16x8", unit)  # int16 activations x int8 weights
         if peak:
             return peak, ""
         cu = self.data.get("compute", {}).get(unit) or {}
@@ -54,6 +56,17 @@ class ProfileView:
 
     def per_node_overhead_us(self) -> float:
         return float(self.data.get("cost_model", {}).get("per_node_overhead_us", 0.0) or 0.0)
+
+    def per_run_overhead_us(self) -> float:
+        """Fixed cost of one inference call (runtime entry, input/output binding). Read from
+        cost_model.per_run_overhead_us, else from the `calibrated` record `edgeship calibrate` writes."""
+        cm = self.data.get("cost_model", {}) or {}
+        value = cm.get("per_run_overhead_us", (cm.get("calibrated") or {}).get("per_run_overhead_us", 0.0))
+        return float(value or 0.0)
+
+    def runs_onnxruntime_cpu(self) -> bool:
+        runtime = self.data.get("runtime", {}) or {}
+        return runtime.get("kind") == "onnxruntime" and runtime.get("execution_provider") == "CPUExecutionProvider"
 
     def calibrated(self) -> dict | None:
         return self.data.get("cost_model", {}).get("calibrated")

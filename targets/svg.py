@@ -47,7 +47,8 @@ def placement_svg(section: dict, per_row: int = 40) -> str:
             f"{counts.get('host', 0)} on the host, {counts.get('rejected', 0)} rejected; "
             f"{len(section.get('partitions', []))} partition(s), {section.get('host_round_trips', 0)} host round trip(s), "
             f"{len(section.get('transfers', []))} transfer(s).</p>")
-    return "<figure><figcaption>Placement</figcaption>" + head + "".join(parts) + "".join(table) + "</figure>"
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in section.get("notes", []))
+    return "<figure><figcaption>Placement</figcaption>" + head + notes + "".join(parts) + "".join(table) + "</figure>"
 
 
 def op_time_svg(section: dict, top: int = 15) -> str:
@@ -67,7 +68,12 @@ def op_time_svg(section: dict, top: int = 15) -> str:
                      f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{row_h - 4}" fill="#457b9d"/>'
                      f'<text x="{label_w + w + 4:.1f}" y="{y + 12}" font-size="11">{o["time_us"] / 1000:.3f} ms</text>')
     parts.append("</svg>")
-    return "<figure><figcaption>Estimated time per op type</figcaption>" + "".join(parts) + "</figure>"
+    head = (f"<p>estimated {section.get('latency_ms', 0):.3f} ms ({section.get('compute_ms', 0):.3f} ms compute, "
+            f"{section.get('transfer_ms', 0):.3f} ms in {section.get('transfers', 0)} transfer(s)); peak memory "
+            f"{section.get('peak_memory_kb', 0):.1f} KiB ({section.get('weights_kb', 0):.1f} KiB weights + "
+            f"{section.get('peak_activations_kb', 0):.1f} KiB live activations at {escape(str(section.get('peak_at', '')))}).</p>")
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in section.get("notes", []))
+    return "<figure><figcaption>Estimated time per op type</figcaption>" + head + notes + "".join(parts) + "</figure>"
 
 
 def roofline_svg(section: dict) -> str:

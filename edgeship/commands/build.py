@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from edgeship.errors import ArtifactError, BudgetExceeded, EdgeshipError, ManifestError, UsageError
+from edgeship.errors import ArtifactError, BudgetExceeded, ManifestError, UsageError
 
 
 # --- build ------------------------------------------------------------------------------------------
@@ -61,6 +61,7 @@ def _outcome(result) -> dict:
         "seconds": result.seconds,
         "summary": summary_table(result),
         "artifact": result.artifact,
+        "warnings": list(result.ctx.warnings),
         "error": str(err) if err else None,
         "exit_code": getattr(err, "exit_code", 1) if err else 0,
         "budget_rows": [asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in err.rows]
@@ -80,10 +81,31 @@ def _build_one(source: str, index: int, target: str | None, use_cache: bool, pre
     return _outcome(build(doc, target=target, progress=progress, use_cache=use_cache))
 
 
+def _same_artifact(src_dir: Path, src_tar: Path, folder: Path, tar: Path) -> bool:
+    """True when OUT already holds this artifact untouched: same SHA256SUMS, and every file (and the tar)
+    with the size and mtime of the stored copy it was copied from (copies keep the mtime)."""
+
+    def same(a: Path, b: Path) -> bool:
+        sa, sb = a.stat(), b.stat()
+        return sa.st_size == sb.st_size and sa.st_mtime_ns == sb.st_mtime_ns
+
+    try:
+        if (folder / "SHA256SUMS").read_bytes() != (src_dir / "SHA256SUMS").read_bytes() or not same(tar, src_tar):
+            return False
+        names = sorted(p.name for p in src_dir.iterdir())
+        if names != sorted(p.name for p in folder.iterdir()):
+            return False
+        return all(same(folder / n, src_dir / n) for n in names)
+    except OSError:
+        return False
+
+
 def export_artifact(artifact: dict, out_dir: Path, name: str) -> tuple[Path, Path]:
     """Copy a stored artifact to OUT/<name>/ and OUT/<name>.tar (replacing an older build of the same name)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     folder, tar = out_dir / name, out_dir / f"{name}.tar"
+    if _same_artifact(Path(artifact["dir"]), Path(artifact["tar"]), folder, tar):
+        return folder, tar  # an unchanged rebuild: nothing to copy
     tmp = out_dir / f".{name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(artifact["dir"], tmp)
@@ -92,7 +114,7 @@ def export_artifact(artifact: dict, out_dir: Path, name: str) -> tuple[Path, Pat
         os.rename(folder, old)
     os.rename(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
-    shutil.copyfile(artifact["tar"], out_dir / f".{name}.tar.part")
+    shutil.copy2(artifact["tar"], out_dir / f".{name}.tar.part")
     os.replace(out_dir / f".{name}.tar.part", tar)
     return folder, tar
 
@@ -109,7 +131,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         for warning in getattr(doc, "warnings", []) or []:
             print(warning, file=sys.stderr)
     ensure_signing_key()  # once, before any worker: parallel builds must not race to create it
-    jobs = [(str(d.source), d.index, args.target, not args.no_cache, len(docs) > 1, args.quiet) for d in docs]
+    jobs = [(str(getattr(d, "display", "") or d.source), d.index, args.target, not args.no_cache, len(docs) > 1, args.quiet) for d in docs]
     t0 = time.perf_counter()
     if args.jobs > 1 and len(jobs) > 1:
         import multiprocessing
@@ -125,8 +147,14 @@ def cmd_build(args: argparse.Namespace) -> int:
             if len(outcomes) > 1:
                 print(f"\n{outcome['name']}:")
             print(outcome["summary"])
+        for warning in outcome["warnings"]:
+            print(f"edgeship: warning: {outcome['name']}: {warning}", file=sys.stderr)
         if outcome["ok"]:
-            folder, tar = export_artifact(outcome["artifact"], out_dir, outcome["name"])
+            try:
+                folder, tar = export_artifact(outcome["artifact"], out_dir, outcome["name"])
+            except OSError as err:
+                raise UsageError(f"{out_dir}: cannot write the artifact there ({err.strerror or err}); "
+                                 f"it is stored as {outcome['artifact']['dir']}") from None
             print(f"built {outcome['name']}: {outcome['artifact']['digest']}  -> {folder}/ and {tar}")
             continue
         code = max(code, outcome["exit_code"])
@@ -179,8 +207,11 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
         raise UsageError("--older-than must be >= 0 days")
     older = args.older_than * 86400 if args.older_than is not None else None
     max_bytes = int(args.max_size * 1024 * 1024) if args.max_size is not None else None
+    from edgeship.pipelines.runner import clean_stale_workdirs
+
     count, freed = StageCache().prune(older_than_s=older, max_bytes=max_bytes)
-    print(f"removed {count} cache entries, freed {_size(freed)}")
+    stale = clean_stale_workdirs()
+    print(f"removed {count} cache entries, freed {_size(freed)}" + (f"; removed {stale} stale work folders" if stale else ""))
     return 0
 
 
@@ -221,6 +252,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stages(args: argparse.Namespace) -> int:
+    from edgeship.stages import registry
+
+    print(f"{'stage':<12} {'version':<8} module")
+    for name in registry.DEFAULT_ORDER:
+        if not registry.available(name):
+            print(f"{name:<12} {'-':<8} (not available)")
+    for name in registry.names():
+        cls = registry.get(name)
+        print(f"{name:<12} {cls.version:<8} {cls.__module__}")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("build", help="build Pipeline manifests into signed, validated artifacts",
                               description="Run the build stages (import, normalize, optimize, quantize, legalize, "
@@ -233,6 +277,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-cache", action="store_true", help="run every stage (results still refresh the cache)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary table")
     p.set_defaults(func=cmd_build)
+
+    st = subparsers.add_parser("stages", help="list the build stages installed (built-in and entry points)")
+    st.set_defaults(func=cmd_stages)
 
     cache = subparsers.add_parser("cache", help="the build cache: ls, prune")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)

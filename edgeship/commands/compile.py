@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     cal.add_argument("--add", action="append", default=[], metavar="MODEL.onnx", help="also measure this ONNX model")
     cal.add_argument("--runs", type=int, default=5, help="timed runs per model (default 5)")
     cal.add_argument("--warmup", type=int, default=2, help="warm-up runs per model (default 2)")
+    cal.add_argument("--run-budget", type=float, default=1.0, metavar="SECONDS",
+                     help="fast models get extra runs (up to 40) within this many seconds each (default 1.0)")
     cal.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1: stable on a machine shared with other work; 0 = onnxruntime's default)")
     cal.add_argument("--dry-run", action="store_true", help="fit and print, do not write the override")
     cal.add_argument("--json", action="store_true", help="machine-readable output")
@@ -100,7 +102,8 @@ def run_calibrate(args) -> int:
     for m in models:
         if not args.json:
             print(f"measuring {m.name} ...", file=sys.stderr, flush=True)
-        measurements.append(cal.measure(m, runs=args.runs, warmup=args.warmup, threads=args.threads or None))
+        measurements.append(cal.measure(m, runs=args.runs, warmup=args.warmup, threads=args.threads or None,
+                                        run_budget_s=max(0.0, args.run_budget)))
     before = cal.compare_rows(measurements, profile)
     factors = cal.fit(measurements, profile)
     after = cal.compare_rows(measurements, cal.with_cost_model(profile, factors))
@@ -118,8 +121,11 @@ def run_calibrate(args) -> int:
         rows.append((a["model"], f"{a['measured_ms']:.3f}", f"{b['estimated_ms']:.3f}", f"{b['error_pct']:+.1f}%",
                      f"{a['estimated_ms']:.3f}", f"{a['error_pct']:+.1f}%"))
     print(_table(rows, {1, 2, 3, 4, 5}))
+    clock = measurements[0].clock if measurements else "wall"
+    print("\nmeasured: " + ("single-thread CPU time per run (median; immune to other load on this machine)"
+                            if clock == "cpu" else "best wall-clock run"))
     sb, sa = cal.summary(before), cal.summary(after)
-    print(f"\nmedian |error|: {sb['median_abs_error_pct']}% before, {sa['median_abs_error_pct']}% after calibration; "
+    print(f"median |error|: {sb['median_abs_error_pct']}% before, {sa['median_abs_error_pct']}% after calibration; "
           f"worst ratio {sa['max_ratio']}x after (in-sample: the same models were used for the fit)")
     eff = ", ".join(f"{k} {v}" for k, v in factors["efficiency"].items())
     print(f"efficiency: {eff}; bandwidth_efficiency {factors['bandwidth_efficiency']}; "

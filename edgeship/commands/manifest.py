@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from edgeship.errors import UsageError
@@ -78,6 +79,10 @@ def run_schema(args: argparse.Namespace) -> int:
     kind = by_lower.get(args.kind.lower())
     if kind is None:
         raise UsageError(f"unknown kind {args.kind!r} ({did_you_mean(args.kind, KINDS)})")
-    json.dump(load_schema(kind), sys.stdout, indent=2)
-    print()
+    try:
+        json.dump(load_schema(kind), sys.stdout, indent=2)
+        print()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `edgeship schema fleet | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgeship import artifact
-from edgeship.errors import RolloutError, UsageError
+from edgeship.errors import EdgeshipError, ManifestError, RolloutError, UsageError
 
 
 def register(sub) -> None:
@@ -83,7 +83,6 @@ def build_pipeline(manifest: Path) -> Path:
 
 
 def cmd_plan(args) -> int:
-    from edgeship.errors import EdgeshipError
     from edgeship.fleet.rollout import plan as plans
     from edgeship.fleet.rollout.journal import Journal
     from edgeship.fleet.rollout.spec import load_rollouts
@@ -94,24 +93,28 @@ def cmd_plan(args) -> int:
         with Journal() as journal:
             for spec in specs:
                 engine = _engine_for(spec, journal)
-                rows = engine.plan()
+                try:
+                    rows = engine.plan()
+                finally:
+                    engine.transports.close()
                 print(f"Rollout {spec.name}: artifact {artifact.short(engine.ship.digest)} -> fleet {engine.fleet.name}")
                 print(plans.format_table(rows))
                 print(plans.summary(rows))
                 changed |= plans.has_changes(rows)
                 errors |= plans.has_errors(rows)
-    except EdgeshipError as err:  # kubectl-diff convention: every error is exit 2, not the error's own code
-        from edgeship.errors import ManifestError
-        if isinstance(err, ManifestError):
-            for diag in err.diagnostics:
-                print(diag, file=sys.stderr)
-        else:
-            print(f"edgeship: error: {err}", file=sys.stderr)
-        return 2
+    except ManifestError:
+        raise  # exit 2 already
+    except EdgeshipError as err:  # kubectl-diff convention: every error is exit 2, whatever its usual code
+        raise PlanError(str(err)) from None
     if errors:
-        print("edgeship: error: some devices are unreachable; the plan is incomplete", file=sys.stderr)
-        return 2
+        raise PlanError("some devices are unreachable; the plan is incomplete")
     return 1 if changed else 0
+
+
+class PlanError(EdgeshipError):
+    """Any failure of `plan`: exit 2, so CI can tell "changes" (1) from "could not tell" (2)."""
+
+    exit_code = 2
 
 
 def cmd_apply(args) -> int:
@@ -153,6 +156,9 @@ def print_report(report) -> int:
 
 
 def _pick(specs, name, manifest):
+    for spec in specs:
+        for warning in spec.warnings:
+            print(warning, file=sys.stderr)
     if name:
         specs = [s for s in specs if s.name == name]
         if not specs:
@@ -181,19 +187,20 @@ def _status(args, journal, row) -> int:
     ends = [s for s in steps if s["phase"] == "end" and s["action"] == "activate"]
     latest = {s["device"]: s for s in ends}
     ok = sum(1 for s in latest.values() if s["ok"])
+    rolled_back = len({s["device"] for s in steps if s["phase"] == "end" and s["action"] == "rollback" and s["ok"]})
     data = {"name": row.name, "state": row.state, "reason": row.reason, "run": row.run_id,
             "artifact": row.artifact_digest, "manifest": row.manifest, "fleet": row.fleet,
-            "updated": _ts(row.updated), "activated": ok, "failed": len(latest) - ok,
+            "updated": _ts(row.updated), "activated": ok, "failed": len(latest) - ok, "rolled_back": rolled_back,
             "bytes_pushed": journal.bytes_pushed(row.run_id),
-            "gates": {str(w): {"ok": g["ok"], "reason": g["reason"]} for w, g in gates.items()}}
+            "gates": [{"wave": g["name"], "ok": g["ok"], "reason": g["reason"], "figures": g["figures"]} for g in gates.values()]}
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2))
         return 0
     print(f"Rollout {row.name}: {row.state}" + (f" ({row.reason})" if row.reason else ""))
     print(f"  run {row.run_id}, artifact {artifact.short(row.artifact_digest)}, fleet {row.fleet}, updated {data['updated']}")
-    print(f"  devices activated {ok}, failed {len(latest) - ok}, bytes pushed {data['bytes_pushed']}")
+    print(f"  devices activated {ok}, failed {len(latest) - ok}, rolled back {rolled_back}, bytes pushed {data['bytes_pushed']}")
     for wave, g in gates.items():
-        print(f"  gate wave#{wave}: {'passed' if g['ok'] else 'FAILED'}: {g['reason']}")
+        print(f"  gate {g['name']}: {'passed' if g['ok'] else 'FAILED'}: {g['reason']}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,8 +37,8 @@ class ChunkParams:
     avg: int = DEFAULT_AVG
 
     def __post_init__(self):
-        if self.avg < 256 or self.avg & (self.avg - 1):
-            raise ValueError(f"chunk size must be a power of two >= 256 bytes, got {self.avg}")
+        if self.avg < 256:
+            raise ValueError(f"chunk size must be at least 256 bytes, got {self.avg}")
 
     @property
     def min(self) -> int:
@@ -196,7 +197,7 @@ class ChunkStore:
         if target.is_file():
             return True
         target.parent.mkdir(exist_ok=True)
-        tmp = target.with_name(f"{chunk_id}.{os.getpid()}.tmp")
+        tmp = target.with_name(f"{chunk_id}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()

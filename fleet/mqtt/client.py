@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import selectors
+import socket
 import ssl
 import threading
 import time
@@ -91,12 +92,23 @@ class SharedLoop:
         self._clients: list["MqttClient"] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    def wake(self, *_args) -> None:
+        """A client has data to send: wake the selector (only the loop thread writes to sockets)."""
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass
+
     def add(self, client: "MqttClient") -> None:
         with self._lock:
-            self._clients.append(client)
+            if client not in self._clients:
+                self._clients.append(client)
 
     def remove(self, client: "MqttClient") -> None:
         with self._lock:
@@ -126,8 +138,16 @@ class SharedLoop:
                 sel.close()
                 time.sleep(0.05)
                 continue
+            sel.register(self._wake_r, selectors.EVENT_READ, None)
             for key, mask in sel.select(timeout=0.05):
                 client = key.data
+                if client is None:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except (BlockingIOError, OSError):
+                        pass
+                    continue
                 if mask & selectors.EVENT_READ:
                     client.paho.loop_read()
                 if mask & selectors.EVENT_WRITE and client.paho.socket() is not None:
@@ -177,6 +197,7 @@ class MqttClient:
         self.bytes_in = 0
         self.bytes_out = 0
         self._stopped = False
+        self._fully_stopped = False
         self.paho = self._make_client(paho.MQTTv5 if protocol in ("auto", "5") else paho.MQTTv311)
 
     # --- setup --------------------------------------------------------------------------------
@@ -203,6 +224,8 @@ class MqttClient:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        if self.loop is not None:  # never let paho write from the publishing thread (see SharedLoop)
+            c.on_socket_register_write = self.loop.wake
         return c
 
     def subscribe(self, topic: str, handler: Callable[[Incoming], None], qos: int = 1) -> None:
@@ -255,15 +278,25 @@ class MqttClient:
 
     def stop(self, clean: bool = True) -> None:
         """Disconnect (clean: no last will) and stop the loop and worker."""
+        if self._stopped and not self.connected.is_set() and self._fully_stopped:
+            return
         self._stopped = True
         try:
             if clean:
                 self.paho.disconnect()
+                if self.loop is not None:  # the loop thread sends the DISCONNECT and closes the socket
+                    deadline = time.monotonic() + 2
+                    while self.paho.socket() is not None and time.monotonic() < deadline:
+                        time.sleep(0.01)
         finally:
+            self.connected.clear()
+            self._fully_stopped = True
             if self.loop is None:
                 self.paho.loop_stop()
             else:
                 self.loop.remove(self)
+                if self.paho.socket() is not None:
+                    self.paho.socket().close()
             if self._own_worker:
                 self.worker.stop()
 
@@ -273,6 +306,8 @@ class MqttClient:
         if reason_code.is_failure:
             text = str(reason_code)
             if self.protocol == "auto" and self.v5 and "Unsupported protocol version" in text:
+                self.protocol = "3.1.1"  # once: later refusals of this old client must not trigger it again
+                client.disconnect()
                 self.worker.submit(self._fall_back_to_311)
                 return
             self.refused = text
@@ -292,8 +327,8 @@ class MqttClient:
 
     def _fall_back_to_311(self) -> None:
         log.info("%s: broker does not speak MQTT 5, falling back to 3.1.1", self.label)
-        old = self.paho
-        old.loop_stop() if self.loop is None else None
+        if self.loop is None:
+            self.paho.loop_stop()
         self.paho = self._make_client(paho.MQTTv311)
         self.start()
 

@@ -40,7 +40,9 @@ def _secret(value: str | None) -> str | None:
         return None
     match = _ENV.match(str(value))
     if match:
-        return os.environ.get(match.group(1))
+        if match.group(1) not in os.environ:
+            raise TransportError("transports.mqtt", f"environment variable {match.group(1)} is not set")
+        return os.environ[match.group(1)]
     return str(value)
 
 
@@ -64,6 +66,7 @@ class MqttManager:
         self.status_docs: dict[str, dict] = {}
         self.last_seen: dict[str, float] = {}
         self._recipes: dict[str, Recipe] = {}
+        self._recipe_lock = threading.Lock()
         self._desired: dict[str, dict] = {}
         self._cond = threading.Condition()
         self._sync_topic = f"{prefix}/manager/{self.client.client_id}/sync"
@@ -71,6 +74,7 @@ class MqttManager:
         self.client.subscribe(self.topics.all_devices("reported"), self._on_reported)
         self.client.subscribe(self.topics.all_devices("status"), self._on_status)
         self.client.subscribe(self._sync_topic, self._on_sync)
+        self.client.subscribe(self.topics.all_devices("desired"), self._on_desired_seen)
         self.client.on_connected.append(self._on_connected)
         self.server = ArtifactServer(self.client, self.topics, self.store)
         self._started = False
@@ -118,6 +122,20 @@ class MqttManager:
             self._synced.add(msg.payload.decode(errors="replace"))
             self._cond.notify_all()
 
+    def _on_desired_seen(self, msg: Incoming) -> None:
+        """A retained desired document from an earlier manager run: keep serving its chunks, so a
+        device mid-transfer when that manager stopped still finishes (only managers may write it: ACL)."""
+        parsed = self.topics.parse(msg.topic)
+        if not parsed or not msg.payload or parsed[0] in self._desired:
+            return
+        try:
+            doc = protocol.loads(msg.payload)
+            recipe = Recipe.from_json(doc["recipe"]) if doc.get("recipe") else None
+        except (protocol.ProtocolError, ValueError, KeyError):
+            return
+        if recipe is not None and not self.store.missing(recipe):
+            self.server.offer(parsed[0], recipe)
+
     def _on_reported(self, msg: Incoming) -> None:
         parsed = self.topics.parse(msg.topic)
         if not parsed or not msg.payload:
@@ -148,18 +166,19 @@ class MqttManager:
 
     # --- artifacts -----------------------------------------------------------------------------
 
-    def recipe_for(self, bundle: Path) -> Recipe:
+    def recipe_for(self, bundle: Path, device_id: str = "bundle") -> Recipe:
         """Chunk a bundle into the manager store once per digest (cached on disk as a recipe)."""
         try:
             digest = artifact.bundle_digest(bundle)
         except ArtifactError as err:
-            raise TransportError("-", str(err)) from None
-        cached = self._recipes.get(digest) or self._load_recipe(digest)
-        if cached is None or cached.params != self.params or self.store.missing(cached):
-            cached = chunk_bundle(Path(bundle), digest, self.params, self.store)
-            save_recipe(self.recipes_dir, cached)
-        self._recipes[digest] = cached
-        return cached
+            raise TransportError(device_id, str(err)) from None
+        with self._recipe_lock:  # deploy pushes to many devices at once: chunk a bundle once
+            cached = self._recipes.get(digest) or self._load_recipe(digest)
+            if cached is None or cached.params != self.params or self.store.missing(cached):
+                cached = chunk_bundle(Path(bundle), digest, self.params, self.store)
+                save_recipe(self.recipes_dir, cached)
+            self._recipes[digest] = cached
+            return cached
 
     def _load_recipe(self, digest: str) -> Recipe | None:
         path = self.recipes_dir / f"{digest.split(':', 1)[-1]}.json"
@@ -227,22 +246,34 @@ class MqttTransport:
         conf = dict(fleet.transport_settings("mqtt")) if fleet is not None else {}
         conf.update(settings)
         if "broker" not in conf:
-            raise TransportError("-", "transports.mqtt.broker is not set in the fleet manifest")
+            raise TransportError("transports.mqtt", "broker is not set in the fleet manifest")
         tls = conf.get("tls") or {}
         ca = tls.get("ca") if isinstance(tls, dict) else None
         if ca and fleet is not None:
             ca = str(fleet.resolve(ca))
         password = _secret(conf.get("password"))
         if conf.get("password_file"):
-            path = fleet.resolve(conf["password_file"]) if fleet is not None else Path(conf["password_file"])
-            password = Path(path).read_text().strip()
-        self.manager = MqttManager(conf["broker"], prefix=conf.get("prefix", "edgeship"),
-                                   username=conf.get("username"), password=password, ca=ca,
-                                   chunk_kb=int(conf.get("chunk_kb", 256)),
-                                   timeout_s=float(conf.get("timeout_s", 600)),
-                                   offline_grace_s=float(conf.get("offline_grace_s", 5)),
-                                   store_dir=conf.get("store_dir"),
-                                   protocol_version=str(conf.get("protocol", conf.get("protocol_version", "auto"))))
+            named = _secret(conf["password_file"]) or ""
+            path = fleet.resolve(named) if fleet is not None else Path(named)
+            try:
+                password = Path(path).read_text().strip()
+            except OSError as err:
+                raise TransportError("transports.mqtt", f"password_file {path}: {err.strerror}") from None
+        try:
+            self.manager = self._manager(conf, fleet, ca, password)
+        except ValueError as err:
+            raise TransportError("transports.mqtt", str(err)) from None
+
+    @staticmethod
+    def _manager(conf: dict, fleet, ca: str | None, password: str | None) -> MqttManager:
+        store_dir = conf.get("store_dir")
+        if store_dir and fleet is not None:
+            store_dir = fleet.resolve(store_dir)
+        return MqttManager(conf["broker"], prefix=conf.get("prefix", "edgeship"), username=conf.get("username"),
+                           password=password, ca=ca, chunk_kb=int(conf.get("chunk_kb", 256)),
+                           timeout_s=float(conf.get("timeout_s", 600)),
+                           offline_grace_s=float(conf.get("offline_grace_s", 5)), store_dir=store_dir,
+                           protocol_version=str(conf.get("protocol", conf.get("protocol_version", "auto"))))
 
     def close(self) -> None:
         self.manager.close()
@@ -252,7 +283,7 @@ class MqttTransport:
         return self.manager.reported.get(device_id) or {}
 
     def push(self, device, bundle: Path) -> PushResult:
-        recipe = self.manager.recipe_for(Path(bundle))
+        recipe = self.manager.recipe_for(Path(bundle), device.id)
         digest = recipe.digest
         rep = self._known(device.id)
         if digest == rep.get("current") or digest in (rep.get("releases") or []) or digest in (rep.get("staged") or []):

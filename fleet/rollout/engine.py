@@ -77,6 +77,7 @@ class Engine:
         self.run_id: int | None = None
         self._rows: dict[str, DeviceRow] = {}
         self._warmed: set[str] = set()  # transport kinds that shipped this bundle once already
+        self._seen: dict[str, str | None] = {}  # device -> release it ran when planned (for the final table)
         self._wave_name = {d: w.name for w in self.waves for d in w.devices}
 
     # --- planning ---------------------------------------------------------------------------
@@ -89,8 +90,11 @@ class Engine:
 
     def apply(self, resume: bool = False) -> ApplyReport:
         """Converge. `resume=True` continues a paused run and retries the devices that failed in it."""
-        with _exclusive(self.spec.name):
-            return self._apply(resume)
+        try:
+            with _exclusive(self.spec.name):
+                return self._apply(resume)
+        finally:
+            self.transports.close()
 
     def _apply(self, resume: bool) -> ApplyReport:
         name, digest = self.spec.name, self.ship.digest
@@ -102,6 +106,7 @@ class Engine:
         continuing = same and row.state in ("running", "paused")
         if not continuing:
             plan_rows = self.plan()
+            self._seen = {r.device_id: r.current for r in plan_rows}
             if plans.has_errors(plan_rows) and not plans.has_changes(plan_rows):
                 bad = [r for r in plan_rows if r.action == plans.UNREACHABLE]
                 raise RolloutError(f"{name}: {len(bad)} device(s) unreachable, e.g. {bad[0].note}")
@@ -117,10 +122,7 @@ class Engine:
             if row.state == "paused":
                 self.journal.set_state(name, "running", "")
             self.log(f"{name}: resuming run {self.run_id} ({artifact.short(digest)})")
-        try:
-            return self._run_waves(retry_failed=resume)
-        finally:
-            self.transports.close()
+        return self._run_waves(retry_failed=resume)
 
     def _run_waves(self, retry_failed: bool) -> ApplyReport:
         name = self.spec.name
@@ -147,7 +149,7 @@ class Engine:
             if acted and self.spec.strategy.gate.soak_s > 0:
                 self._soak(wave)
             verdict = self._evaluate(wave)
-            self.journal.record_gate(self.run_id, wave.index, verdict.ok, verdict.reason, verdict.figures)
+            self.journal.record_gate(self.run_id, wave.index, verdict.ok, verdict.reason, verdict.figures, wave.name)
             report.gates.append((wave.name, verdict))
             self.log(f"{name}: gate {wave.name}: {'passed' if verdict.ok else 'FAILED'}: {verdict.reason}")
             if not verdict.ok:
@@ -157,7 +159,7 @@ class Engine:
     def _finish(self, report: ApplyReport, state: str, reason: str) -> ApplyReport:
         self.journal.set_state(self.spec.name, state, reason)
         report.state, report.reason = state, reason
-        report.rows = [self._rows.get(d) or DeviceRow(d, self._wave_name[d], None, None, "not reached")
+        report.rows = [self._rows.get(d) or DeviceRow(d, self._wave_name[d], self._seen.get(d), self._seen.get(d), "not reached")
                        for w in self.waves for d in w.devices]
         report.bytes_pushed = self.journal.bytes_pushed(self.run_id)
         return report
@@ -177,14 +179,23 @@ class Engine:
         for device in devices:
             if device.transport in self._warmed:
                 rest.append(device)
-            elif self._converge_device(device, wave, retry_failed):
+            elif self._converge_guarded(device, wave, retry_failed):
                 acted = True
                 self._warmed.add(device.transport)
         if rest:
             with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(rest)))) as pool:
-                for did_something in pool.map(lambda d: self._converge_device(d, wave, retry_failed), rest):
+                for did_something in pool.map(lambda d: self._converge_guarded(d, wave, retry_failed), rest):
                     acted = acted or did_something
         return acted
+
+    def _converge_guarded(self, device, wave: Wave, retry_failed: bool) -> bool:
+        """One device's unexpected failure (a transport bug, a library error it did not wrap) is that
+        device's failure, counted by the gate, not the end of the rollout."""
+        try:
+            return self._converge_device(device, wave, retry_failed)
+        except (EdgeshipError, OSError, RuntimeError, ValueError) as err:
+            self._activation_failed(device, wave, None, "error", f"{type(err).__name__}: {err}")
+            return True
 
     def _converge_device(self, device, wave: Wave, retry_failed: bool) -> bool:
         """Bring one device to the digest; True when it was acted on (and so counts in the gate)."""
@@ -213,7 +224,7 @@ class Engine:
             self._set_row(device.id, wave, digest, digest, "unchanged")
             return False
         before = state.current
-        sent = self._push(device, wave, transport)
+        sent = self._push(device, wave, transport, before)
         if sent is None:
             return True
         j.begin(run, name, device.id, wave.index, "activate", digest)
@@ -238,7 +249,7 @@ class Engine:
             self.log(f"{name} [{wave.name}] {device.id} activate FAILED: {result.reason}: {result.message}")
         return True
 
-    def _push(self, device, wave: Wave, transport) -> int | None:
+    def _push(self, device, wave: Wave, transport, before: str | None) -> int | None:
         """Push unless this run finished pushing this digest to this device and no activation has
         been tried since (an agent discards a bundle it refused, and one cut short may have too;
         then the transport's own skip-if-present decides). None = the push failed."""
@@ -250,7 +261,7 @@ class Engine:
             result = transport.push(device, self.ship.bundle)
         except EdgeshipError as err:
             j.end(run, name, device.id, wave.index, "push", digest, False, detail={"message": str(err)})
-            self._activation_failed(device, wave, None, "push-failed", str(err))
+            self._activation_failed(device, wave, before, "push-failed", str(err))
             return None
         sent = int(getattr(result, "bytes_sent", 0) or 0)
         j.end(run, name, device.id, wave.index, "push", digest, True, sent, {"skipped": bool(getattr(result, "skipped", False))})

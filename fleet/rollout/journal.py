@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE INDEX IF NOT EXISTS steps_by_run_device ON steps(run_id, device, action);
 CREATE INDEX IF NOT EXISTS steps_by_rollout ON steps(rollout);
 CREATE TABLE IF NOT EXISTS gates (
-    run_id INTEGER, wave INTEGER, ok INTEGER, reason TEXT, figures TEXT, ts REAL,
+    run_id INTEGER, wave INTEGER, name TEXT, ok INTEGER, reason TEXT, figures TEXT, ts REAL,
     PRIMARY KEY (run_id, wave));
 CREATE TABLE IF NOT EXISTS applied (
     fleet TEXT, device TEXT, digest TEXT, previous TEXT, rollout TEXT, ts REAL,
@@ -225,14 +225,14 @@ class Journal:
 
     # --- gates ------------------------------------------------------------------------------
 
-    def record_gate(self, run_id: int, wave: int, ok: bool, reason: str, figures: dict) -> None:
-        self._exec("INSERT OR REPLACE INTO gates (run_id, wave, ok, reason, figures, ts) VALUES (?,?,?,?,?,?)",
-                   (run_id, wave, int(ok), reason, json.dumps(figures, default=str), time.time()))
+    def record_gate(self, run_id: int, wave: int, ok: bool, reason: str, figures: dict, name: str = "") -> None:
+        self._exec("INSERT OR REPLACE INTO gates (run_id, wave, name, ok, reason, figures, ts) VALUES (?,?,?,?,?,?,?)",
+                   (run_id, wave, name or f"wave {wave}", int(ok), reason, json.dumps(figures, default=str), time.time()))
 
     def gates(self, run_id: int) -> dict[int, dict]:
         rows = self._all("SELECT * FROM gates WHERE run_id = ? ORDER BY wave", (run_id,))
-        return {r["wave"]: {"ok": bool(r["ok"]), "reason": r["reason"], "figures": json.loads(r["figures"] or "{}"), "ts": r["ts"]}
-                for r in rows}
+        return {r["wave"]: {"name": r["name"], "ok": bool(r["ok"]), "reason": r["reason"],
+                            "figures": json.loads(r["figures"] or "{}"), "ts": r["ts"]} for r in rows}
 
     # --- the release each device was last given (drift detection) -------------------------
 

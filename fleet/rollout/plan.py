@@ -33,9 +33,10 @@ def make_plan(devices: list, waves: list, digest: str, statuses: dict, applied: 
     for device_id in order:
         device = by_id[device_id]
         state = statuses.get(device_id)
-        if state is None or isinstance(state, Exception):
+        if state is None or isinstance(state, Exception) or _unreachable(state):
+            why = state if isinstance(state, Exception) else (state.last_result or {}).get("message") if state else None
             rows.append(PlanRow(device_id, device.transport, wave_of[device_id], None, digest, UNREACHABLE,
-                                str(state) if state is not None else "no status"))
+                                str(why or "no status")))
             continue
         current = state.current
         last = (applied.get(device_id) or {}).get("digest")
@@ -49,6 +50,13 @@ def make_plan(devices: list, waves: list, digest: str, statuses: dict, applied: 
         else:
             rows.append(PlanRow(device_id, device.transport, wave_of[device_id], current, digest, CHANGE, note))
     return rows
+
+
+def _unreachable(state) -> bool:
+    """Offline and its release unknown: a transport that could not ask (ssh) says reason `unreachable`.
+    (An MQTT device that is offline still has its retained report, so its release is known.)"""
+    last = state.last_result if isinstance(state.last_result, dict) else {}
+    return not state.online and state.current is None and last.get("reason") == "unreachable"
 
 
 def has_changes(rows: list[PlanRow]) -> bool:

@@ -111,6 +111,7 @@ class Reconciler:
             result.errors.append(str(err))
             self._log_pass(result, started)
             return result
+        claimed: dict[tuple[str, str], tuple[str, str]] = {}  # (fleet, device) -> (rollout, digest)
         with Journal(self.journal_path) as journal:
             for path in manifest_files(folder):
                 try:
@@ -124,13 +125,19 @@ class Reconciler:
                     result.errors.append(f"{path}: {err}")
                     continue
                 for spec in specs:
-                    self._one(spec, journal, result)
+                    for warning in spec.warnings:
+                        self.log(f"reconcile: {warning}")
+                    self._one(spec, journal, result, claimed)
         self._log_pass(result, started)
         return result
 
-    def _one(self, spec, journal: Journal, result: PassReport) -> None:
+    def _one(self, spec, journal: Journal, result: PassReport, claimed: dict) -> None:
         try:
             engine = self.engine_for(spec, journal, self.log)
+            clash = self._conflict(spec.name, engine, claimed)
+            if clash:
+                result.errors.append(clash)
+                return
             row = journal.rollout(spec.name)
             if (row is not None and row.state in STOPPED and row.spec_digest == spec.spec_digest
                     and row.artifact_digest == engine.ship.digest):
@@ -138,7 +145,7 @@ class Reconciler:
                 self.log(f"reconcile: {spec.name}: {row.state} ({row.reason}); unchanged manifest, not retried")
                 return
             report = engine.apply()
-        except EdgeshipError as err:
+        except (EdgeshipError, OSError) as err:
             result.failed.append(spec.name)
             self.log(f"reconcile: {spec.name}: error: {err}")
             return
@@ -146,6 +153,20 @@ class Reconciler:
             self.report(report)
         bucket = result.unchanged if report.state == "unchanged" else result.applied if report.ok else result.failed
         bucket.append(spec.name)
+
+    @staticmethod
+    def _conflict(name: str, engine, claimed: dict) -> str:
+        """Two rollouts wanting different releases on one device would flip it every pass: the first
+        (in file order) keeps it, the second is refused until a human resolves it."""
+        digest = engine.ship.digest
+        for device in engine.devices:
+            owner = claimed.get((engine.fleet.name, device.id))
+            if owner and owner[1] != digest:
+                return (f"{name}: device {device.id} is also selected by rollout {owner[0]} with a different "
+                        f"artifact; not applied (narrow one of the selectors)")
+        for device in engine.devices:
+            claimed.setdefault((engine.fleet.name, device.id), (name, digest))
+        return ""
 
     def _log_pass(self, r: PassReport, started: float) -> None:
         took = time.monotonic() - started

@@ -58,6 +58,7 @@ class RolloutSpec:
     selector: dict
     strategy: Strategy
     data: dict  # the document as written, for the spec digest and reports
+    warnings: tuple[str, ...] = ()  # the manifest loader's warnings (e.g. a selector matching nothing)
 
     @property
     def spec_digest(self) -> str:
@@ -96,9 +97,10 @@ def load_rollout(path: Path, name: str | None = None) -> RolloutSpec:
 class _Doc:
     """The parts of a manifest Document this module uses (the real one, or the fallback below)."""
 
-    def __init__(self, name, data, source: Path, base_dir: Path, where, display: str = ""):
+    def __init__(self, name, data, source: Path, base_dir: Path, where, display: str = "", warnings=()):
         self.name, self.data, self.source, self.base_dir, self._where = name, data, source, base_dir, where
         self.display = display or str(source)
+        self.warnings = tuple(str(w) for w in warnings)
 
     def where(self, field_path: tuple) -> tuple[int, int]:
         try:
@@ -112,7 +114,8 @@ def _load_rollout_documents(path: Path) -> list[_Doc]:
         from edgeship.pipelines.manifest import load_documents
     except ImportError:  # the manifest loader has not landed: a thin fallback, same errors
         return _fallback_load(path)
-    return [_Doc(d.name, d.data, Path(d.source), Path(d.base_dir), d.where, getattr(d, "display", ""))
+    return [_Doc(d.name, d.data, Path(d.source), Path(d.base_dir), d.where, getattr(d, "display", ""),
+                 getattr(d, "warnings", ()))
             for d in load_documents(path, kinds={"Rollout"})]
 
 
@@ -165,7 +168,7 @@ def _to_spec(doc: _Doc) -> tuple[RolloutSpec | None, list[Diagnostic]]:
         digest=digest,
         pipeline=(base / art["pipeline"]) if art.get("pipeline") else None,
     )
-    return RolloutSpec(name, doc.source, base / fleet, ref, data.get("selector") or {}, strategy, data), []
+    return RolloutSpec(name, doc.source, base / fleet, ref, data.get("selector") or {}, strategy, data, doc.warnings), []
 
 
 def _strategy(raw: dict, bad) -> Strategy:

@@ -110,7 +110,9 @@ class SshTransport:
         connect_kwargs = {"allow_agent": False, "look_for_keys": False, "banner_timeout": s["connect_timeout_s"],
                           "auth_timeout": s["connect_timeout_s"], "channel_timeout": s["connect_timeout_s"]}
         if s["identity_file"]:
-            key_file = self.fleet.resolve(s["identity_file"])
+            from edgeship.pipelines.manifest import expand_env  # may be a ${ENV} reference naming the file
+
+            key_file = self.fleet.resolve(expand_env(str(s["identity_file"])))
             if not key_file.is_file():
                 raise TransportError(device.id, f"identity_file {key_file} does not exist")
             connect_kwargs["key_filename"] = str(key_file)
@@ -121,7 +123,7 @@ class SshTransport:
         # An empty ssh_config: nothing from ~/.ssh/config or /etc/ssh changes where or how we connect.
         config = Config(ssh_config=paramiko.SSHConfig())
         conn = Connection(s["host"], user=s["user"], port=int(s["port"]), config=config,
-                          connect_timeout=int(s["connect_timeout_s"]), connect_kwargs=connect_kwargs)
+                          connect_timeout=max(1, int(s["connect_timeout_s"])), connect_kwargs=connect_kwargs)
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             conn.client.load_host_keys(str(known_hosts))
@@ -129,6 +131,20 @@ class SshTransport:
             raise HostKeyRefused(device.id, f"known_hosts file {known_hosts} does not exist: refusing to connect "
                                             "to an unverified host") from None
         where = f"{s['host']}:{s['port']}"
+        try:
+            self._open(conn, where, known_hosts, device, s)
+        except BaseException:
+            conn.close()
+            raise
+        if conn.transport is not None:
+            conn.transport.set_keepalive(15)
+        with self._lock:
+            self._conns[device.id] = conn
+        return conn
+
+    @staticmethod
+    def _open(conn: Connection, where: str, known_hosts: Path, device: Device, s: dict) -> None:
+        """Connect, turning paramiko's host key and auth failures into clear, non-retried errors."""
         try:
             conn.open()
         except paramiko.BadHostKeyException as err:
@@ -141,11 +157,6 @@ class SshTransport:
                 raise HostKeyRefused(device.id, f"host key for {where} is not in {known_hosts}: refusing to connect "
                                                 "(verify the fingerprint, then add it with ssh-keyscan)") from None
             raise
-        if conn.transport is not None:
-            conn.transport.set_keepalive(15)
-        with self._lock:
-            self._conns[device.id] = conn
-        return conn
 
     def _drop(self, device: Device) -> None:
         with self._lock:
@@ -204,7 +215,12 @@ class SshTransport:
         return cached
 
     def _remote_sha(self, device: Device, conn: Connection, path: str) -> str | None:
-        result = self._run(device, conn, f"sha256sum -- {shlex.quote(path)}")
+        quoted = shlex.quote(path)
+        fallback = shlex.quote("import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb');"
+                               "[h.update(b) for b in iter(lambda:f.read(1<<20),b'')];print(h.hexdigest())")
+        python = shlex.quote(str(self.settings(device)["python"]))
+        # sha256sum (coreutils, busybox) where present, else the device's Python
+        result = self._run(device, conn, f"sha256sum -- {quoted} 2>/dev/null || {python} -c {fallback} {quoted}")
         if result.exited != 0:
             return None
         return result.stdout.split()[0] if result.stdout.split() else None

@@ -10,7 +10,7 @@ from edgeship.targets.graphinfo import GraphInfo
 from .graphs import npu_profile
 
 TRUTH = {"Conv": 0.25, "MatMul": 0.4}
-BW_EFF, OVERHEAD = 0.5, 2.0
+BW_EFF, OVERHEAD, PER_RUN = 0.5, 2.0, 6.0
 
 
 def synthetic(model: cm.CalibrationModel, profile: dict) -> Measurement:
@@ -23,7 +23,7 @@ def synthetic(model: cm.CalibrationModel, profile: dict) -> Measurement:
         w = node_work(g, n)
         t = max(w.flops / (peak * TRUTH.get(n.op_type, 0.3)), w.bytes / (bw * BW_EFF)) * 1e6
         kernel[n.op_type] = kernel.get(n.op_type, 0.0) + t
-    wall_us = sum(kernel.values()) + OVERHEAD * len(g.active_nodes())
+    wall_us = sum(kernel.values()) + OVERHEAD * len(g.active_nodes()) + PER_RUN
     return Measurement(model.name, wall_us / 1000.0, kernel, g)
 
 
@@ -43,6 +43,7 @@ def test_fit_recovers_known_factors():
     assert factors["efficiency"]["MatMul"] == pytest.approx(TRUTH["MatMul"], rel=0.1)
     assert factors["bandwidth_efficiency"] == pytest.approx(BW_EFF, rel=0.15)
     assert factors["per_node_overhead_us"] == pytest.approx(OVERHEAD, abs=1.0)
+    assert factors["per_run_overhead_us"] == pytest.approx(PER_RUN, abs=3.0)
     rows = compare_rows(measurements, with_cost_model(profile, factors))
     assert summary(rows)["median_abs_error_pct"] < 5
     assert all(0 < v <= 1 for v in factors["efficiency"].values())  # the schema's bound

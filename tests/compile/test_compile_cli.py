@@ -12,7 +12,7 @@ from .graphs import conv_lrn_conv, npu_profile
 
 
 def test_calibrate_quick_writes_a_valid_override(capsys, _edgeship_home):
-    assert main(["calibrate", "host-cpu", "--quick", "--runs", "2", "--warmup", "1"]) == 0
+    assert main(["calibrate", "host-cpu", "--quick", "--runs", "2", "--warmup", "1", "--run-budget", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "estimate after" in out and "median |error|" in out and "conv-stack" in out
     override = _edgeship_home / "targets" / "host-cpu.yaml"

@@ -77,3 +77,14 @@ def test_on_chip_memory_removes_external_traffic():
     small = estimate(g, npu_profile(sram_kb=None))
     assert big["per_node"][0]["memory_us"] == 0 and big["per_node"][0]["bound"] == "compute"
     assert small["per_node"][0]["memory_us"] == pytest.approx(0.224, abs=1e-3)
+
+
+def test_real_model_macs_match_the_published_figure():
+    """ResNet-50 at 224x224: ~4.09 GMACs (the usual published figure counts convs and the FC layer)."""
+    from edgeship.targets.calibration_models import light_models
+
+    (resnet,) = light_models(["resnet50"])
+    g = GraphInfo(resnet.model, resnet.inputs)
+    macs = sum(node_work(g, n).macs for n in g.active_nodes())
+    assert 4.05e9 < macs < 4.13e9
+    assert weight_bytes(g) == pytest.approx(25.5e6 * 4, rel=0.03)  # 25.5 M float parameters

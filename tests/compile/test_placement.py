@@ -85,4 +85,27 @@ def test_stages_write_report_sections(tmp_path):
 
     for html in (legalize_mod.report_html(ctx.report["legalize"]), estimate.report_html(est)):
         xml.dom.minidom.parseString(f"<root>{html}</root>")  # well-formed fragments
-        assert "<svg" in html
+        assert "<svg" in html and "nan" not in html and "inf" not in html
+
+
+def test_epilogue_fuses_only_where_the_accelerator_runs_it():
+    from edgeship.targets.graphinfo import load_graph
+
+    prof = npu_profile()
+    del prof["operators"]["Relu"]
+    g = load_graph(conv_lrn_conv(), profile=prof)
+    assert g.by_name["relu1"].fused_into is None  # the NPU has no Relu: it cannot hide it in the Conv
+    section = legalize(g, prof)
+    assert units(section)["relu1"] == "host"
+    assert load_graph(conv_lrn_conv(), profile=npu_profile()).by_name["relu1"].fused_into == "conv1"
+
+
+def test_float32_downcasts_on_a_bf16_accelerator():
+    prof = npu_profile(fallback=False)
+    prof["formats"] = ["int8", "bf16"]
+    prof["compute"]["accelerator"]["peak_tops"] = {"int8": 2.0, "bf16": 1.0}
+    section = legalize(GraphInfo(conv_model()), prof)
+    assert section["nodes"][0]["unit"] == "accelerator" and section["nodes"][0]["runs_as"] == "bf16"
+    assert section["notes"] and "bf16" in section["notes"][0]
+    prof["formats"] = ["int8"]  # an int8-only chip cannot: a dtype reason
+    assert legalize(GraphInfo(conv_model()), prof)["nodes"][0]["reasons"][0]["kind"] == "dtype"

@@ -255,3 +255,19 @@ def test_real_enospc_while_unpacking_is_disk_full(tmp_path, tiny_tmpfs, good):
     assert agent.status()["current"] == artifact.bundle_digest(good)
     assert (agent.root / "current" / "model.onnx").is_file()
     assert not any((agent.root / "tmp").iterdir())
+
+
+def test_reactivate_an_unpacked_release_by_digest(tmp_path, agent, good):
+    second = make_bundle(tmp_path, "kws", seed=50)
+    staged = agent.incoming_path(artifact.bundle_digest(second))
+    agent.ensure_layout()
+    staged.write_bytes(second.read_bytes())
+    assert agent.has(artifact.bundle_digest(second)) and not agent.has(artifact.bundle_digest(good))
+    assert agent.activate(good).ok
+    assert agent.activate(artifact.bundle_digest(second)).ok  # from incoming/, which is then removed
+    assert not staged.exists() and agent.has(artifact.bundle_digest(second))
+    assert agent.rollback().ok
+    forward = agent.activate(artifact.bundle_digest(second))  # no bundle left: the unpacked release
+    assert forward.ok and agent.status()["current"] == artifact.bundle_digest(second)
+    missing = agent.activate("sha256:" + "ab" * 32)
+    assert not missing.ok and missing.reason == "not-found"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -187,16 +186,43 @@ def test_unknown_host_is_refused_by_deploy(farm, tmp_path, capsys):
     assert known.read_text() == farm.devices[0].host_key_line()
 
 
+def test_settings_merge_fleet_then_device_options(farm, tmp_path):
+    fleet = load_fleet(farm.write_fleet(tmp_path / "f.yaml", trust=[signing_keys(tmp_path)[1]], command_timeout_s=30, retries=2))
+    device = fleet.devices[1]
+    device.options["command_timeout_s"] = 5
+    settings = get_transport(fleet, device).settings(device)
+    assert settings["command_timeout_s"] == 5 and settings["retries"] == 2
+    assert settings["host"] == "127.0.0.1" and settings["port"] == farm.devices[1].port
+    assert settings["root"] == str(farm.devices[1].root)
+
+
 def test_remote_command_timeout(farm, tmp_path):
-    slow = tmp_path / "slow-python"
-    slow.write_text("#!/bin/sh\nsleep 20\n")
-    slow.chmod(0o755)
-    fleet = load_fleet(farm.write_fleet(tmp_path / "f.yaml", trust=[signing_keys(tmp_path)[1]],
-                                        python=str(slow)))
+    """A device busy past its command timeout (its agent lock held): the call is cut, not hung."""
+    import fcntl
+
+    fleet = load_fleet(farm.write_fleet(tmp_path / "f.yaml", trust=[signing_keys(tmp_path)[1]], command_timeout_s=1))
     device = fleet.devices[0]
-    device.options["command_timeout_s"] = 1
-    with pytest.raises(TransportError) as info:
-        result = get_transport(fleet, device).activate(device, "sha256:" + "0" * 64)
-        pytest.fail(f"no timeout: {result}")
+    root = farm.devices[0].root
+    with open(root / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(TransportError) as info:
+            result = get_transport(fleet, device).activate(device, "sha256:" + "0" * 64)
+            pytest.fail(f"no timeout: {result}")
     assert "timed out" in str(info.value) and info.value.reason == "timeout"
+    close_transports(fleet)
+
+
+def test_unreachable_device_is_reported_not_raised(farm, tmp_path, capsys):
+    from tests.support.sshd import free_port
+
+    doc = farm.fleet_document(trust=[signing_keys(tmp_path)[1]], retries=2, connect_timeout_s=2)
+    doc["devices"] = [dict(doc["devices"][0], id="gone", address=f"127.0.0.1:{free_port()}")]
+    path = tmp_path / "gone.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["deploy", str(make_bundle(tmp_path, "kws", seed=14)), "--fleet", str(path), "--json", "--no-progress"]) == 1
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["reason"] == "unreachable" and "after 2 attempts" in row["message"]
+    fleet = load_fleet(path)
+    state = get_transport(fleet, fleet.devices[0]).status(fleet.devices[0])
+    assert not state.online and state.last_result["reason"] == "unreachable"
     close_transports(fleet)

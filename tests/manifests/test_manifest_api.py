@@ -127,3 +127,19 @@ def test_local_target_documents_count_as_known_targets(tmp_path, cases_dir):
         "apiVersion: edgeship/v1\nkind: Pipeline\nmetadata: {name: p}\nmodel: {path: m.onnx}\ntarget: my-board\n---\n" + board
     )
     assert [d for d in validate_files([tmp_path / "both.yaml"]) if d.severity == "error"] == []
+
+
+def test_a_large_fleet_sharing_defaults_through_aliases_is_not_a_bomb(tmp_path):
+    lines = ["apiVersion: edgeship/v1", "kind: Fleet", "metadata: {name: big}",
+             "x-defaults: &d {target: host-cpu, transport: mqtt, labels: {site: lab, ring: main}}"]
+    (tmp_path / "f.yaml").write_text("\n".join(lines) + "\n")
+    body = "transports: {mqtt: {broker: 'mqtt://127.0.0.1:1883'}}\ndevices:\n" + "".join(
+        f"  - {{<<: *d, id: dev-{i:05d}}}\n" for i in range(10_000))
+    (tmp_path / "f.yaml").write_text("\n".join(lines) + "\n" + body)
+    from edgeship.pipelines.yaml_source import load_yaml_file
+
+    (ydoc,) = load_yaml_file(tmp_path / "f.yaml")
+    assert len(ydoc.data["devices"]) == 10_000
+    assert ydoc.data["devices"][9_999] == {"target": "host-cpu", "transport": "mqtt",
+                                            "labels": {"site": "lab", "ring": "main"}, "id": "dev-09999"}
+    assert ydoc.issues == []

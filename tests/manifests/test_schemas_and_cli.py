@@ -82,7 +82,7 @@ def test_validate_as_a_process(cases_dir):
     )
     assert run.returncode == 2
     lines = run.stderr.splitlines()
-    assert lines[0].startswith("broken/bomb.yaml:2:50: <document>: aliases expand to more than")
+    assert lines[0].startswith("broken/bomb.yaml:6:4: <document>: aliases expand to more than")
     assert lines[1].startswith("broken/garbage.yaml:5:7: <document>: invalid YAML:")
     assert lines[2] == "2 error(s), 0 warning(s) in 3 file(s)"
     assert "Traceback" not in run.stderr

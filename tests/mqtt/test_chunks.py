@@ -50,7 +50,7 @@ def test_cutting_is_deterministic_and_windowing_is_invisible():
 
 def test_params_validation_and_json():
     with pytest.raises(ValueError):
-        ChunkParams(1000)
+        ChunkParams(100)
     assert ChunkParams.from_json(ChunkParams(65536).to_json()) == ChunkParams(65536)
     with pytest.raises(ValueError):
         ChunkParams.from_json({"algorithm": "rabin", "avg": 65536})
@@ -116,3 +116,18 @@ def test_desired_documents_are_checked():
             protocol.check_desired(bad)
     with pytest.raises(protocol.ProtocolError):
         protocol.loads(b"[1, 2]")
+
+
+def test_example_decoder_v2_shares_most_chunks_with_v1():
+    """examples/llm: v2 retrains only the output head; at 16 KiB chunks most bytes are shared."""
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[2] / "examples" / "llm" / "models"
+    v1, v2 = models / "tiny-decoder.onnx", models / "tiny-decoder-v2.onnx"
+    if not (v1.exists() and v2.exists()):
+        pytest.skip("run examples/llm/make_model.py (and --variant v2) first")
+    params = ChunkParams(16 * 1024)
+    held = {c for c, _ in split(v1.read_bytes(), params)}
+    new = split(v2.read_bytes(), params)
+    fresh = sum(len(p) for c, p in new if c not in held)
+    assert fresh / sum(len(p) for _, p in new) < 0.25

@@ -70,3 +70,29 @@ def test_agent_serve_bad_arguments(tmp_path):
     assert res.returncode == 2 and "broker URL" in res.stderr and "Traceback" not in res.stderr
     res = run("agent", "serve", "--broker", "mqtt://127.0.0.1:1", "--device-id", "Bad/Id", "--root", str(tmp_path))
     assert res.returncode == 2 and "--device-id" in res.stderr
+
+
+def test_deploy_through_a_fleet_manifest(tmp_path, mosquitto_broker, make_service, keys):
+    """The rollout path: load_fleet -> get_transport("mqtt") -> push + activate on every device."""
+    from edgeship.fleet.deploy import deploy
+    from edgeship.fleet.inventory import load_fleet
+    from edgeship.fleet.transports import close_transports
+
+    files = credentials.write_credentials(tmp_path / "creds", ["cam-01", "cam-02"])
+    broker = mosquitto_broker(passwd=files.password_file, acl=files.acl_file)
+    for dev in ("cam-01", "cam-02"):
+        secret = (files.secrets_dir / f"{dev}.password").read_text().strip()
+        make_service(broker.url, dev, username=dev, password=secret).start().client.wait_connected(10)
+    fleet_path = write_fleet(tmp_path, broker.url)
+    text = fleet_path.read_text().replace("password: '${EDGESHIP_MQTT_PASSWORD}'",
+                                          "password_file: creds/secrets/manager.password, store_dir: manager-store")
+    fleet_path.write_text(text)
+    fleet = load_fleet(fleet_path)
+    bundle = make_bundle(tmp_path, "tiny", seed=31)
+    try:
+        outcomes = deploy(fleet, fleet.devices, bundle, artifact.bundle_digest(bundle), parallel=2)
+    finally:
+        close_transports(fleet)
+    assert [o.ok for o in outcomes] == [True, True], [(o.reason, o.message) for o in outcomes]
+    assert all(o.push.bytes_sent > 0 for o in outcomes)
+    assert (tmp_path / "manager-store" / "chunks").is_dir()

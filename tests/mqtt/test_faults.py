@@ -120,3 +120,23 @@ def test_offline_device_times_out_cleanly(tmp_path, mosquitto_broker, make_trans
     with ThreadPoolExecutor(1) as pool:  # never-seen device: the wait ends at timeout_s, not never
         result = pool.submit(transport.activate, device("ghost-01"), digest).result(timeout=60)
     assert not result.ok and result.reason == "timeout" and "ghost-01" in result.message
+
+
+def test_manager_restarted_mid_transfer(tmp_path, mosquitto_broker, make_service, make_transport):
+    """A new manager process picks up the retained desired documents and keeps serving their chunks."""
+    broker = mosquitto_broker()
+    make_service(broker.url, "cam-01", window=1, request_timeout_s=2.0).start().client.wait_connected(10)
+    first = make_transport(broker.url, chunk_kb=32)
+    first.manager.server.send_delay_s = 0.05
+    recipe = first.manager.recipe_for(make_bundle(tmp_path, "tiny", seed=14, pad_kb=640))
+    seq = first.manager.publish_desired("cam-01", "activate", recipe.digest, recipe)
+    store = ChunkStore(root_of(tmp_path, "cam-01") / "chunks")
+    wait_until(lambda: len(store.ids()) >= 2, what="download under way")
+    first.close()
+    assert len(store.ids()) < len(set(recipe.ids()))
+
+    second = make_transport(broker.url, chunk_kb=32)  # same store_dir, no publish_desired of its own
+    second.manager.start()
+    doc = second.manager.wait_for_seq("cam-01", seq, timeout=120)
+    assert doc["last_result"]["ok"], doc["last_result"]
+    assert second.manager.server.sent_log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import ssl
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from edgeship import artifact
 from edgeship.fleet.agent import Agent
 from edgeship.fleet.agent_config import AgentConfig
+from edgeship.fleet.mqtt import certs
 from tests.mqtt.conftest import device, root_of
 from tests.mqtt.models import mlp_bundle
 from tests.support.bundles import make_bundle
@@ -85,19 +87,27 @@ def test_device_that_has_the_digest_downloads_nothing(tmp_path, mosquitto_broker
     assert transport.manager.server.bytes_sent["cam-01"] > 0 and doc["transfer"]["bytes_fetched"] == 0
 
 
-@pytest.fixture
-def http_root(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
+def _serve_files(root, tls=None):
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
     handler = functools.partial(Quiet, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.server_cert, tls.server_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    server, base = _serve_files(root)
+    yield root, base
     server.shutdown()
 
 
@@ -129,3 +139,26 @@ def test_mqtt_311(tmp_path, mosquitto_broker, make_service, make_transport):
     digest = transport.push(device("cam-01"), make_bundle(tmp_path, "tiny", seed=8, pad_kb=300)).digest
     assert transport.activate(device("cam-01"), digest).ok
     assert transport.manager.reported["cam-01"]["protocol"] == "3.1.1"
+
+
+def test_desired_with_an_https_url_checked_against_the_ca(tmp_path, mosquitto_broker, make_service, make_transport):
+    tls = certs.generate(tmp_path / "tls")
+    www = tmp_path / "www-tls"
+    www.mkdir()
+    bundle = make_bundle(tmp_path, "tiny", seed=9)
+    (www / "tiny.tar").write_bytes(bundle.read_bytes())
+    server, base = _serve_files(www, tls)
+    try:
+        broker = mosquitto_broker()
+        make_service(broker.url, "cam-01", ca=str(tls.ca_cert)).start().client.wait_connected(10)
+        make_service(broker.url, "cam-02").start().client.wait_connected(10)  # trusts only the system CAs
+        manager = make_transport(broker.url).manager
+        digest = artifact.bundle_digest(bundle)
+        ok = manager.publish_desired("cam-01", "activate", digest, url=f"{base}/tiny.tar")
+        refused = manager.publish_desired("cam-02", "activate", digest, url=f"{base}/tiny.tar")
+        assert manager.wait_for_seq("cam-01", ok)["current"] == digest
+        doc = manager.wait_for_seq("cam-02", refused)
+        assert doc["last_result"]["reason"] == "unreachable" and "CERTIFICATE_VERIFY_FAILED" in doc["last_result"]["message"]
+        assert doc["current"] is None
+    finally:
+        server.shutdown()

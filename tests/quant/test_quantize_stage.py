@@ -119,3 +119,12 @@ def test_bad_calibration_file_points_at_the_manifest(examples_dir, tmp_path):
     assert isinstance(result.error, ManifestError)
     text = str(result.error)
     assert text.startswith(str(manifest)) and "quantization.calibration.data" in text and "bad.npz" in text
+
+
+def test_auto_keeps_float_for_formats_the_quantizer_does_not_emit(examples_dir, tmp_path):
+    manifest = write_pipeline(tmp_path, examples_dir["fraud"], "fraud", target="dmatrix-corsair", quantization={"mode": "auto"})
+    result = build(manifest, stages=("import", "quantize"))
+    assert result.ok, result.error
+    report = result.ctx.report["quantize"]
+    assert report["selected"] == "float" and any("mxint8" in n for n in report["notes"])
+    assert "QuantizeLinear" not in ops(result.ctx.model_path)

@@ -19,7 +19,7 @@ def test_host_measures_latency_and_profiles_ops(examples_dir, tmp_path):
     report = result.ctx.report["validate"]
     for mode in ("single_thread", "all_threads"):
         assert 0 < report["latency"][mode]["p50"] <= report["latency"][mode]["p95"]
-    assert len(report["latency"]["samples_ms"]) == 10
+    assert len(report["latency"]["single_thread"]["samples_ms"]) == len(report["latency"]["all_threads"]["samples_ms"]) == 10
     assert report["op_time_ms"] and any(op.startswith("QLinear") or op == "Conv" for op in report["op_time_ms"])
     assert {"top1_agreement", "cosine", "sqnr_db", "max_abs_error"} <= set(report["accuracy"]["primary"])
     assert [c["metric"] for c in report["budgets"]] == ["latency_ms.p50", "latency_ms.p95", "size_kb", "accuracy.top1_agreement"]

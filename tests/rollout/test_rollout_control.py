@@ -121,6 +121,20 @@ def test_reconcile_folder_applies_changes_and_drift(tmp_path, capsys):
     assert "1 applied" in capsys.readouterr().err and current_of(tmp_path, ids[2]) == d2
 
 
+def test_reconcile_refuses_two_rollouts_fighting_over_a_device(tmp_path, capsys):
+    ids = device_ids(3)
+    repo = tmp_path / "gitops"
+    repo.mkdir()
+    fleet = write_local_fleet(tmp_path, ids, folder=repo)
+    v1, v2 = make_bundle(tmp_path, "kws", seed=1), make_bundle(tmp_path, "kws", seed=2)
+    write_rollout(repo, "a-first", fleet.name, v1, {"canary": {"count": 0}})
+    write_rollout(repo, "b-second", fleet.name, v2, {"canary": {"count": 0}})
+    assert main(["reconcile", str(repo), "--once"]) == 1
+    err = capsys.readouterr().err
+    assert "b-second: device dev-000 is also selected by rollout a-first" in err and "1 applied" in err
+    assert all(current_of(tmp_path, d) == artifact.bundle_digest(v1) for d in ids)
+
+
 def test_reconcile_git_branch(tmp_path, capsys):
     ids = device_ids(3)
     repo = tmp_path / "repo"

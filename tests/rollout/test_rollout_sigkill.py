@@ -72,3 +72,49 @@ def test_sigkill_at_random_steps_then_resume(tmp_path):
             assert [s["ok"] for s in ends] == [1], (d, ends)
     again = subprocess.run(_apply_cmd(rollout), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "unchanged; 0 bytes pushed" in again.stdout
+
+
+def test_sigkill_during_a_failing_canary_finishes_the_rollback(tmp_path):
+    """Kills land around the canary's activations, its gate and its rollback; the resumed apply
+    finishes the same run: the canary is back on v1, nothing outside it was touched."""
+    from edgeship.cli import main
+    from rollout_kit import make_failing, releases_of
+
+    rng = random.Random(11)
+    ids = device_ids(10)
+    fleet = write_local_fleet(tmp_path, ids)
+    v1, v2 = make_bundle(tmp_path, "kws", seed=1), make_bundle(tmp_path, "kws", seed=2)
+    d1, d2 = artifact.bundle_digest(v1), artifact.bundle_digest(v2)
+    strategy = {"canary": {"count": 6}, "waves": [100], "max_unavailable": 1}
+    assert main(["apply", str(write_rollout(tmp_path, "v1", fleet, v1, strategy))]) == 0
+    make_failing(tmp_path, [ids[2], ids[4]])
+    rollout = write_rollout(tmp_path, "v2", fleet, v2, strategy)
+    db = Path(os.environ["EDGESHIP_HOME"]) / "rollouts.db"
+    kills = 0
+    for _ in range(4):
+        start = _steps(db)
+        target = start + rng.randint(3, 7)
+        proc = subprocess.Popen(_apply_cmd(rollout), env=dict(os.environ), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and _steps(db) < target and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+        with Journal() as j:
+            if j.state("v2") != "running":
+                break
+    assert kills >= 1
+    with Journal() as j:
+        state = j.state("v2")
+    if state == "running":
+        done = subprocess.run(_apply_cmd(rollout), env=dict(os.environ), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1 and "gate failed at canary" in done.stderr, done.stderr
+    with Journal() as j:
+        assert j.state("v2") == "failed" and len(j.runs("v2")) == 1
+        assert {s["device"] for s in j.steps("v2")} <= set(ids[:6])
+        assert all(n == 1 for n in j.push_counts("v2").values())
+    assert all(current_of(tmp_path, d) == d1 for d in ids)
+    assert all(artifact.short(d2, 64) not in releases_of(tmp_path, d) for d in ids[6:])

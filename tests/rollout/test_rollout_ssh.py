@@ -49,3 +49,9 @@ def test_ssh_fleet_canary_failure_rolls_back(tmp_path, capsys):
             assert not (d.root / "releases" / hex2).exists() and not (d.root / "incoming" / f"{hex2}.tar").exists()
         with Journal() as j:
             assert {s["device"] for s in j.steps("ssh-v2")} == {"dev-00", "dev-01"}
+
+        farm.devices[3].proc.terminate()  # a device that cannot be reached makes the plan incomplete: exit 2
+        farm.devices[3].proc.wait(10)
+        assert main(["plan", str(r2)]) == 2
+        out, err = capsys.readouterr()
+        assert "unreachable" in out and "dev-03" in out and "plan is incomplete" in err

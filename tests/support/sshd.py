@@ -144,9 +144,8 @@ class SshdFarm:
         settings = {"user": self.user, "identity_file": str(self.client_key), "known_hosts": str(self.known_hosts),
                     "connect_timeout_s": 10, "python": python or sys.executable}
         settings.update(ssh_settings)
-        return {
+        doc = {
             "apiVersion": "edgeship/v1", "kind": "Fleet", "metadata": {"name": "sshd-farm"},
-            "trust": {"public_keys": [str(p) for p in trust or []]},
             "transports": {"ssh": settings},
             "devices": [
                 {"id": d.id, "target": "host-cpu", "transport": "ssh", "address": d.address, "root": str(d.root),
@@ -154,6 +153,9 @@ class SshdFarm:
                 for i, d in enumerate(self.devices)
             ],
         }
+        if trust:
+            doc["trust"] = {"public_keys": [str(p) for p in trust]}
+        return doc
 
     def write_fleet(self, path: Path, trust: list[Path] | None = None, **kwargs) -> Path:
         Path(path).write_text(yaml.safe_dump(self.fleet_document(trust, **kwargs), sort_keys=False))
