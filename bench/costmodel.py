@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1: stable on a shared machine)")
     parser.add_argument("--all", action="store_true", help="include vgg19 (550 MB of weights, slow)")
+    parser.add_argument("--measurements", metavar="FILE.pkl",
+                        help="reuse measurements saved in FILE.pkl (written there when it does not exist): refit without re-measuring")
     args = parser.parse_args(argv)
 
     from edgeship.targets import calibrate as cal
@@ -99,10 +101,20 @@ def main(argv=None) -> int:
     models = cm.builtin_models() + cm.light_models(cm.LIGHT_DEFAULT + (["vgg19"] if args.all else []))
     models += example_models() + real_models()
     t0 = time.perf_counter()
-    measurements = []
-    for m in models:
-        print(f"measuring {m.name} ...", file=sys.stderr, flush=True)
-        measurements.append(cal.measure(m, runs=args.runs, warmup=args.warmup, threads=args.threads or None))
+    saved = Path(args.measurements) if args.measurements else None
+    if saved is not None and saved.is_file():
+        import pickle
+
+        measurements = pickle.loads(saved.read_bytes())  # a file this script wrote (trusted, local)
+    else:
+        measurements = []
+        for m in models:
+            print(f"measuring {m.name} ...", file=sys.stderr, flush=True)
+            measurements.append(cal.measure(m, runs=args.runs, warmup=args.warmup, threads=args.threads or None))
+        if saved is not None:
+            import pickle
+
+            saved.write_bytes(pickle.dumps(measurements))
     measured_s = time.perf_counter() - t0
 
     raw = cal.compare_rows(measurements, profile)

@@ -36,6 +36,7 @@ class ArtifactServer:
         self.sent_log: list[tuple[str, str]] = []  # (device, chunk) in send order
         self.bytes_sent: collections.Counter = collections.Counter()
         self.requests = 0
+        self.enabled = False  # read-only managers (`fleet status`) never answer requests
         # Fault injection for tests and demos: a slow link, a corrupting link.
         self.send_delay_s = 0.0
         self.tamper: Callable[[str, str, bytes], bytes] | None = None
@@ -50,7 +51,7 @@ class ArtifactServer:
 
     def _on_request(self, msg: Incoming) -> None:
         parsed = self.topics.parse(msg.topic)
-        if not parsed:
+        if not parsed or not self.enabled:
             return
         device_id = parsed[0]
         try:

@@ -102,8 +102,17 @@ class MqttManager:
         self.server.stop()
         self.client.stop()
 
+    def serve(self) -> None:
+        """Start answering chunk requests (a manager that publishes desired state serves its chunks;
+        a read-only one such as `fleet status` does not), and tell devices to re-ask for lost ones."""
+        if not self.server.enabled:
+            self.server.enabled = True
+            if self.client.connected.is_set():
+                self.client.publish(self.topics.manager_status(), protocol.status_doc("online"), retain=True)
+
     def _on_connected(self, session_present: bool) -> None:
-        self.client.publish(self.topics.manager_status(), protocol.status_doc("online"), retain=True)
+        if self.server.enabled:
+            self.client.publish(self.topics.manager_status(), protocol.status_doc("online"), retain=True)
         # A broker that lost its retained store (crash without persistence) gets our intent again.
         for device_id, doc in list(self._desired.items()):
             self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)
@@ -202,6 +211,7 @@ class MqttManager:
             doc["url"] = url
         protocol.check_desired(doc)
         self.start()
+        self.serve()
         self._desired[device_id] = doc
         info = self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)
         try:

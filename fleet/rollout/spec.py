@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeship.errors import Diagnostic, ManifestError
+from edgeship.pipelines.manifest import load_documents
 
 ON_FAILURE = ("rollback", "pause")
 DEFAULT_MAX_SMOKE_P95_RATIO = 1.5  # the schema's default: smoke p95 may reach 1.5x the budget p95
@@ -71,7 +72,7 @@ def load_rollouts(path: Path) -> list[RolloutSpec]:
     """Every Rollout document in a manifest file, validated. Raises ManifestError with all problems."""
     path = Path(path)
     specs, diags = [], []
-    for doc in _load_rollout_documents(path):
+    for doc in load_documents(path, kinds={"Rollout"}):
         spec, problems = _to_spec(doc)
         diags += problems
         if spec is not None:
@@ -94,59 +95,13 @@ def load_rollout(path: Path, name: str | None = None) -> RolloutSpec:
 
 # --- loading -----------------------------------------------------------------------------------
 
-class _Doc:
-    """The parts of a manifest Document this module uses (the real one, or the fallback below)."""
-
-    def __init__(self, name, data, source: Path, base_dir: Path, where, display: str = "", warnings=()):
-        self.name, self.data, self.source, self.base_dir, self._where = name, data, source, base_dir, where
-        self.display = display or str(source)
-        self.warnings = tuple(str(w) for w in warnings)
-
-    def where(self, field_path: tuple) -> tuple[int, int]:
-        try:
-            return self._where(field_path)
-        except Exception:  # an unknown path: point at the document
-            return (1, 1)
-
-
-def _load_rollout_documents(path: Path) -> list[_Doc]:
-    try:
-        from edgeship.pipelines.manifest import load_documents
-    except ImportError:  # the manifest loader has not landed: a thin fallback, same errors
-        return _fallback_load(path)
-    return [_Doc(d.name, d.data, Path(d.source), Path(d.base_dir), d.where, getattr(d, "display", ""),
-                 getattr(d, "warnings", ()))
-            for d in load_documents(path, kinds={"Rollout"})]
-
-
-def _fallback_load(path: Path) -> list[_Doc]:
-    import yaml
-
-    def diag(msg):
-        return ManifestError([Diagnostic(str(path), 1, 1, "", msg)])
-
-    if not path.is_file():
-        raise diag("no such file")
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise diag(f"not valid YAML: {str(err).splitlines()[0]}") from None
-    out = []
-    for d in docs:
-        if not isinstance(d, dict) or d.get("kind") != "Rollout":
-            continue
-        name = (d.get("metadata") or {}).get("name", "")
-        out.append(_Doc(name, d, path, path.parent, lambda p: (1, 1)))
-    return out
-
-
-def _to_spec(doc: _Doc) -> tuple[RolloutSpec | None, list[Diagnostic]]:
+def _to_spec(doc) -> tuple[RolloutSpec | None, list[Diagnostic]]:
     data = doc.data
     diags: list[Diagnostic] = []
 
     def bad(field_path: tuple, message: str, hint: str = "") -> None:
         line, col = doc.where(field_path)
-        diags.append(Diagnostic(doc.display, line, col, ".".join(str(p) for p in field_path), message, hint))
+        diags.append(Diagnostic(doc.display or str(doc.source), line, col, ".".join(str(p) for p in field_path), message, hint))
 
     name = (data.get("metadata") or {}).get("name") or doc.name
     fleet = data.get("fleet")
@@ -162,13 +117,14 @@ def _to_spec(doc: _Doc) -> tuple[RolloutSpec | None, list[Diagnostic]]:
     strategy = _strategy(data.get("strategy") or {}, bad)
     if diags:
         return None, diags
-    base = doc.base_dir
+    base = Path(doc.base_dir)
     ref = ArtifactRef(
         path=(base / art["path"]) if art.get("path") else None,
         digest=digest,
         pipeline=(base / art["pipeline"]) if art.get("pipeline") else None,
     )
-    return RolloutSpec(name, doc.source, base / fleet, ref, data.get("selector") or {}, strategy, data, doc.warnings), []
+    warnings = tuple(str(w) for w in doc.warnings)
+    return RolloutSpec(name, Path(doc.source), base / fleet, ref, data.get("selector") or {}, strategy, data, warnings), []
 
 
 def _strategy(raw: dict, bad) -> Strategy:

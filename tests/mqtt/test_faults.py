@@ -137,6 +137,9 @@ def test_manager_restarted_mid_transfer(tmp_path, mosquitto_broker, make_service
 
     second = make_transport(broker.url, chunk_kb=32)  # same store_dir, no publish_desired of its own
     second.manager.start()
+    second.manager.sync()
+    assert not second.manager.server.sent_log  # a manager that only looks does not answer requests
+    second.manager.serve()  # a resumed rollout serves: the retained desired tells it what to offer
     doc = second.manager.wait_for_seq("cam-01", seq, timeout=120)
     assert doc["last_result"]["ok"], doc["last_result"]
     assert second.manager.server.sent_log
