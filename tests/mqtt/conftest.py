@@ -32,7 +32,8 @@ def make_service(tmp_path, keys):
 
     def make(broker_url: str, device_id: str, **options) -> DeviceService:
         root = tmp_path / "devices" / device_id
-        agent = Agent(root, AgentConfig(trusted_keys=[keys[1]]), device_id=device_id)
+        keep = options.pop("keep_releases", 3)
+        agent = Agent(root, AgentConfig(trusted_keys=[keys[1]], keep_releases=keep), device_id=device_id)
         agent.ensure_layout()
         options.setdefault("min_backoff", 0.2)
         options.setdefault("max_backoff", 2.0)

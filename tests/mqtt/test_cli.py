@@ -96,3 +96,25 @@ def test_deploy_through_a_fleet_manifest(tmp_path, mosquitto_broker, make_servic
     assert [o.ok for o in outcomes] == [True, True], [(o.reason, o.message) for o in outcomes]
     assert all(o.push.bytes_sent > 0 for o in outcomes)
     assert (tmp_path / "manager-store" / "chunks").is_dir()
+
+
+def test_apply_a_rollout_to_mqtt_devices(tmp_path, mosquitto_broker, make_service, keys):
+    """`edgeship apply` (canary, then a wave) against devices that are reachable only through the broker."""
+    files = credentials.write_credentials(tmp_path / "creds", ["cam-01", "cam-02"])
+    broker = mosquitto_broker(passwd=files.password_file, acl=files.acl_file)
+    for dev in ("cam-01", "cam-02"):
+        secret = (files.secrets_dir / f"{dev}.password").read_text().strip()
+        make_service(broker.url, dev, username=dev, password=secret).start().client.wait_connected(10)
+    write_fleet(tmp_path, broker.url)
+    bundle = make_bundle(tmp_path, "tiny", seed=61)
+    rollout = tmp_path / "rollout.yaml"
+    rollout.write_text(
+        "apiVersion: edgeship/v1\nkind: Rollout\nmetadata: {name: tiny-mqtt}\nfleet: fleet.yaml\n"
+        f"artifact: {{path: {bundle}}}\n"
+        "strategy: {canary: {count: 1}, waves: [100], max_unavailable: 1, on_failure: rollback}\n")
+    env = {"EDGESHIP_MQTT_PASSWORD": (files.secrets_dir / "manager.password").read_text().strip()}
+    res = run("apply", str(rollout), env=env, timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run("fleet", "status", str(tmp_path / "fleet.yaml"), env=env)
+    digest = artifact.short(artifact.bundle_digest(bundle))
+    assert all("online" in line and digest in line for line in res.stdout.splitlines()[1:]), res.stdout

@@ -162,3 +162,21 @@ def test_desired_with_an_https_url_checked_against_the_ca(tmp_path, mosquitto_br
         assert doc["current"] is None
     finally:
         server.shutdown()
+
+
+def test_chunks_are_kept_only_for_releases_the_device_keeps(tmp_path, mosquitto_broker, make_service, make_transport):
+    from edgeship.fleet.mqtt.chunks import ChunkStore
+
+    broker = mosquitto_broker()
+    make_service(broker.url, "cam-01", keep_releases=2).start().client.wait_connected(10)
+    transport = make_transport(broker.url, chunk_kb=16)
+    recipes = []
+    for seed in (71, 72, 73):
+        bundle = make_bundle(tmp_path, "tiny", seed=seed, pad_kb=100)
+        digest = transport.push(device("cam-01"), bundle).digest
+        assert transport.activate(device("cam-01"), digest).ok
+        recipes.append(transport.manager.recipe_for(bundle))
+    store = ChunkStore(root_of(tmp_path, "cam-01") / "chunks")
+    kept = set(recipes[1].ids()) | set(recipes[2].ids())
+    assert store.ids() == kept  # the first release was pruned by the agent, its own chunks with it
+    assert not (root_of(tmp_path, "cam-01") / "recipes" / f"{recipes[0].digest.split(':')[1]}.json").exists()
