@@ -17,7 +17,6 @@ Run:  python bench/costmodel.py [--runs 5] [--all] [--threads N]     (bounded: a
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path

@@ -1,8 +1,9 @@
 """Stage `estimate`: the roofline cost model on the legalized graph.
 
 Writes ctx.report["estimate"] with the keys `validate` reads for targets this host cannot run:
-latency_ms (total), peak_memory_kb, per_node, partitions, transfers (count) - and the budget
-checked against the estimate (`budget`), informative only: validate decides pass/fail.
+latency_ms (total), peak_memory_kb, per_node, partitions, transfers (count). The budget is not read
+here (changing only a budget must not re-run this stage): validate and `edgeship compare` hold the
+estimate against it (`budget_check`).
 """
 
 from __future__ import annotations
@@ -38,9 +39,6 @@ class EstimateStage(BaseStage):
     version = "1"
     uses_target = True
 
-    def config(self, ctx):
-        return {"budget": ctx.setting("budget", default={})}
-
     def run(self, ctx):
         if ctx.target is None:
             raise BuildError("no target profile loaded: estimate needs the manifest's `target`", stage=self.name)
@@ -51,7 +49,6 @@ class EstimateStage(BaseStage):
         if not placement or placement.get("target") != ctx.target_name:
             placement = legalize(graph, ctx.target)  # legalize not in the stage list: place here
         section = estimate(graph, ctx.target, placement)
-        section["budget"] = budget_check(section, ctx.setting("budget", default={}))
         section["accelerator_pct"] = placement.get("accelerator_pct")
         section["host_round_trips"] = placement.get("host_round_trips", 0)
         ctx.report[self.name] = section

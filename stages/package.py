@@ -42,6 +42,9 @@ def ensure_signing_key(announce=None) -> Path:
     key = default_signing_key()
     if key.exists():
         return key
+    if os.environ.get("EDGESHIP_SIGNING_KEY"):  # a named key that is missing is a setup error, not a reason to mint one
+        raise BuildError(f"EDGESHIP_SIGNING_KEY names {key}, which does not exist "
+                         "(create it with `edgeship keys generate --out` or fix the variable)", stage="package")
     try:
         _, pub = art.generate_keypair(key)
     except Exception as err:  # another build process created it first

@@ -14,6 +14,7 @@ formats only, so the most-quantized candidate meeting the budget wins (fewest fl
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -88,10 +89,11 @@ class Candidates:
         self.rows.append(row)
         return row
 
-    def static(self, name: str, per_channel: bool, exclude: list[str]) -> dict:
+    def static(self, name: str, per_channel: bool, exclude: list[str], policy=None) -> dict:
+        policy = policy or self.policy
         path = self.work / f"{name}.onnx"
-        quant_ort.quantize_static_qdq(self.pre, path, self.policy, self.calib, self.cache, exclude, per_channel)
-        facts = {"per_channel": per_channel, "float_nodes": len(exclude)}
+        quant_ort.quantize_static_qdq(self.pre, path, policy, self.calib, self.cache, exclude, per_channel)
+        facts = {"per_channel": per_channel, "float_nodes": len(exclude), "activations": policy.activation_dtype}
         if self.policy.power_of_two:
             from edgeship.stages.quantize import apply_power_of_two
 
@@ -126,6 +128,9 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
         statics.append(cands.static("static-per-channel", True, keep))
     if policy.per_tensor_allowed:
         statics.append(cands.static("static-per-tensor", False, keep))
+    for dtype in policy.alternative_activation_dtypes:  # e.g. S8S8 next to U8S8: which is faster depends on the CPU
+        statics.append(cands.static(f"static-per-tensor-a{dtype}" if policy.per_tensor_allowed else f"static-per-channel-a{dtype}",
+                                    not policy.per_tensor_allowed, keep, replace(policy, activation_dtype=dtype)))
     if policy.dynamic_allowed and _has_op(pre, set(quant_ort.DYNAMIC_OP_TYPES)):
         path = work / "dynamic.onnx"
         quant_ort.quantize_dynamic_int8(pre, path, policy, keep, policy.per_channel_allowed)
@@ -138,11 +143,12 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
         report["sensitivity"] = ranking[:20]
         order = [r["node"] for r in ranking if r["node"] not in keep]
         k = 1
-        for _ in range(MAX_KEEP_FLOAT_STEPS):
+        for _ in range(MAX_KEEP_FLOAT_STEPS if order else 0):
             if k > len(order):
                 k = len(order)
             exclude = keep + order[:k]
-            row = cands.static(f"{base['name']}+float{k}", base["per_channel"], exclude)
+            row = cands.static(f"{base['name']}+float{k}", base["per_channel"], exclude,
+                               replace(policy, activation_dtype=base["activations"]))
             row["kept_float"] = order[:k]
             if row["meets_accuracy"] or k == len(order):
                 break

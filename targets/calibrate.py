@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import onnx
 import yaml
 
 from edgeship.errors import TargetError
@@ -46,7 +45,7 @@ RUN_BUDGET_S = 1.0
 MIN_SHARE = 0.01  # op types under 1% of all measured time share one "default" efficiency ...
 MIN_MODEL_SHARE = 0.25  # ... unless they take a quarter of some model's time
 MIN_MODEL_US = 100.0  # (a model under 0.1 ms is all overhead: it does not make an op type major)
-KERNEL_OVERHEAD_GRID = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0]  # us per kernel launch
+KERNEL_OVERHEAD_GRID = [0.0, 0.5, 1.0]  # us per kernel launch
 ORT_FALLBACK = {"Gemm": "MatMul", "FusedGemm": "MatMul"}  # onnxruntime fuses MatMul + bias Add into Gemm
 EFF_GRID = np.geomspace(1e-4, 1.0, 120)
 BW_GRID = np.geomspace(0.02, 1.0, 30)

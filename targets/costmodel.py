@@ -14,7 +14,6 @@ Conventions (the tests pin them exactly):
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -361,9 +360,3 @@ def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
         "calibrated": profile.calibrated(),
         "notes": sorted(notes),
     }
-
-
-def fmt_ms(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.3f}" if value < 10 else f"{value:.1f}"

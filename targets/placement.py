@@ -220,31 +220,43 @@ def place_node(g: GraphInfo, n: NodeInfo, view: ProfileView) -> tuple[str, list[
 
 
 def _schedule(g: GraphInfo, units: dict[str, str]) -> list[NodeInfo]:
-    """A topological order of the active nodes that stays on one unit as long as it can."""
+    """A topological order of the active nodes that stays on one unit as long as it can
+    (Kahn's algorithm with one ready queue per unit, graph order within a queue)."""
     active = g.active_nodes()
-    names = {n.name for n in active}
-    deps: dict[str, set[str]] = {n.name: set() for n in active}
+    position = {n.name: i for i, n in enumerate(active)}
+    users: dict[str, list[str]] = {n.name: [] for n in active}
+    indegree = {n.name: 0 for n in active}
     for n in active:
+        preds = set()
         for t in g.data_inputs(n):
             p = g.real_producer(t)
             while p is not None and p.fused_into:
                 p = g.by_name.get(p.fused_into)
-            if p is not None and p.name in names and p.name != n.name:
-                deps[n.name].add(p.name)
+            if p is not None and p.name in position and p.name != n.name:
+                preds.add(p.name)
+        for p in preds:
+            users[p].append(n.name)
+        indegree[n.name] = len(preds)
+    import heapq
+
+    ready: dict[str, list[int]] = {}
+    for n in active:
+        if indegree[n.name] == 0:
+            heapq.heappush(ready.setdefault(units[n.name], []), position[n.name])
     order: list[NodeInfo] = []
-    done: set[str] = set()
-    pending = list(active)
-    current = units.get(active[0].name) if active else None
-    while pending:
-        ready = [n for n in pending if deps[n.name] <= done]
-        if not ready:  # a cycle cannot happen in a valid ONNX graph; keep graph order then
-            ready = pending[:1]
-        same = [n for n in ready if units[n.name] == current]
-        pick = same[0] if same else ready[0]
-        current = units[pick.name]
-        order.append(pick)
-        done.add(pick.name)
-        pending.remove(pick)
+    current = units[active[0].name] if active else None
+    while any(ready.values()):
+        if not ready.get(current):
+            current = min((u for u in ready if ready[u]), key=lambda u: ready[u][0])
+        node = active[heapq.heappop(ready[current])]
+        order.append(node)
+        for user in users[node.name]:
+            indegree[user] -= 1
+            if indegree[user] == 0:
+                heapq.heappush(ready.setdefault(units[user], []), position[user])
+    if len(order) < len(active):  # a cycle cannot happen in a valid ONNX graph; keep graph order then
+        seen = {n.name for n in order}
+        order += [n for n in active if n.name not in seen]
     return order
 
 

@@ -7,7 +7,6 @@ as a local profile override. compare: build one pipeline for several targets (st
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -152,6 +151,7 @@ def compare_targets(pipeline: str, targets: list[str], use_cache: bool = True) -
     """Build `pipeline` for each target up to `estimate`; one summary row per target."""
     from edgeship.pipelines.manifest import load_documents
     from edgeship.pipelines.runner import Progress, build
+    from edgeship.stages.estimate import budget_check
     from edgeship.targets import load_target
 
     docs = load_documents(pipeline, kinds=["Pipeline"])
@@ -168,7 +168,8 @@ def compare_targets(pipeline: str, targets: list[str], use_cache: bool = True) -
         est = result.ctx.report.get("estimate") or {}
         row = {"target": name, "accelerator_pct": leg.get("accelerator_pct"), "partitions": len(leg.get("partitions", [])),
                "host_round_trips": leg.get("host_round_trips"), "latency_ms": est.get("latency_ms"),
-               "peak_memory_kb": est.get("peak_memory_kb"), "budget": est.get("budget", {}), "error": None}
+               "peak_memory_kb": est.get("peak_memory_kb"),
+               "budget": budget_check(est, doc.data.get("budget") or {}) if est else {}, "error": None}
         if result.error is not None:
             err = result.error
             if isinstance(err, LegalizeError):

@@ -305,9 +305,9 @@ class DeviceService:
             result = self.agent.activate(digest)
         if figures is not None:
             result.figures = {**(result.figures or {}), "transfer": figures}
-        self._finish(doc, result, transfer=figures)
-        if result.ok:
+        if result.ok:  # before reporting, so the report (disk_bytes) describes the device as it stays
             self._gc_chunks()
+        self._finish(doc, result, transfer=figures)
 
     def _finish(self, doc: dict | None, result: Result, transfer: dict | None = None) -> None:
         self.last_result = result.to_dict()

@@ -89,8 +89,21 @@ def test_device_that_has_the_digest_downloads_nothing(tmp_path, mosquitto_broker
 
 def _serve_files(root, tls=None):
     class Quiet(http.server.SimpleHTTPRequestHandler):
+        """Static files, with single `bytes=N-` ranges (what a resumed download asks for)."""
+
         def log_message(self, *args):
             pass
+
+        def do_GET(self):
+            wanted = self.headers.get("Range", "")
+            path = root / self.path.lstrip("/")
+            if not wanted.startswith("bytes=") or not path.is_file():
+                return super().do_GET()
+            data = path.read_bytes()[int(wanted[6:].rstrip("-")):]
+            self.send_response(206)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
     handler = functools.partial(Quiet, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -180,3 +193,21 @@ def test_chunks_are_kept_only_for_releases_the_device_keeps(tmp_path, mosquitto_
     kept = set(recipes[1].ids()) | set(recipes[2].ids())
     assert store.ids() == kept  # the first release was pruned by the agent, its own chunks with it
     assert not (root_of(tmp_path, "cam-01") / "recipes" / f"{recipes[0].digest.split(':')[1]}.json").exists()
+
+
+def test_http_download_resumes_a_partial_file(tmp_path, mosquitto_broker, make_service, make_transport, http_root):
+    www, base = http_root
+    bundle = make_bundle(tmp_path, "tiny", seed=10, pad_kb=300)
+    data = bundle.read_bytes()
+    (www / "tiny.tar").write_bytes(data)
+    digest = artifact.bundle_digest(bundle)
+    broker = mosquitto_broker()
+    svc = make_service(broker.url, "cam-01")
+    part = svc.agent.incoming_path(digest).with_name(svc.agent.incoming_path(digest).name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(data[:100_000])  # what an interrupted download left behind
+    svc.start().client.wait_connected(10)
+    manager = make_transport(broker.url).manager
+    doc = manager.wait_for_seq("cam-01", manager.publish_desired("cam-01", "activate", digest, url=f"{base}/tiny.tar"))
+    assert doc["last_result"]["ok"], doc["last_result"]
+    assert doc["transfer"]["bytes_fetched"] == len(data) - 100_000
