@@ -223,9 +223,17 @@ def peak_activation_bytes(g: GraphInfo) -> tuple[int, str]:
         for c in g.consumers.get(t, []):
             if c.absorbed and c.op_type == "QuantizeLinear" and quant is None:
                 size[t] = min(size[t], g.effective_bytes(c.node.output[0]) or size[t])
-    peak, at = 0, ""
+    # sweep: a tensor adds its size at max(born, 0) and leaves after its last step
+    delta = [0] * (end + 1)
+    for t, nbytes in size.items():
+        first, last = max(born[t], 0), max(dies.get(t, born[t]), born[t])
+        if last < 0 or first > end - 1:
+            continue
+        delta[first] += nbytes
+        delta[min(last, end - 1) + 1] -= nbytes
+    peak, at, live = 0, "", 0
     for idx, n in enumerate(steps):
-        live = sum(s for t, s in size.items() if born[t] <= idx <= dies.get(t, born[t]))
+        live += delta[idx]
         if live > peak:
             peak, at = live, n.name
     return peak, at
