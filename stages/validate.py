@@ -197,6 +197,13 @@ class ValidateStage(BaseStage):
         ref_out, cand_out = quant_measure.run_all(ref_sess, data), quant_measure.run_all(cand_sess, data)
         accuracy = metrics.compare(ref_out, cand_out, names, wanted)
         report["accuracy"] = accuracy
+        primary = np.asarray(ref_out[0], dtype=np.float64)
+        if not np.all(np.isfinite(primary)):
+            ctx.warnings.append("validate: the float reference gives non-finite outputs on the validation inputs: "
+                                "accuracy figures are not meaningful")
+        elif primary.size and float(np.ptp(primary)) == 0.0:
+            ctx.warnings.append("validate: the float reference's output is constant on the validation inputs "
+                                "(e.g. placeholder weights): top-1 agreement is vacuous")
         labels = self._labels(ctx, sample_count(data))
         if labels is not None and ctx.setting("model", "task", default="classification") == "classification":
             report["labels"] = {"float": float(np.mean(ref_out[0].reshape(len(labels), -1).argmax(-1) == labels)),

@@ -323,6 +323,8 @@ def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
                                  t_us, bound, placed.get("partition"), work.shape_known))
     transfers = (placement or {}).get("transfers", [])
     transfer_rows = [dict(t, time_us=round(transfer_us(t["bytes"], profile), 3)) for t in transfers]
+    if transfer_rows and not profile.host_link_bytes_per_s() and not profile.host_link_latency_us():
+        notes.add(f"host link figures not public: {len(transfer_rows)} transfer(s) not costed")
     compute_total = sum(r.time_us for r in rows)
     transfer_total = sum(t["time_us"] for t in transfer_rows)
     per_run = profile.per_run_overhead_us()
