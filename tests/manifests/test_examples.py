@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeship.artifact import generate_keypair
 from edgeship.cli import main
 from edgeship.pipelines.manifest import check_file
 
@@ -32,12 +33,14 @@ def _variants(script: Path) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def examples_copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("examples") / "examples"
-    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("__pycache__", "devices"))
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("__pycache__", "devices", "keys"))
     for script in sorted(root.glob("*/make_model.py")):
         for args in _variants(script):
             run = subprocess.run([sys.executable, str(script), *args], cwd=script.parent,
                                  capture_output=True, text=True, timeout=300)
             assert run.returncode == 0, f"{script.parent.name}/make_model.py {' '.join(args)}: {run.stderr[-2000:]}"
+    if not (root / "keys" / "signing.pub").exists():  # made by the quickstart, git-ignored
+        generate_keypair(root / "keys" / "signing.key")
     return root
 
 
