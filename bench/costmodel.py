@@ -97,7 +97,7 @@ def main(argv=None) -> int:
 
     # the packaged profile, not a local override: the bench fits its own factors
     profile = TargetProfile(yaml.safe_load((PROFILES_DIR / "host-cpu.yaml").read_text()))
-    models = cm.builtin_models() + cm.light_models(cm.LIGHT_DEFAULT + (["vgg19"] if args.all else []))
+    models = cm.builtin_models() + cm.int8_models() + cm.light_models(cm.LIGHT_DEFAULT + (["vgg19"] if args.all else []))
     models += example_models() + real_models()
     t0 = time.perf_counter()
     saved = Path(args.measurements) if args.measurements else None
@@ -137,7 +137,8 @@ def main(argv=None) -> int:
     print(f"\ngoal (after calibration: median < 25%, none over 2x): {'met' if ok else 'NOT met'}")
     eff = ", ".join(f"{k} {v}" for k, v in factors["efficiency"].items())
     print(f"fitted: efficiency {eff}; bandwidth_efficiency {factors['bandwidth_efficiency']}; "
-          f"per_node_overhead_us {factors['per_node_overhead_us']}")
+          f"per_node_overhead_us {factors['per_node_overhead_us']}; per_run_overhead_us {factors['per_run_overhead_us']}; "
+          f"int8 peak {factors.get('int8_peak_tops', '-')} TOPS (profile {profile.data['compute']['accelerator']['peak_tops'].get('int8')})")
     import os
     import onnxruntime
 

@@ -28,7 +28,7 @@ from edgeship.targets.calibration_models import CalibrationModel
 from edgeship.targets.costmodel import estimate, node_work
 from edgeship.targets.graphinfo import GraphInfo, ort_cpu_fuses
 from edgeship.targets.placement import legalize
-from edgeship.targets.profile import override_dir
+from edgeship.targets.profile import deep_merge, override_dir
 from edgeship.targets.profileview import ProfileView
 
 # onnxruntime kernel names -> the ONNX op type whose time they are
@@ -39,6 +39,7 @@ ORT_OP_ALIASES = {
     "DynamicQuantizeLinear": "QuantizeLinear", "QLinearAdd": "Add", "QLinearMul": "Mul",
     "QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearAveragePool": "AveragePool", "QLinearConcat": "Concat",
     "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu", "QLinearSoftmax": "Softmax",
+    "NhwcMaxPool": "MaxPool", "QLinearGlobalMaxPool": "GlobalMaxPool",
 }
 MAX_RUNS = 40
 RUN_BUDGET_S = 1.0
@@ -182,12 +183,55 @@ def _kernel_us_for(m: Measurement, modelled: set[str]) -> dict[str, float]:
     return out
 
 
+def is_int8(m: Measurement) -> bool:
+    return any(n.quant_format for n in m.graph.nodes)
+
+
 def fit(measurements: list[Measurement], profile) -> dict:
-    """Fitted `cost_model` section: efficiency per op type, bandwidth_efficiency, per-node and
-    per-run overhead (`per_run_overhead_us`, which `write_override` files under `calibrated`)."""
-    view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
+    """Fitted factors: the `cost_model` section (efficiency per op type, bandwidth_efficiency,
+    per-node overhead) plus `per_run_overhead_us` (which `write_override` files under `calibrated`)
+    and, when int8 models were measured, `int8_peak_tops`: the int8 peak this machine effectively
+    has (the efficiency factors are per op type, shared by float and int8, so the float factors are
+    fitted on the float models and the int8 speed-up goes into the int8 peak)."""
     if not measurements:
         raise TargetError("calibration needs at least one measured model")
+    floats = [m for m in measurements if not is_int8(m)] or measurements
+    factors = _fit_float(floats, profile)
+    factors = _rescale(floats, profile, factors)
+    ints = [m for m in measurements if is_int8(m)]
+    if ints:
+        view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
+        nominal, _ = view.peak_ops_per_s("accelerator", "int8")
+        if nominal:
+            best = None
+            for scale in np.geomspace(0.05, 2.0, 48):
+                trial = dict(factors, int8_peak_tops=nominal * scale / 1e12)
+                rows = compare_rows(ints, with_cost_model(view, trial))
+                loss = sum((r["error_pct"] / 100.0) ** 2 for r in rows)
+                if best is None or loss < best[0]:
+                    best = (loss, trial["int8_peak_tops"])
+            factors["int8_peak_tops"] = round(float(best[1]), 4)
+    return factors
+
+
+def _rescale(measurements: list[Measurement], profile, factors: dict) -> dict:
+    """One common scale on every efficiency (and the bandwidth efficiency) so the *total* latencies,
+    which is what budgets are checked against, fit best in log terms (the per-op-type fit matches
+    kernel times; this corrects what they miss together)."""
+    view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
+    best = None
+    for lam in np.geomspace(0.6, 1.6, 21):
+        trial = dict(factors, efficiency={k: min(1.0, round(v * lam, 4)) for k, v in factors["efficiency"].items()},
+                     bandwidth_efficiency=min(1.0, round(factors["bandwidth_efficiency"] * lam, 4)))
+        rows = compare_rows(measurements, with_cost_model(view, trial))
+        loss = sum(np.log(max(1e-9, r["estimated_ms"]) / max(1e-9, r["measured_ms"])) ** 2 for r in rows)
+        if best is None or loss < best[0]:
+            best = (loss, trial)
+    return best[1]
+
+
+def _fit_float(measurements: list[Measurement], profile) -> dict:
+    view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
     terms = [_node_terms(m, view) for m in measurements]
     kernels = [_kernel_us_for(m, {op for op, _, _ in t}) for m, t in zip(measurements, terms)]
     modelled_ops = {op for t in terms for op, _, _ in t}
@@ -307,7 +351,11 @@ def with_cost_model(profile, cost_model: dict) -> ProfileView:
     """A copy of the profile with `cost_model` replaced (to compare before/after without touching disk)."""
     view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
     data = json.loads(json.dumps(view.data))
+    cost_model = dict(cost_model)
+    int8_peak = cost_model.pop("int8_peak_tops", None)
     data["cost_model"] = {**data.get("cost_model", {}), **cost_model}
+    if int8_peak:
+        data["compute"]["accelerator"].setdefault("peak_tops", {})["int8"] = int8_peak
     return ProfileView(data)
 
 
@@ -339,6 +387,11 @@ def write_override(target: str, cost_model: dict, rows: list[dict], threads: int
     # the profile schema has no per-run key: the fitted per-run overhead lives in the calibration
     # record, where ProfileView.per_run_overhead_us() reads it
     calibrated["per_run_overhead_us"] = factors.pop("per_run_overhead_us", 0.0)
+    int8_peak = factors.pop("int8_peak_tops", None)
+    if int8_peak:
+        # what int8 really gains on this machine (measured on int8 QDQ models), as its int8 peak
+        existing = deep_merge(existing, {"compute": {"accelerator": {"peak_tops": {"int8": int8_peak}}}})
+        calibrated["int8_peak_tops"] = int8_peak
     existing["cost_model"] = {**factors, "calibrated": calibrated}
     header = "# Written by `edgeship calibrate`: cost model factors fitted on this machine. Safe to delete.\n"
     path.write_text(header + yaml.safe_dump(existing, sort_keys=False), encoding="utf-8")

@@ -150,6 +150,44 @@ def builtin_models() -> list[CalibrationModel]:
     return [conv_stack(), depthwise_blocks(), residual_blocks(), mlp(), attention_block(), tiny_mlp(), tiny_conv()]
 
 
+def quantized(cm: CalibrationModel, seed: int = 0) -> CalibrationModel | None:
+    """The model as int8 QDQ (uint8 activations, int8 per-channel weights: onnxruntime's x86-64
+    recommendation), calibrated on a few random inputs - what the quantize stage produces, for
+    measuring how fast this machine really runs int8. None when onnxruntime cannot quantize it."""
+    import tempfile
+
+    try:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    except ImportError:
+        return None
+    rng = np.random.default_rng(seed)
+    samples = [{name: rng.standard_normal(shape).astype(np.float32) for name, shape in cm.inputs.items()} for _ in range(4)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-calib-q-") as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(cm.model, str(src))
+        try:
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            model = onnx.load(str(dst))
+        except Exception:
+            return None
+    return CalibrationModel(f"{cm.name}-int8", model, cm.inputs)
+
+
+def int8_models() -> list[CalibrationModel]:
+    """int8 QDQ versions of the built-in models that have real compute."""
+    out = [quantized(m) for m in (conv_stack(), depthwise_blocks(), residual_blocks(), mlp())]
+    return [m for m in out if m is not None]
+
+
 def light_dir() -> Path:
     return Path(onnx.__file__).resolve().parent / "backend" / "test" / "data" / "light"
 
@@ -167,5 +205,5 @@ def light_models(names: list[str] | None = None) -> list[CalibrationModel]:
     return out
 
 
-def default_models(include_light: bool = True) -> list[CalibrationModel]:
-    return builtin_models() + (light_models() if include_light else [])
+def default_models(include_light: bool = True, include_int8: bool = True) -> list[CalibrationModel]:
+    return builtin_models() + (int8_models() if include_int8 else []) + (light_models() if include_light else [])

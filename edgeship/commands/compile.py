@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     cal.add_argument("--models", default="", help="comma-separated light_* model names to use "
                      "(e.g. squeezenet,resnet50; default: all but vgg19)")
     cal.add_argument("--add", action="append", default=[], metavar="MODEL.onnx", help="also measure this ONNX model")
+    cal.add_argument("--no-int8", action="store_true", help="skip the int8 QDQ models (keeps the profile's int8 peak)")
     cal.add_argument("--runs", type=int, default=5, help="timed runs per model (default 5)")
     cal.add_argument("--warmup", type=int, default=2, help="warm-up runs per model (default 2)")
     cal.add_argument("--run-budget", type=float, default=1.0, metavar="SECONDS",
@@ -63,7 +64,7 @@ def _calibration_set(args):
 
     from edgeship.targets import calibration_models as cm
 
-    models = cm.builtin_models()
+    models = cm.builtin_models() + ([] if args.no_int8 else cm.int8_models())
     if not args.quick:
         names = [n.strip().removeprefix("light_") for n in args.models.split(",") if n.strip()] or None
         if names:
@@ -128,7 +129,11 @@ def run_calibrate(args) -> int:
           f"worst ratio {sa['max_ratio']}x after (in-sample: the same models were used for the fit)")
     eff = ", ".join(f"{k} {v}" for k, v in factors["efficiency"].items())
     print(f"efficiency: {eff}; bandwidth_efficiency {factors['bandwidth_efficiency']}; "
-          f"per_node_overhead_us {factors['per_node_overhead_us']}")
+          f"per_node_overhead_us {factors['per_node_overhead_us']}; per_run_overhead_us {factors['per_run_overhead_us']}")
+    if factors.get("int8_peak_tops"):
+        nominal = (profile.data["compute"]["accelerator"].get("peak_tops") or {}).get("int8")
+        print(f"int8: effective peak {factors['int8_peak_tops']} TOPS on this machine (profile: {nominal}), "
+              f"fitted on the int8 QDQ models")
     if path:
         print(f"wrote {path}")
     return 0

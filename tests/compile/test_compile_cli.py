@@ -21,6 +21,8 @@ def test_calibrate_quick_writes_a_valid_override(capsys, _edgeship_home):
     cm = prof.data["cost_model"]
     assert cm["calibrated"]["models"] and 0 < cm["efficiency"]["Conv"] <= 1
     assert cm["per_node_overhead_us"] >= 0 and 0 < cm["bandwidth_efficiency"] <= 1
+    # int8 QDQ models were measured too: the effective int8 peak of this machine is in the override
+    assert prof.data["compute"]["accelerator"]["peak_tops"]["int8"] == cm["calibrated"]["int8_peak_tops"] > 0
 
 
 def test_calibrate_rejects_a_target_it_cannot_measure(capsys):

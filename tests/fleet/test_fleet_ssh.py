@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 import yaml
@@ -28,8 +29,13 @@ pytestmark = pytest.mark.integration
 def farm(sshd_farm):  # noqa: F811
     """The module's sshd farm with every device root emptied (each test starts from blank devices)."""
     for dev in sshd_farm.devices:
-        shutil.rmtree(dev.root, ignore_errors=True)
-        dev.root.mkdir()
+        # A remote command the previous test timed out on may still be writing here: retry, bounded.
+        for _ in range(50):
+            shutil.rmtree(dev.root, ignore_errors=True)
+            if not dev.root.exists():
+                break
+            time.sleep(0.1)
+        dev.root.mkdir(exist_ok=True)
     return sshd_farm
 
 
