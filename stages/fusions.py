@@ -167,16 +167,18 @@ def fuse_conv_batchnorm(model) -> int:
     return count
 
 
-def fuse_conv_add(model) -> int:
-    """Add(Conv(x), per-channel constant) -> Conv bias."""
+def _fold_channel_const_into_conv(model, op_type: str, rewrite) -> int:
+    """Fold `op_type`(Conv(x), per-channel constant) into the Conv, when the Conv feeds nothing else.
+
+    `rewrite(w, b, c)` returns the Conv's new (weights, bias) given the per-channel constant `c`."""
     g, count = _Graph(model), 0
-    for add in list(model.graph.node):
-        if not _is(add, "Add"):
+    for node in list(model.graph.node):
+        if not _is(node, op_type):
             continue
         for k in (0, 1):
-            conv = g.producer.get(add.input[k])
-            const = g.const(add.input[1 - k])
-            if not _is(conv, "Conv") or const is None or g.sole_consumer(conv.output[0]) is not add:
+            conv = g.producer.get(node.input[k])
+            const = g.const(node.input[1 - k])
+            if not _is(conv, "Conv") or const is None or g.sole_consumer(conv.output[0]) is not node:
                 continue
             params = _conv_params(g, conv)
             if params is None:
@@ -185,43 +187,35 @@ def fuse_conv_add(model) -> int:
             c = _per_channel(const, w.shape[0], w.ndim)
             if c is None or const.dtype != w.dtype:
                 continue
-            base = b if b is not None else np.zeros(w.shape[0], dtype=w.dtype)
-            _set_conv_params(g, conv, w, (base.astype(np.float64) + c).astype(w.dtype))
-            conv.output[0] = add.output[0]
-            g.remove(add)
+            new_w, new_b = rewrite(w, b, c)
+            _set_conv_params(g, conv, new_w, new_b)
+            conv.output[0] = node.output[0]
+            g.remove(node)
             count += 1
             g = _Graph(model)
             break
     return count
+
+
+def fuse_conv_add(model) -> int:
+    """Add(Conv(x), per-channel constant) -> Conv bias."""
+
+    def rewrite(w, b, c):
+        base = b if b is not None else np.zeros(w.shape[0], dtype=w.dtype)
+        return w, (base.astype(np.float64) + c).astype(w.dtype)
+
+    return _fold_channel_const_into_conv(model, "Add", rewrite)
 
 
 def fuse_conv_mul(model) -> int:
     """Mul(Conv(x), per-channel constant) -> Conv with scaled weights and bias."""
-    g, count = _Graph(model), 0
-    for mul in list(model.graph.node):
-        if not _is(mul, "Mul"):
-            continue
-        for k in (0, 1):
-            conv = g.producer.get(mul.input[k])
-            const = g.const(mul.input[1 - k])
-            if not _is(conv, "Conv") or const is None or g.sole_consumer(conv.output[0]) is not mul:
-                continue
-            params = _conv_params(g, conv)
-            if params is None:
-                continue
-            w, b = params
-            c = _per_channel(const, w.shape[0], w.ndim)
-            if c is None or const.dtype != w.dtype:
-                continue
-            new_w = (w.astype(np.float64) * c.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
-            new_b = ((b.astype(np.float64) if b is not None else np.zeros(w.shape[0])) * c).astype(w.dtype)
-            _set_conv_params(g, conv, new_w, new_b)
-            conv.output[0] = mul.output[0]
-            g.remove(mul)
-            count += 1
-            g = _Graph(model)
-            break
-    return count
+
+    def rewrite(w, b, c):
+        new_w = (w.astype(np.float64) * c.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        new_b = ((b.astype(np.float64) if b is not None else np.zeros(w.shape[0])) * c).astype(w.dtype)
+        return new_w, new_b
+
+    return _fold_channel_const_into_conv(model, "Mul", rewrite)
 
 
 def fuse_matmul_add(model) -> int:
