@@ -36,7 +36,7 @@ def budget_check(section: dict, budget: dict) -> dict:
 @register
 class EstimateStage(BaseStage):
     name = "estimate"
-    version = "3"
+    version = "4"
     uses_target = True
 
     def run(self, ctx):

@@ -37,7 +37,7 @@ def alternatives(section: dict, current: str) -> list[str]:
 @register
 class LegalizeStage(BaseStage):
     name = "legalize"
-    version = "3"
+    version = "4"
     uses_target = True
 
     def run(self, ctx):

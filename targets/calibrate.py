@@ -25,17 +25,17 @@ import yaml
 
 from edgeship.errors import TargetError
 from edgeship.targets.calibration_models import CalibrationModel
-from edgeship.targets.costmodel import estimate, node_work
+from edgeship.targets.costmodel import QUANTIZED_NAMES, efficiency_key, estimate, node_work
 from edgeship.targets.graphinfo import GraphInfo, ort_cpu_fuses
 from edgeship.targets.placement import legalize
-from edgeship.targets.profile import deep_merge, override_dir
+from edgeship.targets.profile import override_dir
 from edgeship.targets.profileview import ProfileView
 
 # onnxruntime kernel names -> the ONNX op type whose time they are
 ORT_OP_ALIASES = {
-    "FusedConv": "Conv", "NchwcConv": "Conv", "QLinearConv": "Conv", "ConvInteger": "Conv", "ReorderInput": "Conv",
-    "ReorderOutput": "Conv", "FusedGemm": "Gemm", "QGemm": "Gemm", "FusedMatMul": "MatMul", "QLinearMatMul": "MatMul",
-    "MatMulInteger": "MatMul", "MatMulIntegerToFloat": "MatMul", "DynamicQuantizeMatMul": "MatMul",
+    "FusedConv": "Conv", "NchwcConv": "Conv", "ConvInteger": "QLinearConv", "ReorderInput": "Conv",
+    "ReorderOutput": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul",
+    "MatMulInteger": "QLinearMatMul", "MatMulIntegerToFloat": "QLinearMatMul", "DynamicQuantizeMatMul": "QLinearMatMul",
     "DynamicQuantizeLinear": "QuantizeLinear", "QLinearAdd": "Add", "QLinearMul": "Mul",
     "QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearAveragePool": "AveragePool", "QLinearConcat": "Concat",
     "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu", "QLinearSoftmax": "Softmax",
@@ -168,7 +168,7 @@ def _node_terms(m: Measurement, view: ProfileView) -> list[tuple[str, float, flo
         peak, _ = view.peak_ops_per_s("accelerator", w.fmt)
         c = w.flops / peak * 1e6 if peak else 0.0
         mem = w.bytes / bw * 1e6 if bw else 0.0
-        out.append((n.op_type, c, mem))
+        out.append((efficiency_key(w), c, mem))
     return out
 
 
@@ -183,51 +183,37 @@ def _kernel_us_for(m: Measurement, modelled: set[str]) -> dict[str, float]:
     return out
 
 
-def is_int8(m: Measurement) -> bool:
-    return any(n.quant_format for n in m.graph.nodes)
-
-
 def fit(measurements: list[Measurement], profile) -> dict:
-    """Fitted factors: the `cost_model` section (efficiency per op type, bandwidth_efficiency,
-    per-node overhead) plus `per_run_overhead_us` (which `write_override` files under `calibrated`)
-    and, when int8 models were measured, `int8_peak_tops`: the int8 peak this machine effectively
-    has (the efficiency factors are per op type, shared by float and int8, so the float factors are
-    fitted on the float models and the int8 speed-up goes into the int8 peak)."""
+    """Fitted factors: the `cost_model` section (efficiency per op type - int8 Conv/MatMul under their
+    quantized names QLinearConv/QLinearMatMul, whose speed differs from the float kernels' -,
+    bandwidth_efficiency, per-node overhead) plus `per_run_overhead_us` (which `write_override` files
+    under `calibrated`)."""
     if not measurements:
         raise TargetError("calibration needs at least one measured model")
-    floats = [m for m in measurements if not is_int8(m)] or measurements
-    factors = _fit_float(floats, profile)
-    factors = _rescale(floats, profile, factors)
-    ints = [m for m in measurements if is_int8(m)]
-    if ints:
-        view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
-        nominal, _ = view.peak_ops_per_s("accelerator", "int8")
-        if nominal:
-            best = None
-            for scale in np.geomspace(0.05, 2.0, 48):
-                trial = dict(factors, int8_peak_tops=nominal * scale / 1e12)
-                rows = compare_rows(ints, with_cost_model(view, trial))
-                loss = sum((r["error_pct"] / 100.0) ** 2 for r in rows)
-                if best is None or loss < best[0]:
-                    best = (loss, trial["int8_peak_tops"])
-            factors["int8_peak_tops"] = round(float(best[1]), 4)
-    return factors
+    return _rescale(measurements, profile, _fit_float(measurements, profile))
 
 
 def _rescale(measurements: list[Measurement], profile, factors: dict) -> dict:
     """One common scale on every efficiency (and the bandwidth efficiency) so the *total* latencies,
-    which is what budgets are checked against, fit best in log terms (the per-op-type fit matches
-    kernel times; this corrects what they miss together)."""
+    which budgets are checked against, fit best in log terms: the per-op-type fit matches kernel
+    times, this corrects what they miss together. Both roofline terms scale by 1/scale, so each
+    model's prediction is body/scale + overheads and the search is cheap."""
     view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
-    best = None
-    for lam in np.geomspace(0.6, 1.6, 21):
-        trial = dict(factors, efficiency={k: min(1.0, round(v * lam, 4)) for k, v in factors["efficiency"].items()},
-                     bandwidth_efficiency=min(1.0, round(factors["bandwidth_efficiency"] * lam, 4)))
-        rows = compare_rows(measurements, with_cost_model(view, trial))
-        loss = sum(np.log(max(1e-9, r["estimated_ms"]) / max(1e-9, r["measured_ms"])) ** 2 for r in rows)
-        if best is None or loss < best[0]:
-            best = (loss, trial)
-    return best[1]
+    eff, bw_eff = factors["efficiency"], factors["bandwidth_efficiency"]
+    bodies, fixed, walls = [], [], []
+    for m in measurements:
+        terms = _node_terms(m, view)
+        float_of = {q: f for f, q in QUANTIZED_NAMES.items()}
+        bodies.append(sum(max(c / eff.get(op, eff.get(float_of.get(op, ""), eff["default"])), mm / bw_eff)
+                          for op, c, mm in terms))
+        fixed.append(factors["per_node_overhead_us"] * len(terms) + factors.get("per_run_overhead_us", 0.0))
+        walls.append(m.wall_ms * 1000.0)
+    bodies, fixed, walls = np.array(bodies), np.array(fixed), np.array(walls)
+    scales = np.geomspace(0.6, 1.6, 41)
+    losses = [float((np.log((bodies / lam + fixed) / walls) ** 2).sum()) for lam in scales]
+    lam = float(scales[int(np.argmin(losses))])
+    return dict(factors, efficiency={k: round(min(1.0, v * lam), 4) for k, v in eff.items()},
+                bandwidth_efficiency=round(min(1.0, bw_eff * lam), 4))
 
 
 def _fit_float(measurements: list[Measurement], profile) -> dict:
@@ -247,7 +233,17 @@ def _fit_float(measurements: list[Measurement], profile) -> dict:
     # an op type gets its own factor when it matters overall or dominates at least one (non-tiny) model
     major = sorted(op for op in modelled_ops
                    if total_by_op.get(op, 0.0) / grand >= MIN_SHARE or share_in_some_model(op) >= MIN_MODEL_SHARE)
-    group = lambda op: op if op in major else "default"  # noqa: E731
+    float_of = {q: f for f, q in QUANTIZED_NAMES.items()}
+
+    def group(op: str) -> str:
+        """An op's factor: its own, else (quantized ops) its float op's, else default - the same
+        fallback the cost model uses when the table has no entry."""
+        if op in major:
+            return op
+        if float_of.get(op) in major:
+            return float_of[op]
+        return "default"
+
     groups = sorted(set(map(group, modelled_ops)) | {"default"})
     walls = np.array([m.wall_ms * 1000.0 for m in measurements])
 
@@ -351,11 +347,7 @@ def with_cost_model(profile, cost_model: dict) -> ProfileView:
     """A copy of the profile with `cost_model` replaced (to compare before/after without touching disk)."""
     view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
     data = json.loads(json.dumps(view.data))
-    cost_model = dict(cost_model)
-    int8_peak = cost_model.pop("int8_peak_tops", None)
     data["cost_model"] = {**data.get("cost_model", {}), **cost_model}
-    if int8_peak:
-        data["compute"]["accelerator"].setdefault("peak_tops", {})["int8"] = int8_peak
     return ProfileView(data)
 
 
@@ -387,11 +379,6 @@ def write_override(target: str, cost_model: dict, rows: list[dict], threads: int
     # the profile schema has no per-run key: the fitted per-run overhead lives in the calibration
     # record, where ProfileView.per_run_overhead_us() reads it
     calibrated["per_run_overhead_us"] = factors.pop("per_run_overhead_us", 0.0)
-    int8_peak = factors.pop("int8_peak_tops", None)
-    if int8_peak:
-        # what int8 really gains on this machine (measured on int8 QDQ models), as its int8 peak
-        existing = deep_merge(existing, {"compute": {"accelerator": {"peak_tops": {"int8": int8_peak}}}})
-        calibrated["int8_peak_tops"] = int8_peak
     existing["cost_model"] = {**factors, "calibrated": calibrated}
     header = "# Written by `edgeship calibrate`: cost model factors fitted on this machine. Safe to delete.\n"
     path.write_text(header + yaml.safe_dump(existing, sort_keys=False), encoding="utf-8")

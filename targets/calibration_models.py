@@ -173,12 +173,17 @@ def quantized(cm: CalibrationModel, seed: int = 0) -> CalibrationModel | None:
     with tempfile.TemporaryDirectory(prefix="edgeship-calib-q-") as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save(cm.model, str(src))
+        import logging
+
+        logging.disable(logging.WARNING)  # onnxruntime.quantization's "consider pre-processing" advice
         try:
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
             model = onnx.load(str(dst))
         except Exception:
             return None
+        finally:
+            logging.disable(logging.NOTSET)
     return CalibrationModel(f"{cm.name}-int8", model, cm.inputs)
 
 

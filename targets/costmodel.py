@@ -47,6 +47,7 @@ class NodeWork:
     weight_bytes: int
     shape_known: bool
     dram_bytes: int | None = None  # bytes through external memory when on-chip memory keeps some (None: all)
+    depthwise: bool = False  # a Conv with one input channel per group
 
     @property
     def bytes(self) -> int:
@@ -141,7 +142,14 @@ def node_work(g: GraphInfo, n: NodeInfo) -> NodeWork:
         for other in g.fused_children.get(n.name, []):
             weight += sum(g.weight_bytes_of(w) for w in g.weight_inputs(other))
     return NodeWork(n.name, n.op_type, g.compute_format(n), int(macs), int(flops), int(bytes_in), int(bytes_out),
-                    int(weight), known)
+                    int(weight), known, depthwise=_is_depthwise(g, n))
+
+
+def _is_depthwise(g: GraphInfo, n: NodeInfo) -> bool:
+    if n.op_type != "Conv" or int(n.attrs.get("group", 1)) <= 1 or len(n.node.input) < 2:
+        return False
+    w = _shape(g, n.node.input[1])
+    return bool(w) and len(w) > 1 and w[1] == 1
 
 
 def _fused_output(g: GraphInfo, n: NodeInfo) -> list[str]:
@@ -269,10 +277,28 @@ class NodeEstimate:
         return d
 
 
+QUANTIZED_NAMES = {"Conv": "QLinearConv", "MatMul": "QLinearMatMul", "Gemm": "QGemm"}
+
+
+def efficiency_key(work: NodeWork) -> str:
+    """The efficiency-table key of a node: a Conv/MatMul/Gemm inside a Q/DQ group is the quantized
+    op (QLinearConv, QLinearMatMul, QGemm), whose efficiency differs from the float kernel's; the
+    cost model falls back to the float op's entry when the table has no quantized one."""
+    if work.fmt in ("int8", "uint8") and work.op_type in QUANTIZED_NAMES:
+        return QUANTIZED_NAMES[work.op_type]
+    return work.op_type
+
+
 def node_time(work: NodeWork, unit: str, profile: ProfileView) -> tuple[float, float, float, str, str]:
     """(compute_us, memory_us, total_us, bound, note) for one node on one unit."""
-    peak, note = profile.peak_ops_per_s(unit, work.fmt)
-    eff = profile.efficiency(work.op_type)
+    fmt = work.fmt
+    if work.depthwise and fmt in ("int8", "uint8") and profile.unit_is_cpu(unit):
+        # a depthwise conv has no channel reduction for the CPU's int8 dot-product instructions
+        # (VNNI / SDOT reduce 4 int8 products along K): it runs at the float rate, not the int8 one
+        fmt = "float32"
+    peak, note = profile.peak_ops_per_s(unit, fmt)
+    key = efficiency_key(work)
+    eff = profile.efficiency(key) if profile.has_efficiency(key) else profile.efficiency(work.op_type)
     compute_us = work.flops / (peak * eff) * 1e6 if (peak and work.flops) else 0.0
     bw = profile.bandwidth_bytes_per_s()
     memory_us = work.external_bytes / (bw * profile.bandwidth_efficiency()) * 1e6 if (bw and work.external_bytes) else 0.0

@@ -51,6 +51,9 @@ class ProfileView:
         table = self.data.get("cost_model", {}).get("efficiency") or {}
         return float(table.get(op_type, table.get("default", DEFAULT_EFFICIENCY)))
 
+    def has_efficiency(self, key: str) -> bool:
+        return key in (self.data.get("cost_model", {}).get("efficiency") or {})
+
     def bandwidth_efficiency(self) -> float:
         return float(self.data.get("cost_model", {}).get("bandwidth_efficiency", 1.0) or 1.0)
 
@@ -63,6 +66,15 @@ class ProfileView:
         cm = self.data.get("cost_model", {}) or {}
         value = cm.get("per_run_overhead_us", (cm.get("calibrated") or {}).get("per_run_overhead_us", 0.0))
         return float(value or 0.0)
+
+    def unit_is_cpu(self, unit: str) -> bool:
+        """The unit is a general-purpose CPU (its int8 rate comes from dot-product SIMD instructions)."""
+        if unit == "host" and not self.has_host:
+            unit = "accelerator"
+        cu = self.data.get("compute", {}).get(unit) or {}
+        if cu.get("kind"):
+            return cu["kind"] in ("cpu", "mcu")
+        return unit == "host" or self.data.get("chip", {}).get("class") == "cpu"
 
     def runs_onnxruntime_cpu(self) -> bool:
         runtime = self.data.get("runtime", {}) or {}

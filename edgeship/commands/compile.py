@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     cal.add_argument("--models", default="", help="comma-separated light_* model names to use "
                      "(e.g. squeezenet,resnet50; default: all but vgg19)")
     cal.add_argument("--add", action="append", default=[], metavar="MODEL.onnx", help="also measure this ONNX model")
-    cal.add_argument("--no-int8", action="store_true", help="skip the int8 QDQ models (keeps the profile's int8 peak)")
+    cal.add_argument("--no-int8", action="store_true", help="skip the int8 QDQ models (no QLinearConv/QLinearMatMul factors)")
     cal.add_argument("--runs", type=int, default=5, help="timed runs per model (default 5)")
     cal.add_argument("--warmup", type=int, default=2, help="warm-up runs per model (default 2)")
     cal.add_argument("--run-budget", type=float, default=1.0, metavar="SECONDS",
@@ -64,23 +64,25 @@ def _calibration_set(args):
 
     from edgeship.targets import calibration_models as cm
 
+    names = [n.strip().removeprefix("light_") for n in args.models.split(",") if n.strip()] or None
+    if names:
+        known = {p.stem.removeprefix("light_") for p in cm.light_dir().glob("light_*.onnx")}
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise UsageError(f"--models: unknown light model(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
+    for extra in args.add:
+        if not Path(extra).is_file():
+            raise UsageError(f"--add {extra}: no such file")
     models = cm.builtin_models() + ([] if args.no_int8 else cm.int8_models())
     if not args.quick:
-        names = [n.strip().removeprefix("light_") for n in args.models.split(",") if n.strip()] or None
-        if names:
-            known = {p.stem.removeprefix("light_") for p in cm.light_dir().glob("light_*.onnx")}
-            bad = [n for n in names if n not in known]
-            if bad:
-                raise UsageError(f"--models: unknown light model(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
         models += cm.light_models(names)
     for extra in args.add:
         path = Path(extra)
-        if not path.is_file():
-            raise UsageError(f"--add {extra}: no such file")
         try:
             model = onnx.load(str(path))
+            onnx.checker.check_model(model)
         except Exception as err:
-            raise UsageError(f"--add {extra}: not an ONNX model ({type(err).__name__})") from None
+            raise UsageError(f"--add {extra}: not a valid ONNX model ({str(err).splitlines()[0][:200] or type(err).__name__})") from None
         inits = {i.name for i in model.graph.initializer}
         shapes = {i.name: [d.dim_value or 1 for d in i.type.tensor_type.shape.dim] for i in model.graph.input if i.name not in inits}
         models.append(cm.CalibrationModel(path.stem, model, shapes))
@@ -102,8 +104,12 @@ def run_calibrate(args) -> int:
     for m in models:
         if not args.json:
             print(f"measuring {m.name} ...", file=sys.stderr, flush=True)
-        measurements.append(cal.measure(m, runs=args.runs, warmup=args.warmup, threads=args.threads or None,
-                                        run_budget_s=max(0.0, args.run_budget)))
+        try:
+            measurements.append(cal.measure(m, runs=args.runs, warmup=args.warmup, threads=args.threads or None,
+                                            run_budget_s=max(0.0, args.run_budget)))
+        except Exception as err:  # onnxruntime refusing a user's --add model: one line naming it
+            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            raise UsageError(f"{m.name}: onnxruntime could not run it: {first}") from None
     before = cal.compare_rows(measurements, profile)
     factors = cal.fit(measurements, profile)
     after = cal.compare_rows(measurements, cal.with_cost_model(profile, factors))
@@ -130,10 +136,6 @@ def run_calibrate(args) -> int:
     eff = ", ".join(f"{k} {v}" for k, v in factors["efficiency"].items())
     print(f"efficiency: {eff}; bandwidth_efficiency {factors['bandwidth_efficiency']}; "
           f"per_node_overhead_us {factors['per_node_overhead_us']}; per_run_overhead_us {factors['per_run_overhead_us']}")
-    if factors.get("int8_peak_tops"):
-        nominal = (profile.data["compute"]["accelerator"].get("peak_tops") or {}).get("int8")
-        print(f"int8: effective peak {factors['int8_peak_tops']} TOPS on this machine (profile: {nominal}), "
-              f"fitted on the int8 QDQ models")
     if path:
         print(f"wrote {path}")
     return 0
