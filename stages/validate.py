@@ -87,6 +87,25 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
+def estimate_error(estimated_ms: float, measured_ms: float) -> dict:
+    """The cost model held against the measurement on a target this host can run: how far off it is
+    here is the best evidence of how far to trust its figures for chips that are not on the desk."""
+    error = (estimated_ms - measured_ms) / measured_ms * 100 if measured_ms > 0 else None
+    return {"estimated_ms": round(estimated_ms, 4), "measured_p50_ms": round(measured_ms, 4),
+            "error_pct": None if error is None else round(error, 1), "compared_with": "single-thread p50"}
+
+
+def report_html(section: dict) -> str:
+    """The estimate and the measurement side by side, above the validate table of the HTML report."""
+    cmp = (section.get("latency") or {}).get("estimate_vs_measured")
+    if not cmp:
+        return ""
+    error = "n/a" if cmp["error_pct"] is None else f"{cmp['error_pct']:+.1f}%"
+    return ("<table><tr><th>latency</th><th>cost model estimate</th><th>measured (single-thread p50)</th><th>error</th></tr>"
+            f"<tr><td>this host</td><td>{cmp['estimated_ms']:.4g} ms</td><td>{cmp['measured_p50_ms']:.4g} ms</td>"
+            f"<td>{error}</td></tr></table>")
+
+
 def check_budgets(budget: dict, measured: dict) -> list[dict]:
     """Each budget against its figure: [{metric, budget, measured, ok, by, source}] (None figure: unverified)."""
     checks = []
@@ -145,7 +164,7 @@ def validation_inputs(ctx) -> tuple[dict, dict]:
 @register
 class ValidateStage(BaseStage):
     name = "validate"
-    version = "1"
+    version = "2"
     uses_target = True
 
     def config(self, ctx) -> dict:
@@ -234,6 +253,9 @@ class ValidateStage(BaseStage):
                 ctx.warnings.append(f"validate: onnxruntime profiling failed ({type(exc).__name__})")
             measured["latency_ms"] = {k: report["latency"]["single_thread"][k] for k in ("p50", "p95", "p99")}
             measured["latency_source"] = "measured (single thread)"
+            if estimate.get("latency_ms") is not None:
+                report["latency"]["estimate_vs_measured"] = estimate_error(
+                    float(estimate["latency_ms"]), float(report["latency"]["single_thread"]["p50"]))
         elif estimate.get("latency_ms") is not None:
             value = float(estimate["latency_ms"])
             measured["latency_ms"] = {"p50": value, "p95": value, "p99": value}

@@ -55,3 +55,18 @@ def test_example_manifests_build(manifest):
         assert result.ok, result.error
     checks = result.ctx.report["validate"]["budgets"]
     assert checks and all(c["ok"] is not False for c in checks if not c["metric"].startswith("latency_ms"))
+
+
+def test_host_build_reports_estimate_beside_measurement():
+    """On the one target this host can measure, the report holds the cost model to account."""
+    from edgeship.stages.validate import report_html
+
+    result = build(EXAMPLES / "kws" / "pipeline.yaml", stages=("import", "normalize", "optimize", "quantize",
+                                                               "legalize", "estimate", "validate"))
+    section = result.ctx.report["validate"]
+    cmp = section["latency"]["estimate_vs_measured"]
+    assert cmp["estimated_ms"] == round(result.ctx.report["estimate"]["latency_ms"], 4)
+    assert cmp["measured_p50_ms"] == round(section["latency"]["single_thread"]["p50"], 4)
+    expected = (cmp["estimated_ms"] - cmp["measured_p50_ms"]) / cmp["measured_p50_ms"] * 100
+    assert abs(cmp["error_pct"] - expected) < 0.5
+    assert "cost model estimate" in report_html(section)
