@@ -165,7 +165,10 @@ def _node_terms(m: Measurement, view: ProfileView) -> list[tuple[str, float, flo
     bw = view.bandwidth_bytes_per_s()
     for n in m.graph.active_nodes():
         w = node_work(m.graph, n)
-        peak, _ = view.peak_ops_per_s("accelerator", w.fmt)
+        fmt = w.fmt
+        if w.depthwise and fmt in ("int8", "uint8") and view.unit_is_cpu("accelerator"):
+            fmt = "float32"  # as costmodel.node_time: no int8 dot-product speed-up without a channel reduction
+        peak, _ = view.peak_ops_per_s("accelerator", fmt)
         c = w.flops / peak * 1e6 if peak else 0.0
         mem = w.bytes / bw * 1e6 if bw else 0.0
         out.append((efficiency_key(w), c, mem))
@@ -186,34 +189,104 @@ def _kernel_us_for(m: Measurement, modelled: set[str]) -> dict[str, float]:
 def fit(measurements: list[Measurement], profile) -> dict:
     """Fitted factors: the `cost_model` section (efficiency per op type - int8 Conv/MatMul under their
     quantized names QLinearConv/QLinearMatMul, whose speed differs from the float kernels' -,
-    bandwidth_efficiency, per-node overhead) plus `per_run_overhead_us` (which `write_override` files
-    under `calibrated`)."""
+    bandwidth_efficiency, per_node_overhead_us, per_run_overhead_us).
+
+    Two steps. The per-op-type fit (`_fit_float`) matches the roofline to the profiled kernel times;
+    then `_fit_totals` fits the model of a run - latency = roofline body / scale + per-node overhead x
+    nodes + per-run overhead - jointly to the measured latencies, in log space, so a 10 us model
+    counts as much as a 90 ms one and over- and underestimates by the same factor cost the same."""
     if not measurements:
         raise TargetError("calibration needs at least one measured model")
-    return _rescale(measurements, profile, _fit_float(measurements, profile))
-
-
-def _rescale(measurements: list[Measurement], profile, factors: dict) -> dict:
-    """One common scale on every efficiency (and the bandwidth efficiency) so the *total* latencies,
-    which budgets are checked against, fit best in log terms: the per-op-type fit matches kernel
-    times, this corrects what they miss together. Both roofline terms scale by 1/scale, so each
-    model's prediction is body/scale + overheads and the search is cheap."""
     view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
-    eff, bw_eff = factors["efficiency"], factors["bandwidth_efficiency"]
-    bodies, fixed, walls = [], [], []
+    return _fit_totals(measurements, view, _fit_float(measurements, view))
+
+
+def _bodies(measurements: list[Measurement], view: ProfileView, eff: dict, bw_eff: float) -> np.ndarray:
+    """Roofline time of each model's nodes (no overheads) under the factors, as the cost model
+    computes it (a quantized op without its own entry takes its float op's, else default)."""
+    float_of = {q: f for f, q in QUANTIZED_NAMES.items()}
+    out = []
     for m in measurements:
-        terms = _node_terms(m, view)
-        float_of = {q: f for f, q in QUANTIZED_NAMES.items()}
-        bodies.append(sum(max(c / eff.get(op, eff.get(float_of.get(op, ""), eff["default"])), mm / bw_eff)
-                          for op, c, mm in terms))
-        fixed.append(factors["per_node_overhead_us"] * len(terms) + factors.get("per_run_overhead_us", 0.0))
-        walls.append(m.wall_ms * 1000.0)
-    bodies, fixed, walls = np.array(bodies), np.array(fixed), np.array(walls)
-    scales = np.geomspace(0.6, 1.6, 41)
-    losses = [float((np.log((bodies / lam + fixed) / walls) ** 2).sum()) for lam in scales]
-    lam = float(scales[int(np.argmin(losses))])
-    return dict(factors, efficiency={k: round(min(1.0, v * lam), 4) for k, v in eff.items()},
-                bandwidth_efficiency=round(min(1.0, bw_eff * lam), 4))
+        out.append(sum(max(c / eff.get(op, eff.get(float_of.get(op, ""), eff["default"])), mm / bw_eff)
+                       for op, c, mm in _node_terms(m, view)))
+    return np.array(out, dtype=float)
+
+
+def _fit_totals(measurements: list[Measurement], view: ProfileView, factors: dict) -> dict:
+    """Scale, per-node and per-run overhead, jointly and non-negative, on the measured latencies.
+
+    One common scale on every efficiency (and the bandwidth efficiency) corrects what the per-op-type
+    fits miss together (both roofline terms scale by 1/scale, so a model's body is body/scale); the
+    overheads are the fixed costs the kernels do not show (dispatch between nodes, session entry and
+    input/output binding). Loss: sum(log(estimate / measured)^2). Efficiencies stay <= 1 (schema): if
+    scaling clamps one, the overheads are refitted with the clamped bodies."""
+    eff, bw_eff = factors["efficiency"], factors["bandwidth_efficiency"]
+    walls = np.array([m.wall_ms * 1000.0 for m in measurements])
+    counts = np.array([len(m.graph.active_nodes()) for m in measurements], dtype=float)
+    bodies = _bodies(measurements, view, eff, bw_eff)
+    theta = _nnls_log(np.stack([bodies, counts, np.ones_like(walls)], axis=1), np.zeros_like(walls), walls)
+    inv_scale, per_node, per_run = (float(v) for v in theta)
+    if inv_scale <= 0:  # degenerate (overheads alone explain every model): keep the kernel fit's scale
+        inv_scale = 1.0
+        per_node, per_run = (float(v) for v in _nnls_log(np.stack([counts, np.ones_like(walls)], axis=1), bodies, walls))
+    lam = 1.0 / inv_scale
+    scaled = {k: round(min(1.0, v * lam), 4) for k, v in eff.items()}
+    scaled_bw = round(min(1.0, bw_eff * lam), 4)
+    if any(v * lam > 1.0 for v in eff.values()) or bw_eff * lam > 1.0:
+        bodies = _bodies(measurements, view, scaled, scaled_bw)
+        per_node, per_run = (float(v) for v in _nnls_log(np.stack([counts, np.ones_like(walls)], axis=1), bodies, walls))
+    return dict(factors, efficiency=scaled, bandwidth_efficiency=scaled_bw,
+                per_node_overhead_us=round(per_node, 3), per_run_overhead_us=round(per_run, 3))
+
+
+def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin ||a x - b|| over x >= 0, for a few columns: the best feasible least-squares solution over
+    every subset of free columns (exact - the optimum is the unconstrained fit on its support)."""
+    n = a.shape[1]
+    best, best_loss = np.zeros(n), float(b @ b)
+    for mask in range(1, 2**n):
+        cols = [j for j in range(n) if mask >> j & 1]
+        sol, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
+        if (sol < 0).any():
+            continue
+        x = np.zeros(n)
+        x[cols] = sol
+        loss = float(((a @ x - b) ** 2).sum())
+        if loss < best_loss - 1e-15:
+            best, best_loss = x, loss
+    return best
+
+
+def _nnls_log(a: np.ndarray, offset: np.ndarray, walls: np.ndarray, iters: int = 50) -> np.ndarray:
+    """argmin sum(log((offset + a x) / walls)^2) over x >= 0: projected Gauss-Newton with step halving,
+    started from least squares on the relative error (offset + a x - walls) / walls."""
+    def loss(x):
+        pred = offset + a @ x
+        return float((np.log(pred / walls) ** 2).sum()) if (pred > 0).all() else float("inf")
+
+    x = _nnls(a / walls[:, None], 1.0 - offset / walls)
+    cur = loss(x)
+    for _ in range(iters):
+        pred = offset + a @ x
+        if not (pred > 0).all():
+            break
+        # linearised: log(pred'/w) ~ log(pred/w) + (a (x' - x)) / pred
+        target = (a @ x) / pred - np.log(pred / walls)
+        step = _nnls(a / pred[:, None], target) - x
+        t = 1.0
+        while t > 1e-4:
+            cand = x + t * step
+            new = loss(cand)
+            if new < cur:
+                break
+            t /= 2
+        else:
+            break
+        converged = cur - new < 1e-12 * max(cur, 1.0)
+        x, cur = cand, new
+        if converged:
+            break
+    return x
 
 
 def _fit_float(measurements: list[Measurement], profile) -> dict:
@@ -290,11 +363,6 @@ def _fit_float(measurements: list[Measurement], profile) -> dict:
     fine = np.geomspace(0.88, 1.14, 17)  # refine around the coarse optimum (the grid step is ~8-14%)
     _, bw_eff, kernel_o, effs = search(np.minimum(1.0, b0 * fine), {g: np.clip(e0[g] * fine, EFF_GRID[0], 1.0) for g in groups},
                                        [o0])
-    # overheads beyond the kernels: what the measured latency has on top of the fitted kernel times,
-    # per node and per run, by least squares on the relative error (a 10 us model counts as much as a 90 ms one)
-    bodies = np.array([sum(max(c / effs[group(op)], mm / bw_eff) + kernel_o for op, c, mm in t) for t in terms])
-    counts = np.array([len(t) for t in terms], dtype=float)
-    per_node, per_run = _overheads(bodies, counts, walls)
     efficiency = {"default": round(effs["default"], 4)}
     for g in groups:
         if g != "default" and data[g][1].any():
@@ -303,32 +371,10 @@ def _fit_float(measurements: list[Measurement], profile) -> dict:
     # leaving them out would keep their old datasheet guesses next to the fitted default
     for op in (view.data.get("cost_model", {}).get("efficiency") or {}):
         efficiency.setdefault(op, efficiency["default"])
+    # the per-kernel launch cost only steadies the per-op-type fit (profiled kernel times carry it);
+    # the per-node and per-run overheads are fitted on the measured latencies in `_fit_totals`
     return {"efficiency": efficiency, "bandwidth_efficiency": round(bw_eff, 4),
-            "per_node_overhead_us": round(kernel_o + per_node, 3), "per_run_overhead_us": round(per_run, 3)}
-
-
-def _overheads(bodies: np.ndarray, counts: np.ndarray, walls: np.ndarray) -> tuple[float, float]:
-    """Non-negative (per node, per run) minimising sum(((body + o*n + r - wall) / wall)^2)."""
-    residual = (walls - bodies) / walls
-    a = np.stack([counts / walls, 1.0 / walls], axis=1)
-    best = (0.0, 0.0)
-    best_loss = float((residual**2).sum())
-    candidates = []
-    if len(walls) >= 2:
-        sol, *_ = np.linalg.lstsq(a, residual, rcond=None)
-        candidates.append((float(sol[0]), float(sol[1])))
-    for col in (0, 1):  # one of the two pinned at zero
-        x = a[:, col]
-        den = float((x * x).sum())
-        v = float((x * residual).sum()) / den if den else 0.0
-        candidates.append((v, 0.0) if col == 0 else (0.0, v))
-    for o, r in candidates:
-        if o < 0 or r < 0:
-            continue
-        loss = float(((residual - a[:, 0] * o - a[:, 1] * r) ** 2).sum())
-        if loss < best_loss:
-            best, best_loss = (o, r), loss
-    return best
+            "per_node_overhead_us": round(kernel_o, 3), "per_run_overhead_us": 0.0}
 
 
 def compare_rows(measurements: list[Measurement], profile) -> list[dict]:
@@ -375,10 +421,10 @@ def write_override(target: str, cost_model: dict, rows: list[dict], threads: int
         **summary(rows),
         "models": [r["model"] for r in rows],
     }
+    # per_run_overhead_us is a cost_model key of its own (older overrides kept it in the calibration
+    # record: ProfileView.per_run_overhead_us() still reads it there when the key is absent)
     factors = dict(cost_model)
-    # the profile schema has no per-run key: the fitted per-run overhead lives in the calibration
-    # record, where ProfileView.per_run_overhead_us() reads it
-    calibrated["per_run_overhead_us"] = factors.pop("per_run_overhead_us", 0.0)
+    factors["per_run_overhead_us"] = float(factors.get("per_run_overhead_us", 0.0) or 0.0)
     existing["cost_model"] = {**factors, "calibrated": calibrated}
     header = "# Written by `edgeship calibrate`: cost model factors fitted on this machine. Safe to delete.\n"
     path.write_text(header + yaml.safe_dump(existing, sort_keys=False), encoding="utf-8")

@@ -47,3 +47,39 @@ def test_fit_recovers_known_factors():
     rows = compare_rows(measurements, with_cost_model(profile, factors))
     assert summary(rows)["median_abs_error_pct"] < 5
     assert all(0 < v <= 1 for v in factors["efficiency"].values())  # the schema's bound
+
+
+def test_per_run_overhead_has_its_own_key():
+    """calibrate files the per-run overhead under cost_model.per_run_overhead_us (schema key); the cost
+    model prefers it and still reads the old place (the `calibrated` record) of older overrides."""
+    import yaml
+
+    from edgeship.targets.calibrate import write_override
+    from edgeship.targets.profileview import ProfileView
+
+    factors = {"efficiency": {"default": 0.2}, "bandwidth_efficiency": 0.5, "per_node_overhead_us": 1.0,
+               "per_run_overhead_us": 4.5}
+    path = write_override("host-cpu", factors, [{"model": "m", "error_pct": 1.0, "ratio": 1.01}], 1)
+    cost_model = yaml.safe_load(path.read_text(encoding="utf-8"))["cost_model"]
+    assert cost_model["per_run_overhead_us"] == 4.5
+    assert "per_run_overhead_us" not in cost_model["calibrated"]
+    assert ProfileView({"cost_model": cost_model}).per_run_overhead_us() == 4.5
+    old = {"cost_model": {"calibrated": {"per_run_overhead_us": 3.0}}}
+    assert ProfileView(old).per_run_overhead_us() == 3.0
+    both = {"cost_model": {"per_run_overhead_us": 2.0, "calibrated": {"per_run_overhead_us": 3.0}}}
+    assert ProfileView(both).per_run_overhead_us() == 2.0
+
+
+def test_fit_overheads_jointly_with_scale():
+    """Profiling slows every kernel (here by 25%): the per-op-type fit then overestimates the roofline
+    bodies, and the scale, per-node and per-run overheads - fitted jointly on the plain-run latencies,
+    in log space - must absorb that without pushing the fixed costs of tiny models into the big ones."""
+    profile = cpu_profile()
+    measurements = [synthetic(m, profile) for m in cm.builtin_models()]
+    for m in measurements:
+        m.kernel_us = {op: us * 1.25 for op, us in m.kernel_us.items()}
+    factors = fit(measurements, profile)
+    assert factors["per_node_overhead_us"] == pytest.approx(OVERHEAD, abs=0.5)
+    assert factors["per_run_overhead_us"] == pytest.approx(PER_RUN, abs=1.5)
+    rows = compare_rows(measurements, with_cost_model(profile, factors))
+    assert max(r["ratio"] for r in rows) < 1.05
