@@ -267,21 +267,31 @@ def _bypass(model, g: _Graph, node, source: str) -> bool:
     return True
 
 
-def remove_identities(model) -> int:
-    """Identity, and Dropout in inference (its mask output unused), pass their input through."""
+def _rewrite_until_fixed_point(model, rewrite_one) -> int:
+    """Apply `rewrite_one(g, node) -> bool` node by node; after each rewrite re-index the graph and
+    start over (a rewrite invalidates the producer/consumer maps). Returns the number of rewrites."""
     count = 0
     changed = True
     while changed:
         changed = False
         g = _Graph(model)
         for node in list(model.graph.node):
-            if _is(node, "Identity") or (_is(node, "Dropout") and not any(o for o in node.output[1:])
-                                         and not _attr(node, "training_mode", 0) and len(node.input) < 3):
-                if _bypass(model, g, node, node.input[0]):
-                    count += 1
-                    changed = True
-                    break
+            if rewrite_one(g, node):
+                count += 1
+                changed = True
+                break
     return count
+
+
+def remove_identities(model) -> int:
+    """Identity, and Dropout in inference (its mask output unused), pass their input through."""
+
+    def rewrite(g, node) -> bool:
+        passthrough = _is(node, "Identity") or (_is(node, "Dropout") and not any(o for o in node.output[1:])
+                                                and not _attr(node, "training_mode", 0) and len(node.input) < 3)
+        return passthrough and _bypass(model, g, node, node.input[0])
+
+    return _rewrite_until_fixed_point(model, rewrite)
 
 
 # casts that lose nothing: the round trip X -> T -> X is exact
@@ -299,60 +309,44 @@ _WIDER = {
 
 def remove_redundant_casts(model) -> int:
     """Cast to the type a tensor already has; and X -> Cast(wider) -> Cast(back to X's type) round trips."""
-    count = 0
-    changed = True
-    while changed:
-        changed = False
-        g = _Graph(model)
-        for node in list(model.graph.node):
-            if not _is(node, "Cast"):
-                continue
-            to = _attr(node, "to")
-            src = node.input[0]
-            if g.types.get(src) == to:
-                if _bypass(model, g, node, src):
-                    count += 1
-                    changed = True
-                    break
-            first = g.producer.get(src)
-            if _is(first, "Cast"):
-                origin = first.input[0]
-                mid = _attr(first, "to")
-                if g.types.get(origin) == to and mid in _WIDER.get(to, set()):
-                    if _bypass(model, g, node, origin):
-                        count += 1
-                        changed = True
-                        break
-    return count
+
+    def rewrite(g, node) -> bool:
+        if not _is(node, "Cast"):
+            return False
+        to = _attr(node, "to")
+        src = node.input[0]
+        if g.types.get(src) == to and _bypass(model, g, node, src):
+            return True
+        first = g.producer.get(src)
+        if _is(first, "Cast"):
+            origin = first.input[0]
+            if g.types.get(origin) == to and _attr(first, "to") in _WIDER.get(to, set()):
+                return _bypass(model, g, node, origin)
+        return False
+
+    return _rewrite_until_fixed_point(model, rewrite)
 
 
 def remove_redundant_reshapes(model) -> int:
     """Reshape to the shape the tensor already has; Reshape(Reshape(x)) -> one Reshape (when the outer
     target shape is a constant without 0 entries, it does not depend on the inner result's dims)."""
-    count = 0
-    changed = True
-    while changed:
-        changed = False
-        g = _Graph(model)
-        for node in list(model.graph.node):
-            if not _is(node, "Reshape"):
-                continue
-            src = node.input[0]
-            in_shape, out_shape = g.shapes.get(src), g.shapes.get(node.output[0])
-            if in_shape and out_shape and -1 not in in_shape and in_shape == out_shape:
-                if _bypass(model, g, node, src):
-                    count += 1
-                    changed = True
-                    break
-            inner = g.producer.get(src)
-            target = g.const(node.input[1])
-            if _is(inner, "Reshape") and target is not None and not np.any(target == 0) and g.sole_consumer(src) is node:
-                node.input[0] = inner.input[0]
-                g.remove(inner)
-                count += 1
-                changed = True
-                break
-    return count
+
+    def rewrite(g, node) -> bool:
+        if not _is(node, "Reshape"):
+            return False
+        src = node.input[0]
+        in_shape, out_shape = g.shapes.get(src), g.shapes.get(node.output[0])
+        if in_shape and out_shape and -1 not in in_shape and in_shape == out_shape and _bypass(model, g, node, src):
+            return True
+        inner = g.producer.get(src)
+        target = g.const(node.input[1])
+        if _is(inner, "Reshape") and target is not None and not np.any(target == 0) and g.sole_consumer(src) is node:
+            node.input[0] = inner.input[0]
+            g.remove(inner)
+            return True
+        return False
+
+    return _rewrite_until_fixed_point(model, rewrite)
 
 
 def simplify_activations(model) -> int:
@@ -370,17 +364,9 @@ def simplify_activations(model) -> int:
                 g.replace(node, relu)
                 count += 1
                 g = _Graph(model)
-    changed = True
-    while changed:
-        changed = False
-        g = _Graph(model)
-        for node in list(model.graph.node):
-            if _is(node, "Relu") and _is(g.producer.get(node.input[0]), "Relu"):
-                if _bypass(model, g, node, node.input[0]):
-                    count += 1
-                    changed = True
-                    break
-    return count
+    return count + _rewrite_until_fixed_point(
+        model, lambda g, node: _is(node, "Relu") and _is(g.producer.get(node.input[0]), "Relu")
+        and _bypass(model, g, node, node.input[0]))
 
 
 PASSES = {

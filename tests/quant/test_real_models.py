@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.require import require_module
 from .helpers import build
 
 STAGES = ("import", "normalize", "optimize", "quantize", "validate")
@@ -24,7 +25,7 @@ def _onnx_light(name: str) -> Path:
 
 
 def _ppocr_cls() -> Path:
-    rapidocr = pytest.importorskip("rapidocr_onnxruntime")
+    rapidocr = require_module("rapidocr_onnxruntime")
     return Path(rapidocr.__file__).parent / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
 
 

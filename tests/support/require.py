@@ -15,3 +15,12 @@ def require_binary(name: str, *candidates: str) -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_module(name: str):
+    """Import a test dependency: a skip on a developer's machine, a failure in CI (CI=true)."""
+    if os.environ.get("CI", "").lower() == "true":
+        import importlib
+
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=f"{name} is a test dependency: pip install -e '.[test]'")
