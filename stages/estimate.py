@@ -8,12 +8,10 @@ estimate against it (`budget_check`).
 
 from __future__ import annotations
 
-from edgeship.errors import BuildError
 from edgeship.stages.base import BaseStage
-from edgeship.stages.legalize import input_shapes
+from edgeship.stages.legalize import target_graph
 from edgeship.stages.registry import register
 from edgeship.targets.costmodel import estimate
-from edgeship.targets.graphinfo import load_graph
 from edgeship.targets.placement import legalize
 from edgeship.targets.svg import op_time_svg, roofline_svg
 
@@ -40,11 +38,7 @@ class EstimateStage(BaseStage):
     uses_target = True
 
     def run(self, ctx):
-        if ctx.target is None:
-            raise BuildError("no target profile loaded: estimate needs the manifest's `target`", stage=self.name)
-        if ctx.model_path is None:
-            raise BuildError("no model: the import stage must run first", stage=self.name)
-        graph = load_graph(ctx.model_path, input_shapes(ctx), ctx.target)
+        graph = target_graph(ctx, self.name)
         placement = ctx.report.get("legalize")
         if not placement or placement.get("target") != ctx.target_name:
             placement = legalize(graph, ctx.target)  # legalize not in the stage list: place here

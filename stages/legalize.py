@@ -34,6 +34,15 @@ def alternatives(section: dict, current: str) -> list[str]:
         return []
 
 
+
+def target_graph(ctx, stage: str):
+    """The current model as a shape-annotated graph for the target: what legalize and estimate both read."""
+    if ctx.target is None:
+        raise BuildError(f"no target profile loaded: {stage} needs the manifest's `target`", stage=stage)
+    if ctx.model_path is None:
+        raise BuildError("no model: the import stage must run first", stage=stage)
+    return load_graph(ctx.model_path, input_shapes(ctx), ctx.target)
+
 @register
 class LegalizeStage(BaseStage):
     name = "legalize"
@@ -41,11 +50,7 @@ class LegalizeStage(BaseStage):
     uses_target = True
 
     def run(self, ctx):
-        if ctx.target is None:
-            raise BuildError("no target profile loaded: legalize needs the manifest's `target`", stage=self.name)
-        if ctx.model_path is None:
-            raise BuildError("no model: the import stage must run first", stage=self.name)
-        graph = load_graph(ctx.model_path, input_shapes(ctx), ctx.target)
+        graph = target_graph(ctx, self.name)
         section = legalize(graph, ctx.target)
         ctx.report[self.name] = section
         if section["rejected"]:
