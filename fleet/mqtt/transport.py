@@ -145,32 +145,37 @@ class MqttManager:
         if recipe is not None and not self.store.missing(recipe):
             self.server.offer(parsed[0], recipe)
 
-    def _on_reported(self, msg: Incoming) -> None:
+    def _device_doc(self, msg: Incoming) -> tuple[str, dict] | None:
+        """(device id, JSON document) of a per-device message; None for a foreign topic, an empty
+        (cleared retained) payload or one that does not parse: those are ignored, never raised."""
         parsed = self.topics.parse(msg.topic)
         if not parsed or not msg.payload:
-            return
+            return None
         try:
-            doc = protocol.loads(msg.payload)
+            return parsed[0], protocol.loads(msg.payload)
         except protocol.ProtocolError:
+            return None
+
+    def _on_reported(self, msg: Incoming) -> None:
+        decoded = self._device_doc(msg)
+        if decoded is None:
             return
+        device_id, doc = decoded
         with self._cond:
-            self.reported[parsed[0]] = doc
-            self.last_seen[parsed[0]] = max(self.last_seen.get(parsed[0], 0), float(doc.get("ts") or 0))
+            self.reported[device_id] = doc
+            self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), float(doc.get("ts") or 0))
             self._cond.notify_all()
 
     def _on_status(self, msg: Incoming) -> None:
-        parsed = self.topics.parse(msg.topic)
-        if not parsed or not msg.payload:
+        decoded = self._device_doc(msg)
+        if decoded is None:
             return
-        try:
-            doc = protocol.loads(msg.payload)
-        except protocol.ProtocolError:
-            return
+        device_id, doc = decoded
         doc["_received"] = time.monotonic()
         with self._cond:
-            self.status_docs[parsed[0]] = doc
+            self.status_docs[device_id] = doc
             if doc.get("state") == "online":
-                self.last_seen[parsed[0]] = max(self.last_seen.get(parsed[0], 0), float(doc.get("ts") or 0))
+                self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), float(doc.get("ts") or 0))
             self._cond.notify_all()
 
     # --- artifacts -----------------------------------------------------------------------------
