@@ -33,6 +33,20 @@ def _apply_cmd(rollout: Path) -> list[str]:
     return [sys.executable, "-m", "edgeship", "apply", str(rollout)]
 
 
+def _apply_killed_at_step(rollout: Path, db: Path, target: int, env: dict) -> int:
+    """Run `edgeship apply` in a subprocess and SIGKILL it once the journal reaches `target` steps
+    (bounded: 120 s). Returns 1 when the kill landed mid-rollout, 0 when apply ended first."""
+    proc = subprocess.Popen(_apply_cmd(rollout), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and _steps(db) < target and time.monotonic() < deadline:
+        time.sleep(0.002)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    return int(killed)
+
+
 def test_sigkill_at_random_steps_then_resume(tmp_path):
     rng = random.Random(7)
     ids = device_ids(24)
@@ -46,15 +60,7 @@ def test_sigkill_at_random_steps_then_resume(tmp_path):
     for _ in range(KILLS):
         before = _steps(db)
         target = before + rng.randint(1, 8)
-        proc = subprocess.Popen(_apply_cmd(rollout), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and _steps(db) < target and time.monotonic() < deadline:
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=60)
-        proc.stderr.close()
+        kills += _apply_killed_at_step(rollout, db, target, env)
     assert kills >= KILLS - 2, f"only {kills} kills landed mid-rollout"
 
     done = subprocess.run(_apply_cmd(rollout), env=env, capture_output=True, text=True, timeout=300)
@@ -94,15 +100,7 @@ def test_sigkill_during_a_failing_canary_finishes_the_rollback(tmp_path):
     for _ in range(4):
         start = _steps(db)
         target = start + rng.randint(3, 7)
-        proc = subprocess.Popen(_apply_cmd(rollout), env=dict(os.environ), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and _steps(db) < target and time.monotonic() < deadline:
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=60)
+        kills += _apply_killed_at_step(rollout, db, target, dict(os.environ))
         with Journal() as j:
             if j.state("v2") != "running":
                 break
