@@ -1,7 +1,10 @@
 """Every Python package folder ships in the wheel: a subpackage missing from pyproject's explicit
 list installs fine in editable mode and vanishes from a real install."""
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the test extra installs tomli there
+    import tomli as tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
