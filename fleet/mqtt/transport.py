@@ -46,6 +46,11 @@ def _secret(value: str | None) -> str | None:
     return str(value)
 
 
+def _number(value) -> float:
+    """A timestamp from a device's document; anything that is not a number counts as never."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
 class MqttManager:
     """One manager connection to the broker: desired/reported/status bookkeeping + the artifact server."""
 
@@ -163,7 +168,7 @@ class MqttManager:
         device_id, doc = decoded
         with self._cond:
             self.reported[device_id] = doc
-            self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), float(doc.get("ts") or 0))
+            self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), _number(doc.get("ts")))
             self._cond.notify_all()
 
     def _on_status(self, msg: Incoming) -> None:
@@ -174,8 +179,9 @@ class MqttManager:
         doc["_received"] = time.monotonic()
         with self._cond:
             self.status_docs[device_id] = doc
-            if doc.get("state") == "online":
-                self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), float(doc.get("ts") or 0))
+            # Every status the device wrote counts (heartbeats, and the `offline` of a clean stop, written
+            # when it stopped); a last will carries its connect time, older than any heartbeat: max() keeps it harmless.
+            self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), _number(doc.get("ts")))
             self._cond.notify_all()
 
     # --- artifacts -----------------------------------------------------------------------------

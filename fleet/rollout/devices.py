@@ -62,6 +62,13 @@ class Transports:
         self._cache.clear()
 
 
+def failure_reason(err: BaseException, default: str = "unreachable") -> str:
+    """The machine-readable reason a transport error carries (`host-key`, `timeout`, ...), so a
+    refused host key is never relabelled `unreachable` in the journal, the gate or the history."""
+    reason = getattr(err, "reason", None)
+    return reason if isinstance(reason, str) and reason else default
+
+
 def fetch_statuses(devices: list, transports: Transports, parallel: int = STATUS_PARALLEL) -> dict[str, Any]:
     """device id -> DeviceState, or the EdgeshipError that stopped us reading it (an unreachable device)."""
 

@@ -23,7 +23,7 @@ from edgeship.errors import EdgeshipError, RolloutError
 from edgeship.fleet.rollout import gate as gates
 from edgeship.fleet.rollout import plan as plans
 from edgeship.fleet.rollout.artifacts import Shipment
-from edgeship.fleet.rollout.devices import Transports, fetch_statuses
+from edgeship.fleet.rollout.devices import Transports, failure_reason, fetch_statuses
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import RolloutSpec
 from edgeship.fleet.rollout.waves import Wave, plan_waves, resolve_max_unavailable
@@ -109,7 +109,7 @@ class Engine:
             self._seen = {r.device_id: r.current for r in plan_rows}
             if plans.has_errors(plan_rows) and not plans.has_changes(plan_rows):
                 bad = [r for r in plan_rows if r.action == plans.UNREACHABLE]
-                raise RolloutError(f"{name}: {len(bad)} device(s) unreachable, e.g. {bad[0].note}")
+                raise RolloutError(f"{name}: {len(bad)} device(s) not reachable, e.g. {bad[0].note}")
             if not plans.has_changes(plan_rows) and not plans.has_errors(plan_rows):
                 return ApplyReport(name, row.run_id if row else None, digest, "unchanged", "nothing to change",
                                    [DeviceRow(r.device_id, r.wave, r.current, r.current, "unchanged") for r in plan_rows])
@@ -210,7 +210,7 @@ class Engine:
         try:
             state = transport.status(device)
         except EdgeshipError as err:
-            self._activation_failed(device, wave, None, "unreachable", str(err))
+            self._activation_failed(device, wave, None, failure_reason(err), str(err))
             return True
         if state.current == digest:
             if j.interrupted(run, device.id, "activate", digest):  # switched just before a kill: finish the record
@@ -232,8 +232,8 @@ class Engine:
             result = transport.activate(device, digest)
         except EdgeshipError as err:
             j.end(run, name, device.id, wave.index, "activate", digest, False,
-                  detail={"reason": "unreachable", "message": str(err), "previous": before})
-            self._set_row(device.id, wave, before, before, "failed: unreachable", bytes_sent=sent)
+                  detail={"reason": failure_reason(err), "message": str(err), "previous": before})
+            self._set_row(device.id, wave, before, before, f"failed: {failure_reason(err)}", bytes_sent=sent)
             self.log(f"{name} [{wave.name}] {device.id} activate FAILED: {err}")
             return True
         figures = dict(getattr(result, "figures", None) or {})
@@ -260,8 +260,9 @@ class Engine:
         try:
             result = transport.push(device, self.ship.bundle)
         except EdgeshipError as err:
-            j.end(run, name, device.id, wave.index, "push", digest, False, detail={"message": str(err)})
-            self._activation_failed(device, wave, before, "push-failed", str(err))
+            j.end(run, name, device.id, wave.index, "push", digest, False,
+                  detail={"reason": failure_reason(err, "push-failed"), "message": str(err)})
+            self._activation_failed(device, wave, before, failure_reason(err, "push-failed"), str(err))
             return None
         sent = int(getattr(result, "bytes_sent", 0) or 0)
         j.end(run, name, device.id, wave.index, "push", digest, True, sent, {"skipped": bool(getattr(result, "skipped", False))})
@@ -291,7 +292,7 @@ class Engine:
         for device in switched:
             state = statuses[device.id]
             ok = not isinstance(state, Exception) and state.current == digest and getattr(state, "online", True)
-            why = "" if ok else ("unreachable" if isinstance(state, Exception) else
+            why = "" if ok else (failure_reason(state) if isinstance(state, Exception) else
                                  "offline" if not getattr(state, "online", True) else "reverted")
             self.journal.end(run, name, device.id, wave.index, "verify", digest, ok, detail={"reason": why})
             if not ok:
