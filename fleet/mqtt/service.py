@@ -191,7 +191,11 @@ class DeviceService:
             self._request(list(self.transfer.outstanding) or self._next_wanted())
 
     def _on_desired(self, msg: Incoming) -> None:
-        if not msg.payload:
+        if not msg.payload:  # withdrawn by the manager (a stopped rollout): drop a transfer for it
+            if self.transfer is not None:
+                log.info("%s: desired state withdrawn: abandoning the transfer of %s", self.device_id,
+                         _short(self.transfer.recipe.digest))
+                self.transfer = None
             return
         try:
             doc = protocol.check_desired(protocol.loads(msg.payload))

@@ -23,7 +23,7 @@ from edgeship.errors import EdgeshipError, RolloutError
 from edgeship.fleet.rollout import gate as gates
 from edgeship.fleet.rollout import plan as plans
 from edgeship.fleet.rollout.artifacts import Shipment
-from edgeship.fleet.rollout.devices import Transports, failure_reason, fetch_statuses
+from edgeship.fleet.rollout.devices import Transports, failure_reason, fetch_statuses, withdraw_pending
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import RolloutSpec
 from edgeship.fleet.rollout.waves import Wave, plan_waves, resolve_max_unavailable
@@ -314,12 +314,22 @@ class Engine:
     def _gate_failed(self, report: ApplyReport, wave: Wave, verdict: gates.Verdict) -> ApplyReport:
         name = self.spec.name
         where = f"gate failed at {wave.name}: {verdict.reason}"
+        self._withdraw_failed(wave)
         if self.spec.strategy.on_failure == "pause":
             self.log(f"{name}: pausing ({where})")
             return self._finish(report, "paused", where)
         rolled = self._roll_back_wave(wave)
         self.log(f"{name}: rolled back {rolled} device(s) of {wave.name}")
         return self._finish(report, "failed", f"{where}; rolled back {rolled} device(s) of {wave.name}")
+
+    def _withdraw_failed(self, wave: Wave) -> None:
+        """Devices of the wave that never switched (offline, refused) may still hold this run's
+        desired state: withdraw it, so one that returns late stays where the rollout now wants it."""
+        results = self.journal.wave_results(self.run_id, wave.index)
+        pending = [self.by_id[d] for d, end in results.items() if not end.ok and d in self.by_id]
+        withdrawn = withdraw_pending(pending, self.transports, self.log)
+        if withdrawn:
+            self.log(f"{self.spec.name}: withdrew the pending desired state of {', '.join(withdrawn)}")
 
     def _roll_back_wave(self, wave: Wave) -> int:
         """Every device of the wave this run switched goes back to the release it ran before."""
@@ -444,6 +454,8 @@ def roll_back_rollout(name: str, journal: Journal, fleet, transports: Transports
         log(f"{name} {device_id} {note}")
         return device_id, bool(result.ok), note
 
+    touched = {s["device"] for s in journal.steps(name)} - set(applied)  # never switched: withdraw what is pending
+    withdraw_pending([by_id[d] for d in sorted(touched) if d in by_id], transports, log)
     ids = sorted(applied)
     if ids:
         with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
