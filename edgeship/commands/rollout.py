@@ -48,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("--branch", help="git branch to follow (makes SOURCE a git repository)")
     p.add_argument("--path", default=".", help="folder inside the repository holding the manifests (default: its root)")
     p.add_argument("--interval", type=float, default=60.0, help="seconds between passes (default 60)")
-    p.add_argument("--once", action="store_true", help="one pass, then exit (for CI): non-zero if any rollout failed")
+    p.add_argument("--once", action="store_true",
+                   help="one pass, then exit (for CI): non-zero while any rollout failed or is not converged")
     p.set_defaults(func=cmd_reconcile)
 
 
@@ -181,7 +182,29 @@ def cmd_rollout(args) -> int:
         return _ROLLOUT_ACTIONS[args.rollout_command](args, journal, row)
 
 
+def _live_status(row):
+    """The rollout's devices as they are now (status.derive), or (None, why) when they cannot be asked."""
+    from edgeship.fleet.rollout.devices import Transports, fetch_statuses, load_fleet_and_select
+    from edgeship.fleet.rollout.spec import load_rollout
+    from edgeship.fleet.rollout.status import derive
+
+    try:
+        spec = load_rollout(Path(row.manifest), row.name)
+        fleet, devices = load_fleet_and_select(spec)
+        transports = Transports(fleet)
+        try:
+            statuses = fetch_statuses(devices, transports)
+        finally:
+            transports.close()
+    except (EdgeshipError, OSError) as err:
+        return None, str(err)
+    return derive(row.state, row.artifact_digest, statuses), ""
+
+
 def _status(args, journal, row) -> int:
+    from edgeship.fleet.rollout.status import summary
+
+    live, why_not = _live_status(row)
     gates = journal.gates(row.run_id)
     steps = journal.steps(row.name, row.run_id)
     ends = [s for s in steps if s["phase"] == "end" and s["action"] == "activate"]
@@ -192,12 +215,20 @@ def _status(args, journal, row) -> int:
             "artifact": row.artifact_digest, "manifest": row.manifest, "fleet": row.fleet,
             "updated": _ts(row.updated), "activated": ok, "failed": len(latest) - ok, "rolled_back": rolled_back,
             "bytes_pushed": journal.bytes_pushed(row.run_id),
-            "gates": [{"wave": g["name"], "ok": g["ok"], "reason": g["reason"], "figures": g["figures"]} for g in gates.values()]}
+            "gates": [{"wave": g["name"], "ok": g["ok"], "reason": g["reason"], "figures": g["figures"]} for g in gates.values()],
+            "live": live.to_dict() if live else None, "live_error": why_not or None}
+    if live is not None:
+        data.update(sync=live.sync, health=live.health)
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2))
         return 0
-    print(f"Rollout {row.name}: {row.state}" + (f" ({row.reason})" if row.reason else ""))
-    print(f"  run {row.run_id}, artifact {artifact.short(row.artifact_digest)}, fleet {row.fleet}, updated {data['updated']}")
+    short = lambda d: artifact.short(d) if d else "-"  # noqa: E731
+    if live is not None:
+        print(f"Rollout {row.name}: {live.sync}, {live.health}: {summary(live, short)}")
+    else:
+        print(f"Rollout {row.name}: fleet state unknown ({why_not})")
+    print(f"  last run {row.run_id}: {row.state}" + (f" ({row.reason})" if row.reason else ""))
+    print(f"  artifact {artifact.short(row.artifact_digest)}, fleet {row.fleet}, updated {data['updated']}")
     print(f"  devices activated {ok}, failed {len(latest) - ok}, rolled back {rolled_back}, bytes pushed {data['bytes_pushed']}")
     for wave, g in gates.items():
         print(f"  gate {g['name']}: {'passed' if g['ok'] else 'FAILED'}: {g['reason']}")

@@ -111,7 +111,7 @@ class Engine:
                 bad = [r for r in plan_rows if r.action == plans.UNREACHABLE]
                 raise RolloutError(f"{name}: {len(bad)} device(s) not reachable, e.g. {bad[0].note}")
             if not plans.has_changes(plan_rows) and not plans.has_errors(plan_rows):
-                return ApplyReport(name, row.run_id if row else None, digest, "unchanged", "nothing to change",
+                return ApplyReport(name, self._record_converged(row), digest, "unchanged", "nothing to change",
                                    [DeviceRow(r.device_id, r.wave, r.current, r.current, "unchanged") for r in plan_rows])
             self.run_id = self.journal.new_run(name, str(self.spec.source), self.fleet.name, self.spec.spec_digest,
                                                digest, str(self.ship.bundle))
@@ -123,6 +123,30 @@ class Engine:
                 self.journal.set_state(name, "running", "")
             self.log(f"{name}: resuming run {self.run_id} ({artifact.short(digest)})")
         return self._run_waves(retry_failed=resume)
+
+    def converged_now(self) -> bool:
+        """True when every selected device runs the artifact already (then recorded as a finished run,
+        so `rollout status` and reconcile stop reporting an old failure). Used by reconcile for a
+        rollout it does not retry."""
+        try:
+            rows = self.plan()
+        finally:
+            self.transports.close()
+        if plans.has_changes(rows) or plans.has_errors(rows):
+            return False
+        self._record_converged(self.journal.rollout(self.spec.name))
+        return True
+
+    def _record_converged(self, row) -> int:
+        """The fleet already runs what this manifest wants: unless the journal says so already, record
+        it as a run that found nothing to do, so the rollout's last run is not a stale failure."""
+        same = row is not None and row.spec_digest == self.spec.spec_digest and row.artifact_digest == self.ship.digest
+        if same and row.state == "done":
+            return row.run_id
+        run_id = self.journal.new_run(self.spec.name, str(self.spec.source), self.fleet.name, self.spec.spec_digest,
+                                      self.ship.digest, str(self.ship.bundle))
+        self.journal.set_state(self.spec.name, "done", "already converged: nothing to change")
+        return run_id
 
     def _run_waves(self, retry_failed: bool) -> ApplyReport:
         name = self.spec.name
