@@ -25,6 +25,8 @@ def register(sub) -> None:
     p = sub.add_parser("apply", help="converge the fleet to a Rollout: canary, waves, health gates")
     p.add_argument("manifest", type=Path, help="Rollout manifest (YAML)")
     p.add_argument("--name", help="only this Rollout when the file holds several")
+    p.add_argument("--take-over", action="store_true",
+                   help="move devices that belong to another rollout to this one (refused otherwise)")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("rollout", help="inspect and control rollouts recorded in the journal")
@@ -55,14 +57,14 @@ def register(sub) -> None:
 
 # --- plan / apply -----------------------------------------------------------------------------
 
-def _engine_for(spec, journal, log=None):
+def _engine_for(spec, journal, log=None, take_over: bool = False):
     from edgeship.fleet.rollout.artifacts import resolve
     from edgeship.fleet.rollout.devices import load_fleet_and_select
     from edgeship.fleet.rollout.engine import Engine, stderr_log
 
     shipment = resolve(spec, build=build_pipeline)
     fleet, devices = load_fleet_and_select(spec)
-    return Engine(spec, fleet, devices, shipment, journal, log=log or stderr_log)
+    return Engine(spec, fleet, devices, shipment, journal, log=log or stderr_log, take_over=take_over)
 
 
 def build_pipeline(manifest: Path) -> Path:
@@ -101,6 +103,11 @@ def cmd_plan(args) -> int:
                 print(f"Rollout {spec.name}: artifact {artifact.short(engine.ship.digest)} -> fleet {engine.fleet.name}")
                 print(plans.format_table(rows))
                 print(plans.summary(rows))
+                owned = engine.foreign_owners()
+                if owned:
+                    from edgeship.fleet.rollout.ownership import describe
+
+                    print(f"Owned elsewhere: {describe(owned)}: apply refuses them without --take-over.")
                 changed |= plans.has_changes(rows)
                 errors |= plans.has_errors(rows)
     except ManifestError:
@@ -126,7 +133,7 @@ def cmd_apply(args) -> int:
     worst = 0
     with Journal() as journal:
         for spec in specs:
-            report = _engine_for(spec, journal).apply()
+            report = _engine_for(spec, journal, take_over=args.take_over).apply()
             worst = max(worst, print_report(report))
     return worst
 

@@ -15,12 +15,13 @@ import fcntl
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from edgeship import artifact
 from edgeship.errors import EdgeshipError, RolloutError
 from edgeship.fleet.rollout import gate as gates
+from edgeship.fleet.rollout import ownership
 from edgeship.fleet.rollout import plan as plans
 from edgeship.fleet.rollout.artifacts import Shipment
 from edgeship.fleet.rollout.devices import Transports, failure_reason, fetch_statuses, withdraw_pending
@@ -66,8 +67,9 @@ def stderr_log(line: str) -> None:
 class Engine:
     def __init__(self, spec: RolloutSpec, fleet, devices: list, shipment: Shipment, journal: Journal,
                  transports: Transports | None = None, log: Callable[[str], None] = stderr_log,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, take_over: bool = False):
         self.spec, self.fleet, self.devices, self.ship, self.journal = spec, fleet, devices, shipment, journal
+        self.take_over = take_over  # may move devices owned by another rollout to this one
         self.transports = transports or Transports(fleet)
         self.log = log
         self.sleep = sleep
@@ -84,7 +86,14 @@ class Engine:
 
     def plan(self) -> list[plans.PlanRow]:
         statuses = fetch_statuses(self.devices, self.transports)
-        return plans.make_plan(self.devices, self.waves, self.ship.digest, statuses, self.journal.applied(self.fleet.name))
+        rows = plans.make_plan(self.devices, self.waves, self.ship.digest, statuses, self.journal.applied(self.fleet.name))
+        owned = self.foreign_owners()
+        return [replace(r, note="; ".join(n for n in (r.note, f"owned by rollout {owned[r.device_id]}") if n))
+                if r.device_id in owned else r for r in rows]
+
+    def foreign_owners(self) -> dict[str, str]:
+        """Selected devices that belong to another rollout (apply refuses them without take_over)."""
+        return ownership.foreign(self.journal, self.fleet.name, [d.id for d in self.devices], self.spec.name)
 
     # --- apply ------------------------------------------------------------------------------
 
@@ -110,11 +119,15 @@ class Engine:
             if plans.has_errors(plan_rows) and not plans.has_changes(plan_rows):
                 bad = [r for r in plan_rows if r.action == plans.UNREACHABLE]
                 raise RolloutError(f"{name}: {len(bad)} device(s) not reachable, e.g. {bad[0].note}")
+            ownership.refuse_or_take(self.journal, self.fleet.name, self._seen, name, self.take_over, self.log)
             if not plans.has_changes(plan_rows) and not plans.has_errors(plan_rows):
-                return ApplyReport(name, self._record_converged(row), digest, "unchanged", "nothing to change",
+                run_id = self._record_converged(row)
+                ownership.claim(self.journal, self.fleet.name, self._seen, name)
+                return ApplyReport(name, run_id, digest, "unchanged", "nothing to change",
                                    [DeviceRow(r.device_id, r.wave, r.current, r.current, "unchanged") for r in plan_rows])
             self.run_id = self.journal.new_run(name, str(self.spec.source), self.fleet.name, self.spec.spec_digest,
                                                digest, str(self.ship.bundle))
+            ownership.claim(self.journal, self.fleet.name, self._seen, name)
             self.log(f"{name}: run {self.run_id}: {artifact.short(digest)} to {len(self.devices)} device(s) in "
                      f"{len(self.waves)} wave(s), {self.parallel} at a time")
         else:
