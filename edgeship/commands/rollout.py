@@ -150,7 +150,10 @@ def print_report(report) -> int:
     print(render_table(("DEVICE", "WAVE", "BEFORE", "AFTER", "RESULT", "P95_MS", "BYTES"), body))
     for name, verdict in report.gates:
         print(f"gate {name}: {'passed' if verdict.ok else 'FAILED'}: {verdict.reason}")
+    ratio = report.per_device_ratio
     print(f"Rollout {report.rollout}: {report.state}; {report.bytes_pushed} bytes pushed"
+          + (f" to {report.devices_pushed} device(s), {ratio:.2f}x the {report.artifact_bytes}-byte artifact each"
+             if ratio is not None else "")
           + (f" (run {report.run_id})" if report.run_id else ""))
     if report.ok:
         return 0
@@ -209,7 +212,7 @@ def _live_status(row):
 
 
 def _status(args, journal, row) -> int:
-    from edgeship.fleet.rollout.status import summary
+    from edgeship.fleet.rollout.status import devices_pushed, summary
 
     live, why_not = _live_status(row)
     gates = journal.gates(row.run_id)
@@ -222,6 +225,7 @@ def _status(args, journal, row) -> int:
             "artifact": row.artifact_digest, "manifest": row.manifest, "fleet": row.fleet,
             "updated": _ts(row.updated), "activated": ok, "failed": len(latest) - ok, "rolled_back": rolled_back,
             "bytes_pushed": journal.bytes_pushed(row.run_id),
+            "devices_pushed": len(devices_pushed(steps)), "artifact_bytes": _size(row.bundle),
             "gates": [{"wave": g["name"], "ok": g["ok"], "reason": g["reason"], "figures": g["figures"]} for g in gates.values()],
             "live": live.to_dict() if live else None, "live_error": why_not or None}
     if live is not None:
@@ -236,7 +240,9 @@ def _status(args, journal, row) -> int:
         print(f"Rollout {row.name}: fleet state unknown ({why_not})")
     print(f"  last run {row.run_id}: {row.state}" + (f" ({row.reason})" if row.reason else ""))
     print(f"  artifact {artifact.short(row.artifact_digest)}, fleet {row.fleet}, updated {data['updated']}")
-    print(f"  devices activated {ok}, failed {len(latest) - ok}, rolled back {rolled_back}, bytes pushed {data['bytes_pushed']}")
+    print(f"  devices activated {ok}, failed {len(latest) - ok}, rolled back {rolled_back}, bytes pushed {data['bytes_pushed']}"
+          + (f" to {data['devices_pushed']} device(s) ({data['bytes_pushed'] / data['devices_pushed'] / data['artifact_bytes']:.2f}x"
+             f" the {data['artifact_bytes']}-byte artifact each)" if data["devices_pushed"] and data["artifact_bytes"] else ""))
     for wave, g in gates.items():
         print(f"  gate {g['name']}: {'passed' if g['ok'] else 'FAILED'}: {g['reason']}")
     return 0
@@ -306,6 +312,13 @@ def _history(args, journal, row) -> int:
 
 _ROLLOUT_ACTIONS = {"status": _status, "pause": _pause, "resume": _resume, "abort": _abort,
                     "rollback": _rollback, "history": _history}
+
+
+def _size(path: str | None) -> int:
+    try:
+        return Path(path).stat().st_size if path else 0
+    except OSError:
+        return 0
 
 
 def _ts(ts) -> str:

@@ -27,6 +27,7 @@ from edgeship.fleet.rollout.artifacts import Shipment
 from edgeship.fleet.rollout.devices import Transports, failure_reason, fetch_statuses, withdraw_pending
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import RolloutSpec
+from edgeship.fleet.rollout.status import devices_pushed
 from edgeship.fleet.rollout.waves import Wave, plan_waves, resolve_max_unavailable
 from edgeship.paths import state_dir
 
@@ -54,6 +55,15 @@ class ApplyReport:
     rows: list[DeviceRow] = field(default_factory=list)
     gates: list[tuple[str, gates.Verdict]] = field(default_factory=list)
     bytes_pushed: int = 0
+    devices_pushed: int = 0  # devices that received bytes in this run
+    artifact_bytes: int = 0  # the bundle's size: a delta transfer sends less than this per device
+
+    @property
+    def per_device_ratio(self) -> float | None:
+        """Bytes sent per device that received any, over the artifact's size (MQTT chunks: < 1 on an update)."""
+        if not self.devices_pushed or not self.artifact_bytes:
+            return None
+        return self.bytes_pushed / self.devices_pushed / self.artifact_bytes
 
     @property
     def ok(self) -> bool:
@@ -199,6 +209,8 @@ class Engine:
         report.rows = [self._rows.get(d) or DeviceRow(d, self._wave_name[d], self._seen.get(d), self._seen.get(d), "not reached")
                        for w in self.waves for d in w.devices]
         report.bytes_pushed = self.journal.bytes_pushed(self.run_id)
+        report.devices_pushed = len(devices_pushed(self.journal.steps(self.spec.name, self.run_id)))
+        report.artifact_bytes = self.ship.size
         return report
 
     def _stop_requested(self) -> str | None:

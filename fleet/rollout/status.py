@@ -84,3 +84,8 @@ def summary(live: LiveStatus, short) -> str:
     if live.offline:
         parts.append(f"offline: {', '.join(live.offline[:5])}")
     return "; ".join(parts)
+
+
+def devices_pushed(steps: list[dict]) -> set[str]:
+    """The devices a run's journaled steps sent bytes to (for bytes sent per device vs the artifact)."""
+    return {s["device"] for s in steps if s["action"] == "push" and s["phase"] == "end" and s["ok"] and s["bytes"]}
