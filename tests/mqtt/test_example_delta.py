@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from edgeship.cli import main
+from tests.mqtt.conftest import write_mqtt_fleet
 from tests.quant.helpers import EXAMPLES, make_example
 
 pytestmark = pytest.mark.integration
@@ -45,13 +46,8 @@ def test_example_update_sends_less_than_the_artifact(tmp_path, mosquitto_broker,
     broker = mosquitto_broker()
     for d in DEVICES:
         make_service(broker.url, d).start().client.wait_connected(10)
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump({
-        "apiVersion": "edgeship/v1", "kind": "Fleet", "metadata": {"name": "delta"},
-        "trust": {"public_keys": [str(keys[1])]},
-        "transports": {"mqtt": {"broker": broker.url, "chunk_kb": 4, "timeout_s": 120,
-                                "store_dir": str(tmp_path / "manager")}},
-        "devices": [{"id": d, "target": "host-cpu", "transport": "mqtt"} for d in DEVICES]}))
+    fleet = write_mqtt_fleet(tmp_path / "fleet.yaml", "delta", broker.url, keys[1], DEVICES, chunk_kb=4,
+                             timeout_s=120, store_dir=str(tmp_path / "manager"))
     ratios = []
     for tar in ("kws-host-v1.tar", "kws-host-v2.tar"):
         rollout = tmp_path / "rollout.yaml"  # one rollout, its artifact updated: the GitOps way

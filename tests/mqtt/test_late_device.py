@@ -18,7 +18,7 @@ from edgeship.fleet.rollout.devices import Transports, load_fleet_and_select
 from edgeship.fleet.rollout.engine import Engine
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import load_rollout
-from tests.mqtt.conftest import device
+from tests.mqtt.conftest import device, write_mqtt_fleet
 from tests.support.bundles import make_bundle
 
 pytestmark = pytest.mark.integration
@@ -79,13 +79,8 @@ def test_late_device_after_a_failed_gate_stays_on_the_release_the_rollout_wants(
     services = {d: make_service(broker.url, d, heartbeat_s=1.0).start() for d in IDS}
     for svc in services.values():
         svc.client.wait_connected(10)
-    fleet_path = tmp_path / "fleet.yaml"
-    fleet_path.write_text(yaml.safe_dump({
-        "apiVersion": "edgeship/v1", "kind": "Fleet", "metadata": {"name": "late"},
-        "trust": {"public_keys": [str(keys[1])]},
-        "transports": {"mqtt": {"broker": broker.url, "offline_grace_s": 1, "timeout_s": 60,
-                                "store_dir": str(tmp_path / "manager")}},
-        "devices": [{"id": d, "target": "host-cpu", "transport": "mqtt"} for d in IDS]}))
+    fleet_path = write_mqtt_fleet(tmp_path / "fleet.yaml", "late", broker.url, keys[1], IDS, offline_grace_s=1,
+                                  timeout_s=60, store_dir=str(tmp_path / "manager"))
     v1, v2 = make_bundle(tmp_path, "tiny", seed=1), make_bundle(tmp_path, "tiny", seed=2)
     d1, d2 = artifact.bundle_digest(v1), artifact.bundle_digest(v2)
 
