@@ -18,6 +18,12 @@ def test_overlapping_rollouts_and_deploy_need_take_over(tmp_path, capsys):
     d1, d2, d3 = (artifact.bundle_digest(b) for b in (v1, v2, v3))
     first = write_rollout(tmp_path, "cams", fleet, v1, STRATEGY)
     second = write_rollout(tmp_path, "cams-beta", fleet, v2, STRATEGY, selector={"matchLabels": {"site": "lab"}})
+    import shutil
+
+    shutil.rmtree(tmp_path / "devices" / ids[2])  # never deployed: its folder does not exist yet
+    assert main(["plan", str(first)]) == 1
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("dev-")]
+    assert all(row.endswith("empty") for row in rows) and "offline" not in "".join(rows), rows
     assert main(["apply", str(first)]) == 0
     capsys.readouterr()
 
