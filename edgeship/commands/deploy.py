@@ -75,12 +75,15 @@ def _deploy(args) -> int:
     if args.timeout:
         for kind in ("ssh",):
             fleet.transports.setdefault(kind, {})["command_timeout_s"] = args.timeout
+    _check_owners(fleet.name, devices, args.take_over)
     progress = Progress(len(devices), enabled=not args.no_progress)
     try:
         outcomes = deploy(fleet, devices, bundle, digest, parallel=args.parallel, progress=progress,
                           activate=not args.push_only)
     finally:
         close_transports(fleet)
+    if args.take_over and not args.push_only:
+        _detach(fleet.name, {o.device_id: digest for o in outcomes if o.ok})
     if args.json:
         print(json.dumps([{"device_id": o.device_id, "transport": o.transport, "ok": o.ok, "stage": o.stage,
                            "reason": o.reason, "message": o.message, "seconds": round(o.seconds, 3),
@@ -96,6 +99,31 @@ def _deploy(args) -> int:
     return 0
 
 
+def _check_owners(fleet_name: str, devices, take_over: bool) -> None:
+    """A device that belongs to a rollout is that rollout's: refuse (its rollout, or reconcile, would
+    move it back) unless --take-over, which detaches it. Warn either way."""
+    from edgeship.errors import RolloutError
+    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.ownership import describe, owners
+
+    with Journal() as journal:
+        owned = owners(journal, fleet_name, [d.id for d in devices])
+    if not owned:
+        return
+    if not take_over:
+        raise RolloutError(f"deploy: {describe(owned)} belong to a rollout, which would move them back; "
+                           "`--take-over` detaches them from it")
+    print(f"edgeship: warning: deploy takes over {describe(owned)}: they leave their rollout", file=sys.stderr)
+
+
+def _detach(fleet_name: str, deployed: dict[str, str]) -> None:
+    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.ownership import release
+
+    with Journal() as journal:
+        release(journal, fleet_name, deployed)
+
+
 def register(sub) -> None:
     p = sub.add_parser("deploy", help="push and activate an artifact on fleet devices now (no waves)",
                        description="Push an artifact to the selected devices and activate it; one row per device.")
@@ -106,6 +134,8 @@ def register(sub) -> None:
     p.add_argument("--parallel", type=int, default=4, help="devices worked on at once (default 4)")
     p.add_argument("--timeout", type=float, default=None, help="per-device remote command timeout in seconds (ssh)")
     p.add_argument("--push-only", action="store_true", help="upload but do not activate")
+    p.add_argument("--take-over", action="store_true",
+                   help="deploy even to devices that belong to a rollout, detaching them from it")
     p.add_argument("--json", action="store_true", help="print outcomes as JSON instead of a table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_deploy)

@@ -29,6 +29,7 @@ def _ago(ts: float | None) -> str:
 
 def _status(args) -> int:
     from edgeship.fleet.inventory import load_fleet
+    from edgeship.fleet.rollout.devices import failure_reason
     from edgeship.fleet.transports import close_transports, get_transport
 
     fleet = load_fleet(Path(args.fleet))
@@ -38,9 +39,9 @@ def _status(args) -> int:
             try:
                 state = get_transport(fleet, dev).status(dev)
                 rows.append({**state.to_dict(), "transport": dev.transport, "error": None})
-            except TransportError as err:
+            except TransportError as err:  # keep the transport's reason (host-key, timeout): not just "offline"
                 rows.append({"device_id": dev.id, "transport": dev.transport, "online": False, "current": None,
-                             "last_seen": None, "error": str(err)})
+                             "last_seen": None, "error": str(err), "reason": failure_reason(err)})
     finally:
         close_transports(fleet)
     if args.json:
@@ -53,8 +54,9 @@ def _status(args) -> int:
         if r.get("error"):
             result = r["error"]
         release = (r.get("current") or "-").split(":", 1)[-1][:12]
-        table.append((r["device_id"], r["transport"], "online" if r.get("online") else "offline", release,
-                      _ago(r.get("last_seen")), result))
+        state = r["reason"] if r.get("error") else "online" if r.get("online") else "offline"
+        seen = "-" if r.get("error") else _ago(r.get("last_seen"))  # unknown, not "never"
+        table.append((r["device_id"], r["transport"], state, release, seen, result))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -25,6 +25,8 @@ def register(sub) -> None:
     p = sub.add_parser("apply", help="converge the fleet to a Rollout: canary, waves, health gates")
     p.add_argument("manifest", type=Path, help="Rollout manifest (YAML)")
     p.add_argument("--name", help="only this Rollout when the file holds several")
+    p.add_argument("--take-over", action="store_true",
+                   help="move devices that belong to another rollout to this one (refused otherwise)")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("rollout", help="inspect and control rollouts recorded in the journal")
@@ -48,20 +50,21 @@ def register(sub) -> None:
     p.add_argument("--branch", help="git branch to follow (makes SOURCE a git repository)")
     p.add_argument("--path", default=".", help="folder inside the repository holding the manifests (default: its root)")
     p.add_argument("--interval", type=float, default=60.0, help="seconds between passes (default 60)")
-    p.add_argument("--once", action="store_true", help="one pass, then exit (for CI): non-zero if any rollout failed")
+    p.add_argument("--once", action="store_true",
+                   help="one pass, then exit (for CI): non-zero while any rollout failed or is not converged")
     p.set_defaults(func=cmd_reconcile)
 
 
 # --- plan / apply -----------------------------------------------------------------------------
 
-def _engine_for(spec, journal, log=None):
+def _engine_for(spec, journal, log=None, take_over: bool = False):
     from edgeship.fleet.rollout.artifacts import resolve
     from edgeship.fleet.rollout.devices import load_fleet_and_select
     from edgeship.fleet.rollout.engine import Engine, stderr_log
 
     shipment = resolve(spec, build=build_pipeline)
     fleet, devices = load_fleet_and_select(spec)
-    return Engine(spec, fleet, devices, shipment, journal, log=log or stderr_log)
+    return Engine(spec, fleet, devices, shipment, journal, log=log or stderr_log, take_over=take_over)
 
 
 def build_pipeline(manifest: Path) -> Path:
@@ -100,6 +103,11 @@ def cmd_plan(args) -> int:
                 print(f"Rollout {spec.name}: artifact {artifact.short(engine.ship.digest)} -> fleet {engine.fleet.name}")
                 print(plans.format_table(rows))
                 print(plans.summary(rows))
+                owned = engine.foreign_owners()
+                if owned:
+                    from edgeship.fleet.rollout.ownership import describe
+
+                    print(f"Owned elsewhere: {describe(owned)}: apply refuses them without --take-over.")
                 changed |= plans.has_changes(rows)
                 errors |= plans.has_errors(rows)
     except ManifestError:
@@ -125,7 +133,7 @@ def cmd_apply(args) -> int:
     worst = 0
     with Journal() as journal:
         for spec in specs:
-            report = _engine_for(spec, journal).apply()
+            report = _engine_for(spec, journal, take_over=args.take_over).apply()
             worst = max(worst, print_report(report))
     return worst
 
@@ -142,7 +150,10 @@ def print_report(report) -> int:
     print(render_table(("DEVICE", "WAVE", "BEFORE", "AFTER", "RESULT", "P95_MS", "BYTES"), body))
     for name, verdict in report.gates:
         print(f"gate {name}: {'passed' if verdict.ok else 'FAILED'}: {verdict.reason}")
+    ratio = report.per_device_ratio
     print(f"Rollout {report.rollout}: {report.state}; {report.bytes_pushed} bytes pushed"
+          + (f" to {report.devices_pushed} device(s), {ratio:.2f}x the {report.artifact_bytes}-byte artifact each"
+             if ratio is not None else "")
           + (f" (run {report.run_id})" if report.run_id else ""))
     if report.ok:
         return 0
@@ -181,7 +192,29 @@ def cmd_rollout(args) -> int:
         return _ROLLOUT_ACTIONS[args.rollout_command](args, journal, row)
 
 
+def _live_status(row):
+    """The rollout's devices as they are now (status.derive), or (None, why) when they cannot be asked."""
+    from edgeship.fleet.rollout.devices import Transports, fetch_statuses, load_fleet_and_select
+    from edgeship.fleet.rollout.spec import load_rollout
+    from edgeship.fleet.rollout.status import derive
+
+    try:
+        spec = load_rollout(Path(row.manifest), row.name)
+        fleet, devices = load_fleet_and_select(spec)
+        transports = Transports(fleet)
+        try:
+            statuses = fetch_statuses(devices, transports)
+        finally:
+            transports.close()
+    except (EdgeshipError, OSError) as err:
+        return None, str(err)
+    return derive(row.state, row.artifact_digest, statuses), ""
+
+
 def _status(args, journal, row) -> int:
+    from edgeship.fleet.rollout.status import devices_pushed, summary
+
+    live, why_not = _live_status(row)
     gates = journal.gates(row.run_id)
     steps = journal.steps(row.name, row.run_id)
     ends = [s for s in steps if s["phase"] == "end" and s["action"] == "activate"]
@@ -192,13 +225,24 @@ def _status(args, journal, row) -> int:
             "artifact": row.artifact_digest, "manifest": row.manifest, "fleet": row.fleet,
             "updated": _ts(row.updated), "activated": ok, "failed": len(latest) - ok, "rolled_back": rolled_back,
             "bytes_pushed": journal.bytes_pushed(row.run_id),
-            "gates": [{"wave": g["name"], "ok": g["ok"], "reason": g["reason"], "figures": g["figures"]} for g in gates.values()]}
+            "devices_pushed": len(devices_pushed(steps)), "artifact_bytes": _size(row.bundle),
+            "gates": [{"wave": g["name"], "ok": g["ok"], "reason": g["reason"], "figures": g["figures"]} for g in gates.values()],
+            "live": live.to_dict() if live else None, "live_error": why_not or None}
+    if live is not None:
+        data.update(sync=live.sync, health=live.health)
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2))
         return 0
-    print(f"Rollout {row.name}: {row.state}" + (f" ({row.reason})" if row.reason else ""))
-    print(f"  run {row.run_id}, artifact {artifact.short(row.artifact_digest)}, fleet {row.fleet}, updated {data['updated']}")
-    print(f"  devices activated {ok}, failed {len(latest) - ok}, rolled back {rolled_back}, bytes pushed {data['bytes_pushed']}")
+    short = lambda d: artifact.short(d) if d else "-"  # noqa: E731
+    if live is not None:
+        print(f"Rollout {row.name}: {live.sync}, {live.health}: {summary(live, short)}")
+    else:
+        print(f"Rollout {row.name}: fleet state unknown ({why_not})")
+    print(f"  last run {row.run_id}: {row.state}" + (f" ({row.reason})" if row.reason else ""))
+    print(f"  artifact {artifact.short(row.artifact_digest)}, fleet {row.fleet}, updated {data['updated']}")
+    print(f"  devices activated {ok}, failed {len(latest) - ok}, rolled back {rolled_back}, bytes pushed {data['bytes_pushed']}"
+          + (f" to {data['devices_pushed']} device(s) ({data['bytes_pushed'] / data['devices_pushed'] / data['artifact_bytes']:.2f}x"
+             f" the {data['artifact_bytes']}-byte artifact each)" if data["devices_pushed"] and data["artifact_bytes"] else ""))
     for wave, g in gates.items():
         print(f"  gate {g['name']}: {'passed' if g['ok'] else 'FAILED'}: {g['reason']}")
     return 0
@@ -268,6 +312,13 @@ def _history(args, journal, row) -> int:
 
 _ROLLOUT_ACTIONS = {"status": _status, "pause": _pause, "resume": _resume, "abort": _abort,
                     "rollback": _rollback, "history": _history}
+
+
+def _size(path: str | None) -> int:
+    try:
+        return Path(path).stat().st_size if path else 0
+    except OSError:
+        return 0
 
 
 def _ts(ts) -> str:

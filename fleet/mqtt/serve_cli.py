@@ -28,7 +28,10 @@ def add_serve_parser(agent_sub) -> None:
     p.add_argument("--window", type=int, default=4, help="chunks requested at once (default 4)")
     p.add_argument("--request-timeout", type=float, default=20.0, help="seconds before re-requesting a chunk")
     p.add_argument("--max-backoff", type=float, default=30.0, help="longest reconnect delay in seconds")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--heartbeat", type=float, default=30.0,
+                   help="seconds between `online` refreshes, the most `last seen` can lag (default 30)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log each desired state, transfer, activation and refusal (with its reason) on stderr")
     p.set_defaults(func=serve)
 
 
@@ -40,6 +43,8 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.heartbeat <= 0:
+        raise UsageError("--heartbeat must be > 0 seconds")
     if not valid_device_id(args.device_id):
         raise UsageError(f"--device-id {args.device_id!r}: use lowercase letters, digits, '.', '_' and '-'")
     password = os.environ.get("EDGESHIP_MQTT_PASSWORD")
@@ -56,7 +61,7 @@ def serve(args: argparse.Namespace) -> int:
         service = DeviceService(args.device_id, root, args.broker, agent=agent, username=username, password=password,
                                 ca=args.ca, prefix=args.prefix, window=args.window,
                                 request_timeout_s=args.request_timeout, protocol_version=args.protocol,
-                                max_backoff=args.max_backoff)
+                                max_backoff=args.max_backoff, heartbeat_s=args.heartbeat)
     except ValueError as err:
         raise UsageError(str(err)) from None
     done = threading.Event()

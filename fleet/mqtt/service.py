@@ -31,6 +31,7 @@ from edgeship.errors import ArtifactError
 from edgeship.fleet.mqtt import protocol
 from edgeship.fleet.mqtt.chunks import ChunkStore, Recipe, chunk_bundle, decode_frame, save_recipe
 from edgeship.fleet.mqtt.client import Incoming, MqttClient, SharedLoop, Worker
+from edgeship.fleet.mqtt.heartbeat import Heartbeat
 from edgeship.fleet.mqtt.topics import Topics
 from edgeship.fleet.types import Result
 
@@ -81,15 +82,17 @@ class DeviceService:
         self.last_result: dict | None = None
         self.last_transfer: dict | None = None
         self.converged = threading.Event()
-        self.heartbeat_s = heartbeat_s
-        self._last_heartbeat = time.monotonic()
+        self.heartbeat = Heartbeat(heartbeat_s, self._current_on_disk)
         self.client = MqttClient(
             broker, client_id=f"edgeship-device-{device_id}", username=username, password=password, ca=ca,
             persistent=True, protocol=protocol_version, worker=worker, loop=loop, label=device_id,
             will=(self.topics.device(device_id, "status"), protocol.status_doc("offline")),
             min_backoff=min_backoff, max_backoff=max_backoff)
         self.client.on_connected.append(self._on_connected)
-        self.client.subscribe(self.topics.device(device_id, "desired"), self._on_desired)
+        # QoS 0: desired is a retained *state*, re-read on every (re)subscribe; at QoS 1 a persistent
+        # session would also queue every stale desired published while the device was offline, and a
+        # late device would act on a release the manager has since withdrawn.
+        self.client.subscribe(self.topics.device(device_id, "desired"), self._on_desired, qos=0)
         self.client.subscribe(self.topics.device(device_id, "chunks"), self._on_chunk)
         self.client.subscribe(self.topics.manager_status(), self._on_manager_status)
 
@@ -111,12 +114,16 @@ class DeviceService:
         self.client.stop()
 
     def tick(self) -> None:
-        """Re-request chunks whose answer is overdue (lost in a disconnect or dropped), and refresh
-        the retained `online` status now and then so `last seen` stays true. Run on the worker."""
+        """Re-request chunks whose answer is overdue (lost in a disconnect or dropped), report a
+        release switched on the device itself, and refresh the retained `online` status every
+        heartbeat so `last seen` stays true. Run on the worker."""
         if not self.client.connected.is_set():
             return
-        if time.monotonic() - self._last_heartbeat > self.heartbeat_s:
-            self._last_heartbeat = time.monotonic()
+        if self.transfer is None and self.heartbeat.changed():
+            log.info("%s: local change: the device now runs %s (not by a desired state); reporting it",
+                     self.device_id, _short(self._current_on_disk()))
+            self.report()
+        if self.heartbeat.due():
             self.client.publish(self.topics.device(self.device_id, "status"), protocol.status_doc("online"),
                                 retain=True)
         t = self.transfer
@@ -149,8 +156,13 @@ class DeviceService:
         self.client.publish(self.topics.device(self.device_id, "events"),
                             protocol.dumps({"event": kind, "ts": round(time.time(), 3), **fields}), qos=0)
 
+    def _current_on_disk(self) -> str | None:
+        hexd = self.agent.current_hex()
+        return f"sha256:{hexd}" if hexd else None
+
     def report(self) -> None:
         status = self.agent.status()
+        self.heartbeat.reported(status.get("current"))
         staged = [f"sha256:{name[:-4]}" for name in status.get("incoming", []) if name.endswith(".tar")]
         doc = {"device_id": self.device_id, "seq": self._handled_seq, "current": status.get("current"),
                "previous": status.get("previous"), "releases": status.get("releases", []), "staged": staged,
@@ -162,7 +174,8 @@ class DeviceService:
     # --- handlers (worker thread) -------------------------------------------------------------
 
     def _on_connected(self, session_present: bool) -> None:
-        self._last_heartbeat = time.monotonic()
+        log.info("%s: connected to the broker (MQTT %s)", self.device_id, "5" if self.client.v5 else "3.1.1")
+        self.heartbeat.beaten()
         self.client.publish(self.topics.device(self.device_id, "status"), protocol.status_doc("online"), retain=True)
         self.report()
         if self.transfer is not None:  # answers in flight may be lost with the old connection
@@ -178,7 +191,11 @@ class DeviceService:
             self._request(list(self.transfer.outstanding) or self._next_wanted())
 
     def _on_desired(self, msg: Incoming) -> None:
-        if not msg.payload:
+        if not msg.payload:  # withdrawn by the manager (a stopped rollout): drop a transfer for it
+            if self.transfer is not None:
+                log.info("%s: desired state withdrawn: abandoning the transfer of %s", self.device_id,
+                         _short(self.transfer.recipe.digest))
+                self.transfer = None
             return
         try:
             doc = protocol.check_desired(protocol.loads(msg.payload))
@@ -192,6 +209,7 @@ class DeviceService:
             return  # the same desired again (retained, re-delivered): the transfer goes on
         self.transfer = None
         action = doc["action"]
+        log.info("%s: desired state seq %s: %s %s", self.device_id, doc["seq"], action, _short(doc.get("digest")))
         if action == "rollback":
             self._finish(doc, self.agent.rollback())
             return
@@ -223,6 +241,8 @@ class DeviceService:
         transfer.chunks_reused = len(set(recipe.ids())) - len(missing)
         self.transfer = transfer
         self._event("fetch-start", digest=digest, chunks_missing=len(missing), chunks_total=len(set(recipe.ids())))
+        log.info("%s: transfer of %s: %d of %d chunk(s) to fetch, %d reused from kept releases", self.device_id,
+                 _short(digest), len(missing), len(set(recipe.ids())), transfer.chunks_reused)
         if not missing:
             self._complete()
         else:
@@ -267,6 +287,7 @@ class DeviceService:
         if not self.store.put(cid, data):
             t.corrupt += 1
             self._event("corrupt-chunk", chunk=cid)
+            log.warning("%s: chunk %s failed its sha256: dropped, asking again", self.device_id, cid[:12])
             self._request([cid])
             return
         t.wanted.discard(cid)
@@ -295,7 +316,11 @@ class DeviceService:
             return
         save_recipe(self.recipes_dir, t.recipe)
         self.transfer = None
-        self._apply(t.desired, t.figures())
+        figures = t.figures()
+        log.info("%s: transfer of %s complete: %d byte(s) in %d chunk(s) of a %d-byte bundle, %.1fs", self.device_id,
+                 _short(t.recipe.digest), figures["bytes_fetched"], figures["chunks_fetched"], figures["bytes_total"],
+                 figures["seconds"])
+        self._apply(t.desired, figures)
 
     def _apply(self, doc: dict, figures: dict | None) -> None:
         digest = doc["digest"]
@@ -310,6 +335,7 @@ class DeviceService:
         self._finish(doc, result, transfer=figures)
 
     def _finish(self, doc: dict | None, result: Result, transfer: dict | None = None) -> None:
+        _log_result(self.device_id, (doc or {}).get("action", "desired"), result)
         self.last_result = result.to_dict()
         if transfer is not None:
             self.last_transfer = transfer
@@ -377,6 +403,7 @@ class DeviceService:
         have = part.stat().st_size if part.exists() else 0
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         context = ssl.create_default_context(cafile=self.ca) if url.startswith("https") else None
+        log.info("%s: downloading %s from %s%s", self.device_id, _short(digest), url, f" (resuming at {have})" if have else "")
         started, fetched = time.time(), 0
         try:
             with urllib.request.urlopen(request, timeout=self.http_timeout_s, context=context) as resp:
@@ -404,6 +431,21 @@ class DeviceService:
         os.replace(part, target)
         self._apply(doc, {"digest": digest, "bytes_fetched": fetched, "source": "url",
                           "seconds": round(time.time() - started, 3)})
+
+
+def _short(digest: str | None) -> str:
+    return artifact.short(digest) if digest else "-"
+
+
+def _log_result(device_id: str, action: str, result: Result) -> None:
+    """One line per outcome, the refusals with their reason: the device log an operator reads."""
+    if result.ok:
+        p95 = (result.figures or {}).get("p95_ms")
+        extra = f" (smoke p95 {p95:.3g} ms)" if isinstance(p95, (int, float)) else ""
+        log.info("%s: %s %s: %s%s", device_id, action, _short(result.digest), result.message or "ok", extra)
+    else:
+        log.warning("%s: %s %s REFUSED: %s: %s", device_id, action, _short(result.digest), result.reason or "error",
+                    result.message)
 
 
 def _sha256(path: Path) -> str:

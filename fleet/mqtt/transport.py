@@ -8,7 +8,8 @@ status   the retained `status` + `reported` documents of the device.
 
 Waits end cleanly: a device whose retained status is the last-will `offline` for longer than
 `offline_grace_s` gets `unreachable`, one that says nothing within `timeout_s` gets `timeout`.
-The desired document stays retained, so an offline device converges when it comes back.
+The desired document stays retained, so an offline device converges when it comes back; `withdraw`
+deletes it when the rollout that published it stopped (a failed gate, a rollback).
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def _secret(value: str | None) -> str | None:
             raise TransportError("transports.mqtt", f"environment variable {match.group(1)} is not set")
         return os.environ[match.group(1)]
     return str(value)
+
+
+def _number(value) -> float:
+    """A timestamp from a device's document; anything that is not a number counts as never."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 class MqttManager:
@@ -163,7 +169,7 @@ class MqttManager:
         device_id, doc = decoded
         with self._cond:
             self.reported[device_id] = doc
-            self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), float(doc.get("ts") or 0))
+            self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), _number(doc.get("ts")))
             self._cond.notify_all()
 
     def _on_status(self, msg: Incoming) -> None:
@@ -174,8 +180,9 @@ class MqttManager:
         doc["_received"] = time.monotonic()
         with self._cond:
             self.status_docs[device_id] = doc
-            if doc.get("state") == "online":
-                self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), float(doc.get("ts") or 0))
+            # Every status the device wrote counts (heartbeats, and the `offline` of a clean stop, written
+            # when it stopped); a last will carries its connect time, older than any heartbeat: max() keeps it harmless.
+            self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), _number(doc.get("ts")))
             self._cond.notify_all()
 
     # --- artifacts -----------------------------------------------------------------------------
@@ -224,6 +231,17 @@ class MqttManager:
         except (RuntimeError, ValueError):
             pass  # not connected right now: paho resends after reconnect, and _on_connected republishes
         return seq
+
+    def withdraw_desired(self, device_id: str) -> None:
+        """Delete the device's retained desired document (an empty retained message), so a device
+        that was offline when a rollout stopped never acts on what that rollout no longer wants."""
+        self.start()
+        self._desired.pop(device_id, None)
+        info = self.client.publish(self.topics.device(device_id, "desired"), b"", retain=True)
+        try:
+            info.wait_for_publish(self.connect_timeout_s)
+        except (RuntimeError, ValueError):
+            pass  # not connected now: paho resends it after the reconnect
 
     def wait_for_seq(self, device_id: str, seq: int, timeout: float | None = None) -> dict:
         """Wait for the device's report of having handled `seq`; raise TransportError otherwise."""
@@ -334,6 +352,10 @@ class MqttTransport:
             reason = "unreachable" if "offline" in str(err) else "timeout"
             return Result(False, device.id, "", reason, str(err))
         return Result.from_dict({**(doc.get("last_result") or {}), "device_id": device.id})
+
+    def withdraw(self, device) -> None:
+        """Cancel whatever desired state is still pending for the device (see MqttManager.withdraw_desired)."""
+        self.manager.withdraw_desired(device.id)
 
     def status(self, device) -> DeviceState:
         self.manager.sync()

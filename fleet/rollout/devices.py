@@ -62,6 +62,13 @@ class Transports:
         self._cache.clear()
 
 
+def failure_reason(err: BaseException, default: str = "unreachable") -> str:
+    """The machine-readable reason a transport error carries (`host-key`, `timeout`, ...), so a
+    refused host key is never relabelled `unreachable` in the journal, the gate or the history."""
+    reason = getattr(err, "reason", None)
+    return reason if isinstance(reason, str) and reason else default
+
+
 def fetch_statuses(devices: list, transports: Transports, parallel: int = STATUS_PARALLEL) -> dict[str, Any]:
     """device id -> DeviceState, or the EdgeshipError that stopped us reading it (an unreachable device)."""
 
@@ -77,3 +84,21 @@ def fetch_statuses(devices: list, transports: Transports, parallel: int = STATUS
         return {}
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(devices)))) as pool:
         return dict(pool.map(one, devices))
+
+
+def withdraw_pending(devices: list, transports: Transports, log: Callable[[str], None]) -> list[str]:
+    """Cancel the desired state a stopped rollout left pending on these devices (transports that
+    keep one, like MQTT's retained `desired`, have `withdraw(device)`; the others hold nothing).
+    Like cancelling a job: a device that comes back late must not act on it. Returns the ids done."""
+    done = []
+    for device in devices:
+        try:
+            transport = transports.for_device(device)
+            withdraw = getattr(transport, "withdraw", None)
+            if withdraw is None:
+                continue
+            withdraw(device)
+            done.append(device.id)
+        except EdgeshipError as err:
+            log(f"{device.id}: could not withdraw its pending desired state: {err}")
+    return done

@@ -15,17 +15,19 @@ import fcntl
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from edgeship import artifact
 from edgeship.errors import EdgeshipError, RolloutError
 from edgeship.fleet.rollout import gate as gates
+from edgeship.fleet.rollout import ownership
 from edgeship.fleet.rollout import plan as plans
 from edgeship.fleet.rollout.artifacts import Shipment
-from edgeship.fleet.rollout.devices import Transports, fetch_statuses
+from edgeship.fleet.rollout.devices import Transports, failure_reason, fetch_statuses, withdraw_pending
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import RolloutSpec
+from edgeship.fleet.rollout.status import devices_pushed
 from edgeship.fleet.rollout.waves import Wave, plan_waves, resolve_max_unavailable
 from edgeship.paths import state_dir
 
@@ -53,6 +55,15 @@ class ApplyReport:
     rows: list[DeviceRow] = field(default_factory=list)
     gates: list[tuple[str, gates.Verdict]] = field(default_factory=list)
     bytes_pushed: int = 0
+    devices_pushed: int = 0  # devices that received bytes in this run
+    artifact_bytes: int = 0  # the bundle's size: a delta transfer sends less than this per device
+
+    @property
+    def per_device_ratio(self) -> float | None:
+        """Bytes sent per device that received any, over the artifact's size (MQTT chunks: < 1 on an update)."""
+        if not self.devices_pushed or not self.artifact_bytes:
+            return None
+        return self.bytes_pushed / self.devices_pushed / self.artifact_bytes
 
     @property
     def ok(self) -> bool:
@@ -66,8 +77,9 @@ def stderr_log(line: str) -> None:
 class Engine:
     def __init__(self, spec: RolloutSpec, fleet, devices: list, shipment: Shipment, journal: Journal,
                  transports: Transports | None = None, log: Callable[[str], None] = stderr_log,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, take_over: bool = False):
         self.spec, self.fleet, self.devices, self.ship, self.journal = spec, fleet, devices, shipment, journal
+        self.take_over = take_over  # may move devices owned by another rollout to this one
         self.transports = transports or Transports(fleet)
         self.log = log
         self.sleep = sleep
@@ -84,7 +96,14 @@ class Engine:
 
     def plan(self) -> list[plans.PlanRow]:
         statuses = fetch_statuses(self.devices, self.transports)
-        return plans.make_plan(self.devices, self.waves, self.ship.digest, statuses, self.journal.applied(self.fleet.name))
+        rows = plans.make_plan(self.devices, self.waves, self.ship.digest, statuses, self.journal.applied(self.fleet.name))
+        owned = self.foreign_owners()
+        return [replace(r, note="; ".join(n for n in (r.note, f"owned by rollout {owned[r.device_id]}") if n))
+                if r.device_id in owned else r for r in rows]
+
+    def foreign_owners(self) -> dict[str, str]:
+        """Selected devices that belong to another rollout (apply refuses them without take_over)."""
+        return ownership.foreign(self.journal, self.fleet.name, [d.id for d in self.devices], self.spec.name)
 
     # --- apply ------------------------------------------------------------------------------
 
@@ -109,12 +128,16 @@ class Engine:
             self._seen = {r.device_id: r.current for r in plan_rows}
             if plans.has_errors(plan_rows) and not plans.has_changes(plan_rows):
                 bad = [r for r in plan_rows if r.action == plans.UNREACHABLE]
-                raise RolloutError(f"{name}: {len(bad)} device(s) unreachable, e.g. {bad[0].note}")
+                raise RolloutError(f"{name}: {len(bad)} device(s) not reachable, e.g. {bad[0].note}")
+            ownership.refuse_or_take(self.journal, self.fleet.name, self._seen, name, self.take_over, self.log)
             if not plans.has_changes(plan_rows) and not plans.has_errors(plan_rows):
-                return ApplyReport(name, row.run_id if row else None, digest, "unchanged", "nothing to change",
+                run_id = self._record_converged(row)
+                ownership.claim(self.journal, self.fleet.name, self._seen, name)
+                return ApplyReport(name, run_id, digest, "unchanged", "nothing to change",
                                    [DeviceRow(r.device_id, r.wave, r.current, r.current, "unchanged") for r in plan_rows])
             self.run_id = self.journal.new_run(name, str(self.spec.source), self.fleet.name, self.spec.spec_digest,
                                                digest, str(self.ship.bundle))
+            ownership.claim(self.journal, self.fleet.name, self._seen, name)
             self.log(f"{name}: run {self.run_id}: {artifact.short(digest)} to {len(self.devices)} device(s) in "
                      f"{len(self.waves)} wave(s), {self.parallel} at a time")
         else:
@@ -123,6 +146,30 @@ class Engine:
                 self.journal.set_state(name, "running", "")
             self.log(f"{name}: resuming run {self.run_id} ({artifact.short(digest)})")
         return self._run_waves(retry_failed=resume)
+
+    def converged_now(self) -> bool:
+        """True when every selected device runs the artifact already (then recorded as a finished run,
+        so `rollout status` and reconcile stop reporting an old failure). Used by reconcile for a
+        rollout it does not retry."""
+        try:
+            rows = self.plan()
+        finally:
+            self.transports.close()
+        if plans.has_changes(rows) or plans.has_errors(rows):
+            return False
+        self._record_converged(self.journal.rollout(self.spec.name))
+        return True
+
+    def _record_converged(self, row) -> int:
+        """The fleet already runs what this manifest wants: unless the journal says so already, record
+        it as a run that found nothing to do, so the rollout's last run is not a stale failure."""
+        same = row is not None and row.spec_digest == self.spec.spec_digest and row.artifact_digest == self.ship.digest
+        if same and row.state == "done":
+            return row.run_id
+        run_id = self.journal.new_run(self.spec.name, str(self.spec.source), self.fleet.name, self.spec.spec_digest,
+                                      self.ship.digest, str(self.ship.bundle))
+        self.journal.set_state(self.spec.name, "done", "already converged: nothing to change")
+        return run_id
 
     def _run_waves(self, retry_failed: bool) -> ApplyReport:
         name = self.spec.name
@@ -162,6 +209,8 @@ class Engine:
         report.rows = [self._rows.get(d) or DeviceRow(d, self._wave_name[d], self._seen.get(d), self._seen.get(d), "not reached")
                        for w in self.waves for d in w.devices]
         report.bytes_pushed = self.journal.bytes_pushed(self.run_id)
+        report.devices_pushed = len(devices_pushed(self.journal.steps(self.spec.name, self.run_id)))
+        report.artifact_bytes = self.ship.size
         return report
 
     def _stop_requested(self) -> str | None:
@@ -210,7 +259,7 @@ class Engine:
         try:
             state = transport.status(device)
         except EdgeshipError as err:
-            self._activation_failed(device, wave, None, "unreachable", str(err))
+            self._activation_failed(device, wave, None, failure_reason(err), str(err))
             return True
         if state.current == digest:
             if j.interrupted(run, device.id, "activate", digest):  # switched just before a kill: finish the record
@@ -232,8 +281,8 @@ class Engine:
             result = transport.activate(device, digest)
         except EdgeshipError as err:
             j.end(run, name, device.id, wave.index, "activate", digest, False,
-                  detail={"reason": "unreachable", "message": str(err), "previous": before})
-            self._set_row(device.id, wave, before, before, "failed: unreachable", bytes_sent=sent)
+                  detail={"reason": failure_reason(err), "message": str(err), "previous": before})
+            self._set_row(device.id, wave, before, before, f"failed: {failure_reason(err)}", bytes_sent=sent)
             self.log(f"{name} [{wave.name}] {device.id} activate FAILED: {err}")
             return True
         figures = dict(getattr(result, "figures", None) or {})
@@ -260,8 +309,9 @@ class Engine:
         try:
             result = transport.push(device, self.ship.bundle)
         except EdgeshipError as err:
-            j.end(run, name, device.id, wave.index, "push", digest, False, detail={"message": str(err)})
-            self._activation_failed(device, wave, before, "push-failed", str(err))
+            j.end(run, name, device.id, wave.index, "push", digest, False,
+                  detail={"reason": failure_reason(err, "push-failed"), "message": str(err)})
+            self._activation_failed(device, wave, before, failure_reason(err, "push-failed"), str(err))
             return None
         sent = int(getattr(result, "bytes_sent", 0) or 0)
         j.end(run, name, device.id, wave.index, "push", digest, True, sent, {"skipped": bool(getattr(result, "skipped", False))})
@@ -291,7 +341,7 @@ class Engine:
         for device in switched:
             state = statuses[device.id]
             ok = not isinstance(state, Exception) and state.current == digest and getattr(state, "online", True)
-            why = "" if ok else ("unreachable" if isinstance(state, Exception) else
+            why = "" if ok else (failure_reason(state) if isinstance(state, Exception) else
                                  "offline" if not getattr(state, "online", True) else "reverted")
             self.journal.end(run, name, device.id, wave.index, "verify", digest, ok, detail={"reason": why})
             if not ok:
@@ -313,12 +363,22 @@ class Engine:
     def _gate_failed(self, report: ApplyReport, wave: Wave, verdict: gates.Verdict) -> ApplyReport:
         name = self.spec.name
         where = f"gate failed at {wave.name}: {verdict.reason}"
+        self._withdraw_failed(wave)
         if self.spec.strategy.on_failure == "pause":
             self.log(f"{name}: pausing ({where})")
             return self._finish(report, "paused", where)
         rolled = self._roll_back_wave(wave)
         self.log(f"{name}: rolled back {rolled} device(s) of {wave.name}")
         return self._finish(report, "failed", f"{where}; rolled back {rolled} device(s) of {wave.name}")
+
+    def _withdraw_failed(self, wave: Wave) -> None:
+        """Devices of the wave that never switched (offline, refused) may still hold this run's
+        desired state: withdraw it, so one that returns late stays where the rollout now wants it."""
+        results = self.journal.wave_results(self.run_id, wave.index)
+        pending = [self.by_id[d] for d, end in results.items() if not end.ok and d in self.by_id]
+        withdrawn = withdraw_pending(pending, self.transports, self.log)
+        if withdrawn:
+            self.log(f"{self.spec.name}: withdrew the pending desired state of {', '.join(withdrawn)}")
 
     def _roll_back_wave(self, wave: Wave) -> int:
         """Every device of the wave this run switched goes back to the release it ran before."""
@@ -443,6 +503,8 @@ def roll_back_rollout(name: str, journal: Journal, fleet, transports: Transports
         log(f"{name} {device_id} {note}")
         return device_id, bool(result.ok), note
 
+    touched = {s["device"] for s in journal.steps(name)} - set(applied)  # never switched: withdraw what is pending
+    withdraw_pending([by_id[d] for d in sorted(touched) if d in by_id], transports, log)
     ids = sorted(applied)
     if ids:
         with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeship import artifact
+from edgeship.fleet.rollout.devices import failure_reason
 
 NONE, CHANGE, DRIFT, UNREACHABLE = "none", "push+activate", "drift", "unreachable"
 
@@ -34,13 +35,12 @@ def make_plan(devices: list, waves: list, digest: str, statuses: dict, applied: 
         device = by_id[device_id]
         state = statuses.get(device_id)
         if state is None or isinstance(state, Exception) or _unreachable(state):
-            why = state if isinstance(state, Exception) else (state.last_result or {}).get("message") if state else None
             rows.append(PlanRow(device_id, device.transport, wave_of[device_id], None, digest, UNREACHABLE,
-                                str(why or "no status")))
+                                _why_unreachable(state)))
             continue
         current = state.current
         last = (applied.get(device_id) or {}).get("digest")
-        note = "" if getattr(state, "online", True) else "offline"
+        note = "offline" if not getattr(state, "online", True) else "empty" if current is None else ""
         if current == digest:
             rows.append(PlanRow(device_id, device.transport, wave_of[device_id], current, digest, NONE, note))
         elif last and current != last:
@@ -50,6 +50,17 @@ def make_plan(devices: list, waves: list, digest: str, statuses: dict, applied: 
         else:
             rows.append(PlanRow(device_id, device.transport, wave_of[device_id], current, digest, CHANGE, note))
     return rows
+
+
+def _why_unreachable(state) -> str:
+    """The note of a device whose status is unknown, led by the transport's reason when it is not
+    plain `unreachable` (a refused host key says `host-key: ...`)."""
+    if state is None:
+        return "no status"
+    if isinstance(state, Exception):
+        reason = failure_reason(state)
+        return str(state) if reason == "unreachable" else f"{reason}: {state}"
+    return str((state.last_result or {}).get("message") or "no status")
 
 
 def _unreachable(state) -> bool:

@@ -3,7 +3,9 @@
 Each pass re-reads the manifests, applies each Rollout (the engine does nothing for a converged one
 and re-converges drifted devices), and logs one line. A rollout that stopped (failed gate, paused,
 aborted, rolled back) is not retried on every pass while its manifest is unchanged: a human changes
-the manifest or resumes it. Rollouts deleted from the source are left alone (like Argo CD, no prune).
+the manifest or resumes it; such a rollout counts as not converged (a `--once` pass exits non-zero,
+so CI goes red) until its devices run what the manifest wants. Rollouts deleted from the source are
+left alone (like Argo CD, no prune).
 """
 
 from __future__ import annotations
@@ -85,12 +87,13 @@ class PassReport:
     applied: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # stopped and not retried: not converged
     errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.errors
+        """Every rollout of the source is converged: nothing failed, nothing left stopped."""
+        return not self.failed and not self.errors and not self.skipped
 
 
 class Reconciler:
@@ -141,8 +144,13 @@ class Reconciler:
             row = journal.rollout(spec.name)
             if (row is not None and row.state in STOPPED and row.spec_digest == spec.spec_digest
                     and row.artifact_digest == engine.ship.digest):
+                if engine.converged_now():  # fixed by other means since: say so, and count it converged
+                    result.unchanged.append(spec.name)
+                    self.log(f"reconcile: {spec.name}: was {row.state}; its devices now run the artifact")
+                    return
                 result.skipped.append(spec.name)
-                self.log(f"reconcile: {spec.name}: {row.state} ({row.reason}); unchanged manifest, not retried")
+                self.log(f"reconcile: {spec.name}: {row.state} ({row.reason}); unchanged manifest, not retried; "
+                         "not converged")
                 return
             report = engine.apply()
         except (EdgeshipError, OSError) as err:
@@ -171,7 +179,7 @@ class Reconciler:
     def _log_pass(self, r: PassReport, started: float) -> None:
         took = time.monotonic() - started
         line = (f"reconcile pass {r.number} @ {r.revision or '?'}: {len(r.applied)} applied, {len(r.unchanged)} unchanged, "
-                f"{len(r.failed)} failed, {len(r.skipped)} skipped, {len(r.errors)} error(s) ({took:.1f}s)")
+                f"{len(r.failed)} failed, {len(r.skipped)} stopped (not converged), {len(r.errors)} error(s) ({took:.1f}s)")
         self.log(line)
         for err in r.errors:
             self.log(f"reconcile: {err}")

@@ -4,6 +4,9 @@
     activate(device, digest)   -> Result         runs the device agent on the device
     status(device)             -> DeviceState
     rollback(device)           -> Result
+    withdraw(device)           -> None           optional: cancel a desired state still pending on the
+                                                 device (MQTT's retained `desired`); rollouts call it
+                                                 when they stop, transports that keep none omit it
 
 A class registers under the name used in Fleet manifests (`transport: ssh`) with
 `@register("ssh")`. `get_transport(fleet, device)` builds one instance per fleet and kind

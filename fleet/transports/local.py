@@ -75,8 +75,8 @@ class LocalTransport:
 
     def status(self, device: Device) -> DeviceState:
         agent = self.agent(device)
-        if not agent.root.is_dir():
-            return DeviceState(device.id, online=False)
+        if not agent.root.is_dir():  # never deployed: an empty device, not an offline one (push creates it)
+            return DeviceState(device.id, online=True)
         data = agent.status()
         return DeviceState(device.id, online=True, current=data["current"], previous=data["previous"],
                            last_result=data["last_result"], last_seen=time.time(),

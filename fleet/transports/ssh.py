@@ -3,7 +3,9 @@
 Security: host keys are checked against the fleet's `known_hosts` file only. fabric's Connection
 sets paramiko's AutoAddPolicy and never loads known_hosts (fabric #2071, #1804), so each connection
 gets a RejectPolicy and the known_hosts file loaded before it connects: an unknown or changed host
-key is refused with a clear error, never added. Key authentication (or a password from a ${ENV} reference); no ssh-agent, no ~/.ssh/config.
+key is refused with a clear error, never added. Authentication: `identity_file` (only that key) or a
+password from a ${ENV} reference when set; otherwise, like `ssh`, the SSH agent and the default keys in
+~/.ssh (id_ed25519, id_ecdsa, id_rsa). ~/.ssh/config is never read.
 
 Upload: to `<root>/incoming/<hex>.tar.part`, appended from the size already on the device after a
 dropped connection (resumable), then the remote sha256 is checked against the local file before the
@@ -107,7 +109,8 @@ class SshTransport:
         if not s["host"]:
             raise TransportError(device.id, "ssh device has no address (host[:port])")
         known_hosts = self.fleet.resolve(s["known_hosts"])
-        connect_kwargs = {"allow_agent": False, "look_for_keys": False, "banner_timeout": s["connect_timeout_s"],
+        defaults = not s["identity_file"] and not s.get("password")  # nothing named: the agent and ~/.ssh keys
+        connect_kwargs = {"allow_agent": defaults, "look_for_keys": defaults, "banner_timeout": s["connect_timeout_s"],
                           "auth_timeout": s["connect_timeout_s"], "channel_timeout": s["connect_timeout_s"]}
         if s["identity_file"]:
             from edgeship.pipelines.manifest import expand_env  # may be a ${ENV} reference naming the file

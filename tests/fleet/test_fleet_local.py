@@ -55,10 +55,12 @@ def test_push_is_idempotent_and_activate_runs_the_agent(tmp_path):
     assert back.ok and transport.status(device).current == digest
 
 
-def test_status_of_a_missing_device_is_offline(tmp_path):
+def test_status_of_a_never_deployed_device_is_empty_not_offline(tmp_path):
+    """A local device is a folder the manager creates on first push: before that it is empty."""
     fleet = load_fleet(write_fleet(tmp_path, ids=("ghost",)))
     (tmp_path / "devices").mkdir(exist_ok=True)
-    assert not get_transport(fleet, fleet.devices[0]).status(fleet.devices[0]).online
+    state = get_transport(fleet, fleet.devices[0]).status(fleet.devices[0])
+    assert state.online and state.current is None
 
 
 def test_deploy_command_prints_table_and_exit_codes(tmp_path, capsys):

@@ -73,3 +73,16 @@ def device(device_id: str) -> Device:
 
 def root_of(tmp_path: Path, device_id: str) -> Path:
     return tmp_path / "devices" / device_id
+
+
+def write_mqtt_fleet(path: Path, name: str, broker_url: str, trusted_pub: Path, device_ids, **mqtt) -> Path:
+    """A Fleet manifest of MQTT devices behind `broker_url`, trusting `trusted_pub`; `mqtt` adds
+    transport settings (timeout_s, chunk_kb, store_dir, ...)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "edgeship/v1", "kind": "Fleet", "metadata": {"name": name},
+        "trust": {"public_keys": [str(trusted_pub)]},
+        "transports": {"mqtt": {"broker": broker_url, **mqtt}},
+        "devices": [{"id": d, "target": "host-cpu", "transport": "mqtt"} for d in device_ids]}))
+    return path

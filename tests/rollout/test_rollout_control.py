@@ -26,6 +26,8 @@ def test_pause_on_gate_then_fix_resume_and_roll_back(tmp_path, capsys):
     r2 = write_rollout(tmp_path, "v2", fleet, v2, {**base, "on_failure": "pause"})
     capsys.readouterr()
     assert main(["apply", str(r2)]) == 1
+    assert "belong to another rollout" in capsys.readouterr().err  # v1 owns the devices
+    assert main(["apply", str(r2), "--take-over"]) == 1
     err = capsys.readouterr().err
     assert "rollout v2 paused: gate failed at canary" in err
     assert current_of(tmp_path, ids[0]) == d2 and current_of(tmp_path, ids[1]) == d1  # paused: nothing rolled back

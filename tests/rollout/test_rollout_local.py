@@ -9,8 +9,8 @@ from rollout_kit import (current_of, device_ids, make_bundle, make_failing, rele
 from edgeship import artifact
 
 
-def _apply(path, capsys):
-    code = main(["apply", str(path)])
+def _apply(path, capsys, *flags):
+    code = main(["apply", str(path), *flags])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -72,7 +72,7 @@ def test_canary_gate_trips_rolls_back_and_leaves_the_rest(tmp_path, capsys):
     failing = [ids[1], ids[3]]  # inside the canary (the first 5 ids)
     make_failing(tmp_path, failing)
     r2 = write_rollout(tmp_path, "v2", fleet, v2, strategy)
-    code, out, err = _apply(r2, capsys)
+    code, out, err = _apply(r2, capsys, "--take-over")
     assert code == 1
     assert "gate failed at canary" in err and "success ratio 0.60 < 1.00" in err and "smoke-failed" in err
     assert "rolled back 3 device(s)" in err

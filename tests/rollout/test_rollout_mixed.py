@@ -96,7 +96,7 @@ def test_mixed_fleet_canary_gate(tmp_path, mosquitto_broker, capsys):
             if d in services.services:
                 services.restart(d)
         r2 = write_rollout(tmp_path, "v2", fleet, v2, strategy)
-        assert main(["apply", str(r2)]) == 1
+        assert main(["apply", str(r2), "--take-over"]) == 1
         out, err = capsys.readouterr()
         assert "gate failed at canary" in err and "success ratio 0.60 < 0.90" in err
         assert "rolled back 6 device(s)" in err

@@ -30,7 +30,7 @@ def _steps(db: Path) -> int:
 
 
 def _apply_cmd(rollout: Path) -> list[str]:
-    return [sys.executable, "-m", "edgeship", "apply", str(rollout)]
+    return [sys.executable, "-m", "edgeship", "apply", str(rollout), "--take-over"]  # v2 takes v1's devices
 
 
 def _apply_killed_at_step(rollout: Path, db: Path, target: int, env: dict) -> int:

@@ -40,7 +40,7 @@ def test_ssh_fleet_canary_failure_rolls_back(tmp_path, capsys):
         r2 = write_rollout(tmp_path, "ssh-v2", fleet, v2, strategy)
         assert main(["plan", str(r2)]) == 1
         capsys.readouterr()
-        assert main(["apply", str(r2)]) == 1
+        assert main(["apply", str(r2), "--take-over"]) == 1
         err = capsys.readouterr().err
         assert "gate failed at canary" in err and "dev-01 smoke-failed" in err and "rolled back 1 device(s)" in err
         assert all(_current(d.root) == d1 for d in farm.devices)
