@@ -253,16 +253,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
+    """List the stages; a built-in one that cannot be loaded is a broken install (exit 1)."""
+    from edgeship.errors import BuildError
     from edgeship.stages import registry
 
     print(f"{'stage':<12} {'version':<8} module")
+    broken = 0
     for name in registry.DEFAULT_ORDER:
-        if not registry.available(name):
-            print(f"{name:<12} {'-':<8} (not available)")
-    for name in registry.names():
-        cls = registry.get(name)
+        try:
+            cls = registry.get(name)
+        except BuildError as err:
+            broken += 1
+            print(f"{name:<12} {'-':<8} BROKEN: {err}")
+            continue
         print(f"{name:<12} {cls.version:<8} {cls.__module__}")
-    return 0
+    for name in registry.names():
+        if name not in registry.DEFAULT_ORDER:
+            cls = registry.get(name)
+            print(f"{name:<12} {cls.version:<8} {cls.__module__}")
+    for warning in registry.load_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def register(subparsers) -> None:
