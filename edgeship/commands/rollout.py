@@ -125,7 +125,12 @@ def cmd_apply(args) -> int:
     worst = 0
     with Journal() as journal:
         for spec in specs:
-            report = _engine_for(spec, journal).apply()
+            try:
+                report = _engine_for(spec, journal).apply()
+            except KeyboardInterrupt:
+                print(f"edgeship: apply of {spec.name} interrupted; the journal keeps every finished step: "
+                      f"run `edgeship apply {args.manifest}` again to resume", file=sys.stderr)
+                return 130
             worst = max(worst, print_report(report))
     return worst
 
