@@ -124,6 +124,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise UsageError("-j must be at least 1")
+    if args.key:
+        if not Path(args.key).is_file():
+            raise UsageError(f"--key {args.key}: no such private key file (create one with `edgeship keys generate --out PATH`)")
+        os.environ["EDGESHIP_SIGNING_KEY"] = os.path.abspath(args.key)  # the package stage (and -j workers) read it
     docs = _load_pipelines(args.pipelines)
     if not docs:
         raise UsageError("no Pipeline documents in the given files")
@@ -156,6 +160,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                 raise UsageError(f"{out_dir}: cannot write the artifact there ({err.strerror or err}); "
                                  f"it is stored as {outcome['artifact']['dir']}") from None
             print(f"built {outcome['name']}: {outcome['artifact']['digest']}  -> {folder}/ and {tar}")
+            if outcome["artifact"].get("key_id"):
+                print(f"  signed with key {outcome['artifact']['key_id']}: {_key_origin(args)}")
             continue
         code = max(code, outcome["exit_code"])
         if outcome["budget_rows"]:
@@ -169,6 +175,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         ok = sum(1 for o in outcomes if o["ok"])
         print(f"\n{ok}/{len(outcomes)} pipelines built in {time.perf_counter() - t0:.2f} s")
     return code
+
+
+def _key_origin(args: argparse.Namespace) -> str:
+    """Which private key signed, and why that one: devices trust only the matching .pub."""
+    from edgeship.paths import default_signing_key
+
+    key = default_signing_key()
+    if args.key:
+        why = "from --key"
+    elif os.environ.get("EDGESHIP_SIGNING_KEY"):
+        why = "from EDGESHIP_SIGNING_KEY"
+    else:
+        why = "the default key in the state folder; choose one with --key or EDGESHIP_SIGNING_KEY"
+    return f"{key} ({why}); devices must trust {key.with_suffix('.pub')}"
 
 
 # --- cache ------------------------------------------------------------------------------------------
@@ -287,6 +307,8 @@ def register(subparsers) -> None:
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="build N pipelines in parallel (processes)")
     p.add_argument("--no-cache", action="store_true", help="run every stage (results still refresh the cache)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary table")
+    p.add_argument("--key", metavar="PATH", help="ed25519 private key to sign with (default: EDGESHIP_SIGNING_KEY, else "
+                                                "the state folder's keys/signing.key, generated on first use)")
     p.set_defaults(func=cmd_build)
 
     st = subparsers.add_parser("stages", help="list the build stages installed (built-in and entry points)")
