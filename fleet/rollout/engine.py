@@ -92,6 +92,7 @@ class Engine:
         """Converge. `resume=True` continues a paused run and retries the devices that failed in it."""
         try:
             with _exclusive(self.spec.name):
+                self.journal.backup()  # a journal damaged later loses at most this run (docs/rollouts.md)
                 return self._apply(resume)
         finally:
             self.transports.close()
