@@ -165,6 +165,8 @@ def _pipeline(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Pro
     validation = _mapping(data.get("validation"))
     if "data" in validation:
         out += _file_problem(doc, ("validation", "data"), validation["data"], what="validation data", suffix=".npz")
+    out += _input_shape_problems(doc, model, {("quantization", "calibration", "data"): calibration.get("data"),
+                                               ("validation", "data"): validation.get("data")}, out)
 
     mode = quant.get("mode", "auto")
     if mode == "none":
@@ -205,6 +207,21 @@ def _pipeline(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Pro
             if isinstance(name, str) and name not in known:
                 out.append(Problem(("stages", i), f"unknown stage '{name}'", did_you_mean(name, known)))
     return out
+
+
+def _input_shape_problems(doc, model: dict, data_fields: dict, found: list[Problem]) -> list[Problem]:
+    """Declared input shapes against the model and the data files (what normalize and the data loader
+    would refuse in a build), once the files themselves are known to be there."""
+    from edgeship.pipelines.manifest import resolve_path
+    from edgeship.pipelines.model_inputs import input_problems
+
+    bad_fields = {p.path for p in found if p.severity == "error"}
+    path = model.get("path")
+    if not isinstance(path, str) or not path.lower().endswith(".onnx") or ("model", "path") in bad_fields:
+        return []
+    data_files = {field: resolve_path(doc, value) for field, value in data_fields.items()
+                  if isinstance(value, str) and value and field not in bad_fields}
+    return input_problems(resolve_path(doc, path), model.get("inputs"), data_files)
 
 
 # -- Target --------------------------------------------------------------------------------------
