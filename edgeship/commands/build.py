@@ -23,7 +23,7 @@ from edgeship.errors import ArtifactError, BudgetExceeded, ManifestError, UsageE
 # --- build ------------------------------------------------------------------------------------------
 
 def _load_pipelines(paths: list[str]):
-    from edgeship.pipelines.manifest import load_documents
+    from edgeship.pipelines.manifest import duplicate_pipeline_names, load_documents
 
     docs, diagnostics = [], []
     for path in paths:
@@ -33,12 +33,9 @@ def _load_pipelines(paths: list[str]):
             docs.extend(load_documents(path, kinds=["Pipeline"]))
         except ManifestError as err:
             diagnostics.extend(err.diagnostics)
+    diagnostics += duplicate_pipeline_names(docs)  # across files (within a file, load_documents found them)
     if diagnostics:
         raise ManifestError(diagnostics)
-    names = [d.name for d in docs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UsageError(f"two pipelines are named {dupes[0]!r}: their outputs would overwrite each other")
     return docs
 
 
@@ -124,6 +121,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise UsageError("-j must be at least 1")
+    if args.allow_path:
+        from edgeship.pipelines.containment import allow
+
+        allow(args.allow_path)
     if args.key:
         if not Path(args.key).is_file():
             raise UsageError(f"--key {args.key}: no such private key file (create one with `edgeship keys generate --out PATH`)")
@@ -307,6 +308,8 @@ def register(subparsers) -> None:
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="build N pipelines in parallel (processes)")
     p.add_argument("--no-cache", action="store_true", help="run every stage (results still refresh the cache)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary table")
+    p.add_argument("--allow-path", action="append", metavar="DIR", help="also read model and data files under DIR "
+                   "(repeatable; by default only the manifest's own folder; EDGESHIP_ALLOW_PATHS does the same)")
     p.add_argument("--key", metavar="PATH", help="ed25519 private key to sign with (default: EDGESHIP_SIGNING_KEY, else "
                                                 "the state folder's keys/signing.key, generated on first use)")
     p.set_defaults(func=cmd_build)

@@ -21,6 +21,7 @@ from edgeship.errors import EdgeshipError, ManifestError, RolloutError
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import load_rollouts
 from edgeship.paths import state_dir
+from edgeship.pipelines.containment import allow
 
 _ROLLOUT_KIND = re.compile(r"^kind:\s*['\"]?Rollout['\"]?\s*(#.*)?$", re.MULTILINE)
 STOPPED = ("failed", "paused", "aborted", "rolled-back")
@@ -111,6 +112,7 @@ class Reconciler:
             result.errors.append(str(err))
             self._log_pass(result, started)
             return result
+        allow([str(folder)])  # manifests may read models and data anywhere in the checkout, not outside it
         claimed: dict[tuple[str, str], tuple[str, str]] = {}  # (fleet, device) -> (rollout, digest)
         with Journal(self.journal_path) as journal:
             for path in manifest_files(folder):
