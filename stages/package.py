@@ -167,7 +167,7 @@ def store(staging: Path, digest: str) -> tuple[Path, Path]:
 @register
 class PackageStage(BaseStage):
     name = "package"
-    version = "1"
+    version = "2"  # 2: report.html opens with the budget verdict
 
     def config(self, ctx):
         return {"name": ctx.name, "target": ctx.target_name, "budget": ctx.setting("budget"),
