@@ -2,7 +2,7 @@
 
 Tests keep models and data in pytest's temp folders, apart from the manifests that name them: that
 whole temp tree is allowed as a model/data folder (EDGESHIP_ALLOW_PATHS, see pipelines/containment.py).
-The containment itself is tested with the variable cleared (tests/build/test_path_containment.py).
+The containment itself is tested with the variable cleared (tests/buildflow/test_path_containment.py).
 """
 
 import pytest
