@@ -14,6 +14,7 @@ a symlink committed there that points out of it is still refused.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 ENV = "EDGESHIP_ALLOW_PATHS"
@@ -25,11 +26,21 @@ def allowed_roots() -> list[Path]:
     return [Path(os.path.expanduser(p)).resolve() for p in raw.split(os.pathsep) if p.strip()]
 
 
-def allow(folders: list[str]) -> None:
-    """Add folders for this process and the processes it starts (the CLI's --allow-path)."""
-    current = [p for p in os.environ.get(ENV, "").split(os.pathsep) if p.strip()]
+@contextmanager
+def allowing(folders: list[str]):
+    """Allow more folders for a block: this process and the processes it starts (the CLI's
+    --allow-path, spawned -j workers), restored afterwards so in-process callers are unchanged."""
+    before = os.environ.get(ENV)
+    current = [p for p in (before or "").split(os.pathsep) if p.strip()]
     added = [os.path.abspath(f) for f in folders if os.path.abspath(f) not in current]
     os.environ[ENV] = os.pathsep.join(current + added)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
 
 
 def outside(base_dir: Path, path: Path) -> bool:

@@ -117,18 +117,30 @@ def export_artifact(artifact: dict, out_dir: Path, name: str) -> tuple[Path, Pat
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgeship.stages.package import ensure_signing_key
+    """--key and --allow-path stand for EDGESHIP_SIGNING_KEY and EDGESHIP_ALLOW_PATHS: set for the build
+    (the package stage and spawned -j workers read them), restored afterwards."""
+    from edgeship.pipelines.containment import allowing
 
     if args.jobs < 1:
         raise UsageError("-j must be at least 1")
-    if args.allow_path:
-        from edgeship.pipelines.containment import allow
-
-        allow(args.allow_path)
+    if args.key and not Path(args.key).is_file():
+        raise UsageError(f"--key {args.key}: no such private key file (create one with `edgeship keys generate --out PATH`)")
+    before = os.environ.get("EDGESHIP_SIGNING_KEY")
     if args.key:
-        if not Path(args.key).is_file():
-            raise UsageError(f"--key {args.key}: no such private key file (create one with `edgeship keys generate --out PATH`)")
-        os.environ["EDGESHIP_SIGNING_KEY"] = os.path.abspath(args.key)  # the package stage (and -j workers) read it
+        os.environ["EDGESHIP_SIGNING_KEY"] = os.path.abspath(args.key)
+    try:
+        with allowing(args.allow_path or []):
+            return _build_all(args)
+    finally:
+        if before is None:
+            os.environ.pop("EDGESHIP_SIGNING_KEY", None)
+        else:
+            os.environ["EDGESHIP_SIGNING_KEY"] = before
+
+
+def _build_all(args: argparse.Namespace) -> int:
+    from edgeship.stages.package import ensure_signing_key
+
     docs = _load_pipelines(args.pipelines)
     if not docs:
         raise UsageError("no Pipeline documents in the given files")

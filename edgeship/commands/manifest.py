@@ -43,12 +43,11 @@ def register(subparsers) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from edgeship.pipelines.containment import allow
+    from edgeship.pipelines.containment import allowing
     from edgeship.pipelines.manifest import check_file, duplicate_pipeline_names
 
-    if args.allow_path:
-        allow(args.allow_path)
-    checked = [(path, *check_file(path)) for path in args.files]
+    with allowing(args.allow_path or []):
+        checked = [(path, *check_file(path)) for path in args.files]
     for diag in duplicate_pipeline_names(doc for _, documents, _ in checked for doc in documents):
         next(diagnostics for path, _, diagnostics in checked if path == diag.file).append(diag)
     all_diagnostics = []

@@ -38,6 +38,7 @@ def test_build_key_flag_signs_with_that_key(tmp_path, capsys, monkeypatch):
     assert main(["build", str(_manifest(tmp_path)), "-o", str(tmp_path / "out"), "-q", "--key", str(key)]) == 0
     assert _signer(tmp_path / "out" / "p.tar") == kid
     assert f"signed with key {kid}: {key} (from --key); devices must trust {pub}" in capsys.readouterr().out
+    assert "EDGESHIP_SIGNING_KEY" not in os.environ  # --key chose the key for that build only
 
 
 def test_build_key_flag_naming_a_missing_file_is_a_usage_error(tmp_path, capsys, monkeypatch):
