@@ -189,14 +189,12 @@ def build(doc: Any, target: str | None = None, progress: Progress | None = None,
     if target:
         spec["target"] = target
     plugin_warnings = registry.load_warnings()  # module imports are start-up cost, not build time
-    for warning in plugin_warnings:
-        progress.line(f"warning: {warning}")
     t0 = time.perf_counter()
     work_root = state_dir() / "work"
     work_root.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{doc.name}-", dir=work_root))
     ctx = BuildContext(pipeline=doc, spec=spec, target=None, workdir=workdir)
-    ctx.warnings.extend(plugin_warnings)
+    ctx.warnings.extend(plugin_warnings)  # a broken plugin no pipeline lists: said with the build's warnings
     records: list[StageRecord] = []
     error: EdgeshipError | None = None
     try:
