@@ -44,7 +44,8 @@ def _load_samples(release: Path, session, count: int) -> list[dict[str, np.ndarr
     available = min(len(arrays[i.name]) for i in inputs) if inputs else 0
     if available == 0:
         raise AgentError("smoke test: samples.npz holds no samples", "smoke-failed")
-    return [{i.name: arrays[i.name][n] for i in inputs} for n in range(min(count, available))]
+    # [n, ...] keeps scalar inputs (stored as shape (N,)) 0-d arrays: onnxruntime refuses numpy scalars
+    return [{i.name: arrays[i.name][n, ...] for i in inputs} for n in range(min(count, available))]
 
 
 def smoke_test(release: Path, config: SmokeConfig) -> dict:

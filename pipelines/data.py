@@ -174,10 +174,23 @@ def sample_count(data: Mapping[str, np.ndarray]) -> int:
     return int(next(iter(data.values())).shape[0]) if data else 0
 
 
+def sample_at(data: Mapping[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """Sample i as an onnxruntime feed: {name: ndarray shaped like the model input}.
+
+    `v[i, ...]` keeps a 0-d *array* for a scalar input stored as shape (N,): plain `v[i]` gives a numpy
+    scalar, which onnxruntime refuses ("Unable to handle object of type numpy.int64"), and
+    `np.ascontiguousarray` would make it 1-d (a rank error)."""
+    feed = {}
+    for name, values in data.items():
+        one = values[i, ...]
+        feed[name] = one if one.flags.c_contiguous else np.ascontiguousarray(one)
+    return feed
+
+
 def iter_samples(data: Mapping[str, np.ndarray]):
     """Yield one feed dict per sample ({name: array shaped like the model input})."""
     for i in range(sample_count(data)):
-        yield {k: v[i] for k, v in data.items()}
+        yield sample_at(data, i)
 
 
 def strided(data: Mapping[str, np.ndarray], limit: int) -> dict[str, np.ndarray]:

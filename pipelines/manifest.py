@@ -25,7 +25,7 @@ KINDS = tuple(KIND_SCHEMA_FILES)
 
 __all__ = [
     "API_VERSION", "KINDS", "Document", "load_documents", "check_file", "validate_files",
-    "resolve_path", "expand_env", "load_schema", "format_path", "ENV_REFERENCE",
+    "resolve_path", "expand_env", "load_schema", "format_path", "ENV_REFERENCE", "duplicate_pipeline_names",
 ]
 
 ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -217,6 +217,25 @@ def check_file(path: str | os.PathLike, kinds: Iterable[str] | None = None, *,
     return documents, diagnostics
 
 
+def duplicate_pipeline_names(documents: Iterable[Document]) -> list[Diagnostic]:
+    """One error per Pipeline whose name an earlier one (in any file, any document) already has:
+    their builds would overwrite each other's output folder, stored record and artifact name."""
+    first: dict[str, Document] = {}
+    out = []
+    for doc in documents:
+        if doc.kind != "Pipeline" or not doc.name:
+            continue
+        if doc.name not in first:
+            first[doc.name] = doc
+            continue
+        other = first[doc.name]
+        line, _ = other.where(("metadata", "name"))
+        out.append(doc.diagnostic(("metadata", "name"), f"duplicate Pipeline name '{doc.name}'",
+                                  f"also the name of the Pipeline at {other.display}:{line}; builds would overwrite "
+                                  "each other's output: rename one"))
+    return out
+
+
 def load_documents(path: str | os.PathLike, kinds: Iterable[str] | None = None) -> list[Document]:
     """Parse, schema-check and semantically check a manifest file.
 
@@ -224,6 +243,7 @@ def load_documents(path: str | os.PathLike, kinds: Iterable[str] | None = None) 
     error diagnostic; warnings ride along on each Document's `.warnings`.
     """
     documents, diagnostics = check_file(path, kinds)
+    diagnostics += duplicate_pipeline_names(documents)
     if any(d.severity == "error" for d in diagnostics):
         raise ManifestError(diagnostics)
     return documents

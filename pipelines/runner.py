@@ -1,8 +1,9 @@
 """The stage runner: runs a pipeline's stages in order, taking each from the cache when its key is there.
 
 For each stage: compute its key (inputs' digests + config + version), restore the cached outputs on
-a hit, else run it and store what it changed. A stage that is not registered (not installed) is
-skipped and said so. One progress line per stage (with its time), a record of each stage (status,
+a hit, else run it and store what it changed. Every listed stage must load before the first one runs:
+a built-in stage that cannot be imported fails the build (fail closed, never a silently skipped
+budget check). One progress line per stage (with its time), a record of each stage (status,
 time, key, outputs) in the result and in `state_dir()/builds/<name>.json`.
 """
 
@@ -29,7 +30,7 @@ from edgeship.stages import registry
 @dataclass
 class StageRecord:
     name: str
-    status: str  # ran | cached | skipped | failed
+    status: str  # ran | cached | failed
     seconds: float = 0.0
     key: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -55,11 +56,10 @@ class BuildResult:
 
 
 def stage_list(spec: dict) -> list[str]:
-    """The pipeline's stages (its `stages:` or the default order), checked: known names, import first."""
+    """The pipeline's stages (its `stages:` or the default order), checked: each loads, import first."""
     names = list(spec.get("stages") or registry.DEFAULT_ORDER)
     for n in names:
-        if not registry.is_known(n):
-            registry.get(n)  # raises with nearest names
+        registry.get(n)  # raises for an unknown name (with the nearest ones) or a stage that failed to load
     if not names or names[0] != "import":
         raise BuildError("stages: the list must start with `import` (every later stage needs the model it loads)")
     if len(set(names)) != len(names):
@@ -130,11 +130,6 @@ def run_stages(ctx: BuildContext, names: list[str], cache: StageCache | None, pr
     total = len(names)
     for i, name in enumerate(names, 1):
         head = f"[{i}/{total}] {name:<{width}}"
-        if not registry.available(name):
-            rec = StageRecord(name, "skipped", reason="not available")
-            records.append(rec)
-            progress.line(f"{head}  skipped  (not available)")
-            continue
         stage = registry.get(name)()
         t0 = time.perf_counter()
         try:
@@ -193,15 +188,13 @@ def build(doc: Any, target: str | None = None, progress: Progress | None = None,
     spec = dict(doc.data)
     if target:
         spec["target"] = target
-    try:
-        registry.load_all()  # module imports are start-up cost, not build time
-    except EdgeshipError:
-        pass  # reported again, with the stage name, when that stage is reached
+    plugin_warnings = registry.load_warnings()  # module imports are start-up cost, not build time
     t0 = time.perf_counter()
     work_root = state_dir() / "work"
     work_root.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{doc.name}-", dir=work_root))
     ctx = BuildContext(pipeline=doc, spec=spec, target=None, workdir=workdir)
+    ctx.warnings.extend(plugin_warnings)  # a broken plugin no pipeline lists: said with the build's warnings
     records: list[StageRecord] = []
     error: EdgeshipError | None = None
     try:
@@ -251,8 +244,7 @@ def summary_table(result: BuildResult) -> str:
     """The table printed after a build: stage, status, seconds, key."""
     rows = [("stage", "status", "time", "key")]
     for r in result.records:
-        rows.append((r.name, r.status + (f" ({r.reason})" if r.status == "skipped" else ""),
-                     f"{r.seconds:.2f} s" if r.status != "skipped" else "-", r.key[:12] or "-"))
+        rows.append((r.name, r.status, f"{r.seconds:.2f} s", r.key[:12] or "-"))
     rows.append(("total", "ok" if result.ok else "failed", f"{result.seconds:.2f} s", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -203,14 +204,28 @@ def _yaml_scalar(value) -> str:
     return str(value)
 
 
+def non_finite_problems(data, path: tuple = ()) -> list[Problem]:
+    """NaN and infinities anywhere: JSON has no such numbers, and NaN passes every `minimum`/`maximum`
+    check (a `max_smoke_p95_ratio: .nan` would switch a gate off), so each one is an error at its line."""
+    if isinstance(data, float) and not math.isfinite(data):
+        what = "NaN" if math.isnan(data) else "infinity"
+        return [Problem(path, f"{what} is not allowed: numbers in a manifest must be finite",
+                        "write a finite number, or leave the field out for its default")]
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in non_finite_problems(value, path + (key,))]
+    if isinstance(data, list):
+        return [p for i, value in enumerate(data) for p in non_finite_problems(value, path + (i,))]
+    return []
+
+
 def schema_problems(kind: str, data) -> list[Problem]:
     """Every schema problem of `data` as a `kind` document (one per field, deduplicated)."""
-    problems: list[Problem] = []
-    seen = set()
+    problems = non_finite_problems(data)
+    seen = {p.path for p in problems}  # a non-finite value is reported once, whatever else the schema says of it
     for err in _validator(kind).iter_errors(data):
         for problem in _problems_for(err):
             key = (problem.path, problem.message)
-            if key not in seen:
+            if key not in seen and problem.path not in seen:
                 seen.add(key)
                 problems.append(problem)
     return problems

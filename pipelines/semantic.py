@@ -50,21 +50,45 @@ def _rel(doc, path: Path) -> str:
 
 
 def _file_problem(doc, field: tuple, value: Any, *, what: str, suffix: str | None = None,
-                  severity: str = "error") -> list[Problem]:
-    """A referenced file must exist (and be a file, with the right suffix)."""
+                  severity: str = "error", contained: bool = False) -> list[Problem]:
+    """A referenced file must exist and be a regular file (a fifo would hang the build, a device would
+    stream forever), with the right suffix; `contained` ones must also stay in the manifest's folder."""
     if not isinstance(value, str) or not value or ENV_REFERENCE.match(value):
         return []
+    from edgeship.pipelines.containment import ENV as ALLOW_ENV, outside
     from edgeship.pipelines.manifest import resolve_path
 
     path = resolve_path(doc, value)
     where = f"paths are relative to the manifest's folder ({_rel(doc, doc.base_dir)})"
     if suffix and not value.lower().endswith(suffix):
         return [Problem(field, f"{what} must be a {suffix} file, got '{value}'", f"give a {suffix} file")]
+    if contained and outside(doc.base_dir, path):
+        return [Problem(field, f"{what} resolves outside the manifest's folder: {path.resolve()}",
+                        f"keep it under {_rel(doc, doc.base_dir)}, or allow its folder explicitly with --allow-path DIR "
+                        f"or {ALLOW_ENV} (docs/manifests.md)")]
     if not path.exists():
         return [Problem(field, f"{what} not found: {_rel(doc, path)}", where, severity)]
-    if path.is_dir() and suffix:
-        return [Problem(field, f"{what} is a directory, not a file: {_rel(doc, path)}", f"name the {suffix} file")]
+    if path.is_dir():
+        if suffix:
+            return [Problem(field, f"{what} is a directory, not a file: {_rel(doc, path)}", f"name the {suffix} file")]
+        return []
+    kind = _special_kind(path)
+    if kind:
+        return [Problem(field, f"{what} is a {kind}, not a regular file: {_rel(doc, path)}",
+                        "name a regular file (symlinks are followed)")]
     return []
+
+
+def _special_kind(path: Path) -> str:
+    """'' for a regular file; else what it is (through symlinks)."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "fifo (named pipe)"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "" if stat.S_ISREG(mode) else "special file"
 
 
 def _known_targets() -> list[str] | None:
@@ -154,17 +178,20 @@ def _pipeline(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Pro
     out: list[Problem] = []
     model = _mapping(data.get("model"))
     if "path" in model:
-        out += _file_problem(doc, ("model", "path"), model.get("path"), what="model file", suffix=".onnx")
+        out += _file_problem(doc, ("model", "path"), model.get("path"), what="model file", suffix=".onnx", contained=True)
     out += _target_problem(("target",), data.get("target"), local_targets)
 
     quant = _mapping(data.get("quantization"))
     calibration = _mapping(quant.get("calibration"))
     if "data" in calibration:
         out += _file_problem(doc, ("quantization", "calibration", "data"), calibration["data"],
-                             what="calibration data", suffix=".npz")
+                             what="calibration data", suffix=".npz", contained=True)
     validation = _mapping(data.get("validation"))
     if "data" in validation:
-        out += _file_problem(doc, ("validation", "data"), validation["data"], what="validation data", suffix=".npz")
+        out += _file_problem(doc, ("validation", "data"), validation["data"], what="validation data", suffix=".npz",
+                             contained=True)
+    out += _input_shape_problems(doc, model, {("quantization", "calibration", "data"): calibration.get("data"),
+                                               ("validation", "data"): validation.get("data")}, out)
 
     mode = quant.get("mode", "auto")
     if mode == "none":
@@ -205,6 +232,21 @@ def _pipeline(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Pro
             if isinstance(name, str) and name not in known:
                 out.append(Problem(("stages", i), f"unknown stage '{name}'", did_you_mean(name, known)))
     return out
+
+
+def _input_shape_problems(doc, model: dict, data_fields: dict, found: list[Problem]) -> list[Problem]:
+    """Declared input shapes against the model and the data files (what normalize and the data loader
+    would refuse in a build), once the files themselves are known to be there."""
+    from edgeship.pipelines.manifest import resolve_path
+    from edgeship.pipelines.model_inputs import input_problems
+
+    bad_fields = {p.path for p in found if p.severity == "error"}
+    path = model.get("path")
+    if not isinstance(path, str) or not path.lower().endswith(".onnx") or ("model", "path") in bad_fields:
+        return []
+    data_files = {field: resolve_path(doc, value) for field, value in data_fields.items()
+                  if isinstance(value, str) and value and field not in bad_fields}
+    return input_problems(resolve_path(doc, path), model.get("inputs"), data_files)
 
 
 # -- Target --------------------------------------------------------------------------------------

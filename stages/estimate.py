@@ -34,7 +34,7 @@ def budget_check(section: dict, budget: dict) -> dict:
 @register
 class EstimateStage(BaseStage):
     name = "estimate"
-    version = "4"
+    version = "5"  # 5: accelerator_is_host (the report says "host" on CPU targets)
     uses_target = True
 
     def run(self, ctx):
@@ -45,6 +45,7 @@ class EstimateStage(BaseStage):
         section = estimate(graph, ctx.target, placement)
         section["accelerator_pct"] = placement.get("accelerator_pct")
         section["host_round_trips"] = placement.get("host_round_trips", 0)
+        section["accelerator_is_host"] = bool(placement.get("accelerator_is_host"))
         ctx.report[self.name] = section
         return ctx
 

@@ -46,7 +46,7 @@ def target_graph(ctx, stage: str):
 @register
 class LegalizeStage(BaseStage):
     name = "legalize"
-    version = "4"
+    version = "5"  # 5: accelerator_is_host in the section (the report says "host" on CPU targets)
     uses_target = True
 
     def run(self, ctx):

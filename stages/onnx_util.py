@@ -129,12 +129,10 @@ def run_samples(model_or_path, samples: dict[str, np.ndarray], output_names: lis
     `model_or_path` may also be an onnxruntime session already made."""
     sess = model_or_path if hasattr(model_or_path, "get_outputs") else session(model_or_path)
     names = output_names or [o.name for o in sess.get_outputs()]
+    from edgeship.pipelines.data import sample_at
+
     n = next(iter(samples.values())).shape[0] if samples else 1
-    out = []
-    for i in range(n):
-        feed = {k: v[i] for k, v in samples.items()}
-        out.append(sess.run(names, feed))
-    return out
+    return [sess.run(names, sample_at(samples, i)) for i in range(n)]
 
 
 def max_difference(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]], names: list[str]) -> tuple[float, str, float]:

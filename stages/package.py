@@ -24,6 +24,7 @@ from edgeship import __version__
 from edgeship import artifact as art
 from edgeship.errors import BuildError
 from edgeship.paths import default_signing_key, state_dir
+from edgeship.pipelines.data import sample_at
 from edgeship.stages.base import BaseStage, canonical_json
 from edgeship.stages.registry import register
 
@@ -82,7 +83,7 @@ def profile_model(model_path: Path, samples: dict[str, np.ndarray], workdir: Pat
     opts.profile_file_prefix = str(workdir / "ort_profile")
     sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
     n = next(iter(samples.values())).shape[0] if samples else 1
-    feeds = [{k: v[i] for k, v in samples.items()} for i in range(n)]
+    feeds = [sample_at(samples, i) for i in range(n)]
     sess.run(None, feeds[0])  # warm-up
     latencies = []
     for r in range(runs):
@@ -166,7 +167,7 @@ def store(staging: Path, digest: str) -> tuple[Path, Path]:
 @register
 class PackageStage(BaseStage):
     name = "package"
-    version = "1"
+    version = "2"  # 2: report.html opens with the budget verdict
 
     def config(self, ctx):
         return {"name": ctx.name, "target": ctx.target_name, "budget": ctx.setting("budget"),

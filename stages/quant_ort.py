@@ -32,7 +32,7 @@ from onnxruntime.quantization import (
 )
 
 from edgeship.errors import BuildError
-from edgeship.pipelines.data import sample_count, strided
+from edgeship.pipelines.data import sample_at, sample_count, strided
 
 QUANT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16, "uint16": QuantType.QUInt16}
 METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
@@ -80,7 +80,7 @@ class ArrayReader(CalibrationDataReader):
     def get_next(self):
         if self.pos >= self.end:
             return None
-        feed = {k: np.ascontiguousarray(v[self.pos]) for k, v in self.data.items()}
+        feed = sample_at(self.data, self.pos)
         self.pos += 1
         return feed
 

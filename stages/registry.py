@@ -2,8 +2,11 @@
 
 Built-in stages register themselves with `@register` when their module is imported; third-party
 stages come from the entry-point group `edgeship.stages` (`name = "package.module:StageClass"`).
-A built-in module that does not exist (yet) simply leaves its stage unregistered: the runner reports
-it as skipped ("not available") instead of failing the build.
+
+Fail closed: a built-in stage whose module cannot be imported is a broken install, and skipping it
+would ship artifacts without (say) the budget check, so asking for it raises a one-line BuildError.
+A third-party plugin that fails to load only matters to the pipelines that list it: loading keeps
+its error (shown as a warning by `load_warnings()`) and raises it when a pipeline asks for the stage.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ BUILTIN_MODULES = {
 }
 
 _registry: dict[str, type] = {}
+_broken: dict[str, BuildError] = {}  # stage name -> why its module or entry point did not load
 _loaded = False
 
 
@@ -56,9 +60,10 @@ def _load_builtin(name: str) -> None:
     full = f"edgeship.stages.{module}"
     try:
         importlib.import_module(full)
-    except ModuleNotFoundError as err:
-        if err.name != full:  # the module exists but imports something missing: a real error
-            raise BuildError(f"stage module {full} cannot be imported: {err}", stage=name) from None
+    except Exception as err:  # ImportError, or any error raised while the module runs
+        detail = f"{type(err).__name__}: {err}".replace("\n", " ")
+        _broken[name] = BuildError(f"built-in stage cannot be loaded ({full}: {detail}); "
+                                   "the installation is broken, reinstall edgeship", stage=name)
 
 
 def _load_entry_points() -> None:
@@ -71,11 +76,14 @@ def _load_entry_points() -> None:
             continue
         try:
             cls = ep.load()
+            if getattr(cls, "name", None) != ep.name:
+                raise BuildError(f"entry point {ep.name!r} loads a stage named {getattr(cls, 'name', None)!r}", stage=ep.name)
+            register(cls)
+        except BuildError as err:
+            _broken[ep.name] = err
         except Exception as err:
-            raise BuildError(f"third-party stage {ep.name!r} ({ep.value}) failed to load: {err}", stage=ep.name) from None
-        if getattr(cls, "name", None) != ep.name:
-            raise BuildError(f"entry point {ep.name!r} loads a stage named {getattr(cls, 'name', None)!r}", stage=ep.name)
-        register(cls)
+            _broken[ep.name] = BuildError(f"third-party stage ({ep.value}) failed to load: {type(err).__name__}: {err}",
+                                          stage=ep.name)
 
 
 def load_all() -> None:
@@ -83,6 +91,7 @@ def load_all() -> None:
     global _loaded
     if _loaded:
         return
+    _broken.clear()
     for name in DEFAULT_ORDER:
         _load_builtin(name)
     _load_entry_points()
@@ -101,9 +110,17 @@ def available(name: str) -> bool:
     return name in _registry
 
 
+def load_warnings() -> list[str]:
+    """One line per third-party stage that failed to load (built-in failures are errors, via `get`)."""
+    load_all()
+    return [str(err) for name, err in _broken.items() if name not in DEFAULT_ORDER]
+
+
 def get(name: str) -> type:
     """The stage class registered under `name`; BuildError with the nearest names when unknown."""
     load_all()
+    if name in _broken and name not in _registry:
+        raise _broken[name]
     try:
         return _registry[name]
     except KeyError:
@@ -120,8 +137,8 @@ def names() -> list[str]:
 
 
 def is_known(name: str) -> bool:
-    """A name the pipeline may list: registered, or a built-in slot that is not installed yet."""
-    return name in DEFAULT_ORDER or available(name)
+    """A name the pipeline may list: a built-in stage, a registered plugin, or a plugin that failed to load."""
+    return name in DEFAULT_ORDER or available(name) or name in _broken
 
 
-__all__ = ["register", "get", "names", "available", "load_all", "reload", "is_known", "DEFAULT_ORDER", "ENTRY_POINT_GROUP"]
+__all__ = ["register", "get", "names", "available", "load_warnings", "load_all", "reload", "is_known", "DEFAULT_ORDER", "ENTRY_POINT_GROUP"]

@@ -30,6 +30,11 @@ def _fmt(value: Any) -> str:
 
 # --- SVG charts ---------------------------------------------------------------------------------
 
+def _text_width(text: str, size: int = 11) -> float:
+    """A generous estimate of a text's width in px (no font metrics in a static SVG)."""
+    return len(text) * size * 0.62
+
+
 def bar_chart(items: Iterable[tuple[str, float]], title: str, unit: str = "", width: int = 560) -> str:
     """Horizontal bars, one per (label, value), largest first."""
     rows = [(str(k), float(v)) for k, v in items if v is not None]
@@ -87,43 +92,87 @@ def histogram(series: dict[str, list[float]], title: str, unit: str = "ms", bins
     right = f"{'≥ ' if clipped else ''}{hi:.3g} {unit}"
     parts.append(f'<text x="{left + plot_w}" y="{top + plot_h + 16}" font-size="11" text-anchor="end">{_esc(right)}</text>')
     first = sorted(next(iter(series.values())))
-    for label, q in (("p50", 0.50), ("p95", 0.95)):
+    for row, (label, q) in enumerate((("p50", 0.50), ("p95", 0.95))):
         value = first[min(len(first) - 1, int(q * (len(first) - 1) + 0.5))]
         x = left + min(1.0, (value - lo) / span) * plot_w
+        text = f"{label} {value:.3g}"
+        tx, anchor = (x + 3, "start") if x + 3 + _text_width(text, 10) <= width else (x - 3, "end")
         parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#333" stroke-dasharray="4 3"/>'
-                     f'<text x="{x + 3:.1f}" y="{top + 10}" font-size="10">{label} {value:.3g}</text>')
+                     f'<text x="{tx:.1f}" y="{top + 10 + 12 * row}" font-size="10" text-anchor="{anchor}">{text}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def grouped_bars(groups: list[tuple[str, dict[str, float]]], title: str, width: int = 560) -> str:
-    """One row per group (candidate), one bar per metric, each metric scaled to its own maximum."""
-    metrics = sorted({m for _, vals in groups for m, v in vals.items() if isinstance(v, (int, float))})
-    if not groups or not metrics:
+def grouped_bars(groups: list[tuple[str, dict[str, float]]], title: str, width: int = 640,
+                 goal: dict | None = None) -> str:
+    """One row per group (candidate), one bar per metric, each metric scaled to its own maximum.
+
+    The budget's metric (`goal`: {metric, bound, direction}) comes first, its legend entry says the
+    bound and a dashed line marks it on its bars. Legend entries wrap so every one is inside the SVG."""
+    goal = goal if isinstance(goal, dict) and isinstance(goal.get("metric"), str) else {}
+    present = {m for _, vals in groups for m, v in vals.items() if isinstance(v, (int, float))}
+    if not groups or not present:
         return ""
+    metrics = sorted(present, key=lambda m: (m != goal.get("metric"), m))
+    bound = goal.get("bound") if isinstance(goal.get("bound"), (int, float)) else None
     tops = {m: max(abs(float(vals[m])) for _, vals in groups if isinstance(vals.get(m), (int, float))) or 1.0 for m in metrics}
-    label_w, bar_h = 170, 12
-    block = bar_h * len(metrics) + 10
-    height = 40 + len(groups) * block + 20
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
-             f'<text x="0" y="16" font-size="13" font-weight="bold">{_esc(title)}</text>']
+    if bound is not None and goal.get("metric") in tops:
+        tops[goal["metric"]] = max(tops[goal["metric"]], abs(float(bound)))
+    legend, x, y = [], 0.0, 24
     for j, m in enumerate(metrics):
-        parts.append(f'<rect x="{label_w + j * 130}" y="24" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>'
-                     f'<text x="{label_w + 14 + j * 130}" y="33" font-size="11">{_esc(m)}</text>')
+        label = m
+        if m == goal.get("metric") and bound is not None:
+            label = f"{m} (budget: {goal.get('direction', 'min')} {bound:g})"
+        step = 18 + _text_width(label) + 16
+        if x and x + step > width:
+            x, y = 0.0, y + 16
+        legend.append(f'<rect x="{x:.0f}" y="{y}" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>'
+                      f'<text x="{x + 14:.0f}" y="{y + 9}" font-size="11">{_esc(label)}</text>')
+        x += step
+    label_w, bar_h, value_w = 170, 12, 60
+    plot_w = width - label_w - value_w
+    block = bar_h * len(metrics) + 10
+    first_row = y + 18
+    height = first_row + len(groups) * block + 10
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{_esc(title)}">',
+             f'<text x="0" y="16" font-size="13" font-weight="bold">{_esc(title)}</text>', *legend]
     for i, (name, vals) in enumerate(groups):
-        y0 = 42 + i * block
+        y0 = first_row + i * block
         parts.append(f'<text x="{label_w - 6}" y="{y0 + block / 2:.0f}" font-size="11" text-anchor="end">{_esc(name[:28])}</text>')
         for j, m in enumerate(metrics):
             v = vals.get(m)
             if not isinstance(v, (int, float)):
                 continue
-            w = max(1.0, (width - label_w - 80) * abs(float(v)) / tops[m])
+            w = max(1.0, plot_w * abs(float(v)) / tops[m])
             y = y0 + j * bar_h
             parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h - 2}" fill="{PALETTE[j % len(PALETTE)]}">'
                          f'<title>{_esc(name)} {_esc(m)}: {float(v):.5g}</title></rect>'
                          f'<text x="{label_w + w + 4:.1f}" y="{y + 9}" font-size="10">{float(v):.4g}</text>')
+            if m == goal.get("metric") and bound is not None:
+                bx = label_w + plot_w * abs(float(bound)) / tops[m]
+                parts.append(f'<line x1="{bx:.1f}" y1="{y - 1}" x2="{bx:.1f}" y2="{y + bar_h - 1}" stroke="#c33" '
+                             f'stroke-width="2" stroke-dasharray="3 2"><title>budget {_esc(m)} {bound:g}</title></line>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def verdict_html(report: dict) -> str:
+    """The answer first: did every budget pass, and by how much (from the validate stage)."""
+    section = (report.get("stages") or {}).get("validate")
+    if not isinstance(section, dict):
+        return '<div class="verdict none"><b>No budget check</b>: the validate stage was not in this build.</div>'
+    rows = [r for r in section.get("budgets") or [] if isinstance(r, dict)]
+    if not rows:
+        return '<div class="verdict none"><b>No budgets declared</b>: nothing was checked against a limit.</div>'
+    passed = bool(section.get("passed", all(r.get("ok") for r in rows)))
+    failed = [r for r in rows if not r.get("ok")]
+    head = (f"<b>PASS</b>: all {len(rows)} budget(s) met" if passed else
+            f"<b>FAIL</b>: {len(failed)} of {len(rows)} budget(s) exceeded")
+    body = "".join(f"<tr class='{'ok' if r.get('ok') else 'bad'}'><td>{_esc(r.get('metric'))}</td><td>{_esc(_fmt(r.get('budget')))}</td>"
+                   f"<td>{_esc(_fmt(r.get('measured')))}</td><td>{_esc(r.get('by', ''))}</td><td>{_esc(r.get('source', ''))}</td></tr>"
+                   for r in rows)
+    return (f"<div class='verdict {'pass' if passed else 'fail'}'>{head}<table><tr><th>budget</th><th>limit</th>"
+            f"<th>measured</th><th>verdict</th><th>source</th></tr>{body}</table></div>")
 
 
 # --- extracting plot data from sections ------------------------------------------------------------
@@ -188,7 +237,10 @@ def stage_fragment(stage: str, section: Any) -> str:
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;border-bottom:1px solid #ccc;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top;font-size:.9em}
-th{background:#f4f4f4}.note{color:#a55}pre{margin:0;font-size:.8em}.ok{color:#2a7}.bad{color:#c33}"""
+th{background:#f4f4f4}.note{color:#a55}pre{margin:0;font-size:.8em}.ok{color:#2a7}.bad{color:#c33}
+.verdict{border:2px solid #999;border-radius:6px;padding:.6em 1em;margin:1em 0;font-size:1.05em}
+.verdict.pass{border-color:#2a7;background:#effaf3}.verdict.fail{border-color:#c33;background:#fdf0f0}
+.verdict table{font-size:.9em;margin-top:.5em}"""
 
 
 def render_html(report: dict) -> str:
@@ -197,6 +249,7 @@ def render_html(report: dict) -> str:
     title = f"edgeship build report: {report.get('name', '')}"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{_esc(title)}</h1>",
+             verdict_html(report),
              _table({"target": report.get("target", ""), "created": report.get("created", ""),
                      "edgeship": report.get("edgeship_version", ""), "model sha256": report.get("model_sha256", "")})]
     runs = report.get("build") or []
@@ -212,7 +265,8 @@ def render_html(report: dict) -> str:
     plots = [
         histogram(latency_series(stages), "Latency distribution on this host"),
         bar_chart(((stages.get("package") or {}).get("op_time_us") or {}).items(), "Time per op type (onnxruntime profiling)", "us"),
-        grouped_bars(candidate_rows(stages), "Accuracy per quantization candidate (vs float)"),
+        grouped_bars(candidate_rows(stages), "Accuracy per quantization candidate (vs float)",
+                     goal=(stages.get("quantize") or {}).get("accuracy_goal")),
     ]
     plots = [p for p in plots if p]
     if plots:
@@ -230,4 +284,4 @@ def render_html(report: dict) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["render_html", "bar_chart", "histogram", "grouped_bars", "latency_series", "candidate_rows"]
+__all__ = ["render_html", "bar_chart", "histogram", "grouped_bars", "verdict_html", "latency_series", "candidate_rows"]

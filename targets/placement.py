@@ -336,6 +336,7 @@ def legalize(g: GraphInfo, profile) -> dict:
         "schedule": [n.name for n in order],
         "rejected": [r for r in rows if r["unit"] == REJECTED],
         "host_fallback": view.host_fallback(),
+        "accelerator_is_host": not view.has_host and view.unit_is_cpu("accelerator"),  # CPU targets: say "host"
         "notes": [f"{downcast} float32 node(s) run as {', '.join(sorted({r['runs_as'] for r in rows if 'runs_as' in r}))} "
                   "on the accelerator (its toolchain downcasts; accuracy is validated in float32)"] if downcast else [],
     }

@@ -10,11 +10,19 @@ from html import escape
 COLORS = {"accelerator": "#2a9d8f", "host": "#e9a23b", "rejected": "#d62828"}
 
 
-def _legend(x: int, y: int) -> str:
+def _unit_names(section: dict) -> dict[str, str]:
+    """Display names of the units: on a CPU-only target the "accelerator" is the host CPU itself."""
+    if section.get("accelerator_is_host"):
+        return {"accelerator": "host (CPU)", "host": "host", "rejected": "rejected"}
+    return {unit: unit for unit in COLORS}
+
+
+def _legend(x: int, y: int, names: dict[str, str]) -> str:
     parts = []
-    for i, (unit, color) in enumerate(COLORS.items()):
-        parts.append(f'<rect x="{x + i * 110}" y="{y}" width="12" height="12" fill="{color}"/>'
-                     f'<text x="{x + i * 110 + 16}" y="{y + 11}" font-size="11">{unit}</text>')
+    units = [u for u in COLORS if not (names["accelerator"] == "host (CPU)" and u == "host")]
+    for i, unit in enumerate(units):
+        parts.append(f'<rect x="{x + i * 110}" y="{y}" width="12" height="12" fill="{COLORS[unit]}"/>'
+                     f'<text x="{x + i * 110 + 16}" y="{y + 11}" font-size="11">{names[unit]}</text>')
     return "".join(parts)
 
 
@@ -25,14 +33,16 @@ def placement_svg(section: dict, per_row: int = 40) -> str:
     cell = 16
     height = 40 + cell * max(1, math.ceil(len(order) / per_row)) + 10
     width = 20 + per_row * cell
+    names = _unit_names(section)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="placement of {len(order)} nodes">', _legend(10, 8)]
+             f'aria-label="placement of {len(order)} nodes">', _legend(10, 8, names)]
     for i, r in enumerate(order):
         x = 10 + (i % per_row) * cell
         y = 30 + (i // per_row) * cell
         why = "; ".join(reason["message"] for reason in r.get("reasons", []))
         part = f" partition {r['partition']}" if r.get("partition") is not None else ""
-        title = escape(f"{r['name']} ({r['op_type']}, {r['format']}) on {r['unit']}{part}" + (f": {why}" if why else ""))
+        title = escape(f"{r['name']} ({r['op_type']}, {r['format']}) on {names.get(r['unit'], r['unit'])}{part}"
+                       + (f": {why}" if why else ""))
         parts.append(f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" fill="{COLORS.get(r["unit"], "#888")}">'
                      f"<title>{title}</title></rect>")
     parts.append("</svg>")
@@ -42,11 +52,17 @@ def placement_svg(section: dict, per_row: int = 40) -> str:
         table.append(f"<tr><td>{p['id']}</td><td>{p.get('size', len(nodes))}</td><td>{escape(nodes[0] if nodes else '')}</td>"
                      f"<td>{escape(nodes[-1] if nodes else '')}</td></tr>")
     table.append("</table>")
+    if section.get("accelerator_is_host"):
+        table = []  # one unit: partitions mean nothing here
     counts = section.get("counts", {})
-    head = (f"<p>{counts.get('accelerator', 0)} node(s) on the accelerator ({section.get('accelerator_pct', 0)}%), "
-            f"{counts.get('host', 0)} on the host, {counts.get('rejected', 0)} rejected; "
-            f"{len(section.get('partitions', []))} partition(s), {section.get('host_round_trips', 0)} host round trip(s), "
-            f"{len(section.get('transfers', []))} transfer(s).</p>")
+    if section.get("accelerator_is_host"):
+        head = (f"<p>{counts.get('accelerator', 0) + counts.get('host', 0)} node(s) on the host CPU (this target has no "
+                f"separate accelerator: no partitions, no transfers), {counts.get('rejected', 0)} rejected.</p>")
+    else:
+        head = (f"<p>{counts.get('accelerator', 0)} node(s) on the accelerator ({section.get('accelerator_pct', 0)}%), "
+                f"{counts.get('host', 0)} on the host, {counts.get('rejected', 0)} rejected; "
+                f"{len(section.get('partitions', []))} partition(s), {section.get('host_round_trips', 0)} host round trip(s), "
+                f"{len(section.get('transfers', []))} transfer(s).</p>")
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in section.get("notes", []))
     return "<figure><figcaption>Placement</figcaption>" + head + notes + "".join(parts) + "".join(table) + "</figure>"
 
@@ -84,7 +100,8 @@ def roofline_svg(section: dict) -> str:
     if not nodes:
         return ""
     bw = (roofs.get("bandwidth_gb_s") or 0) * 1e9
-    peaks = {f"{unit} {fmt}": float(v) * 1e12 for unit in ("accelerator", "host") for fmt, v in (roofs.get(unit) or {}).items()}
+    names = _unit_names(section)
+    peaks = {f"{names[unit]} {fmt}": float(v) * 1e12 for unit in ("accelerator", "host") for fmt, v in (roofs.get(unit) or {}).items()}
     xs = [n["flops"] / n["bytes"] for n in nodes]
     ys = [n["flops"] / (n["time_us"] * 1e-6) for n in nodes]
     x_lo, x_hi = math.floor(math.log10(min(xs))) - 0.5, math.ceil(math.log10(max(xs))) + 0.5

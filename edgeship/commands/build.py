@@ -23,7 +23,7 @@ from edgeship.errors import ArtifactError, BudgetExceeded, ManifestError, UsageE
 # --- build ------------------------------------------------------------------------------------------
 
 def _load_pipelines(paths: list[str]):
-    from edgeship.pipelines.manifest import load_documents
+    from edgeship.pipelines.manifest import duplicate_pipeline_names, load_documents
 
     docs, diagnostics = [], []
     for path in paths:
@@ -33,12 +33,9 @@ def _load_pipelines(paths: list[str]):
             docs.extend(load_documents(path, kinds=["Pipeline"]))
         except ManifestError as err:
             diagnostics.extend(err.diagnostics)
+    diagnostics += duplicate_pipeline_names(docs)  # across files (within a file, load_documents found them)
     if diagnostics:
         raise ManifestError(diagnostics)
-    names = [d.name for d in docs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UsageError(f"two pipelines are named {dupes[0]!r}: their outputs would overwrite each other")
     return docs
 
 
@@ -120,10 +117,30 @@ def export_artifact(artifact: dict, out_dir: Path, name: str) -> tuple[Path, Pat
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgeship.stages.package import ensure_signing_key
+    """--key and --allow-path stand for EDGESHIP_SIGNING_KEY and EDGESHIP_ALLOW_PATHS: set for the build
+    (the package stage and spawned -j workers read them), restored afterwards."""
+    from edgeship.pipelines.containment import allowing
 
     if args.jobs < 1:
         raise UsageError("-j must be at least 1")
+    if args.key and not Path(args.key).is_file():
+        raise UsageError(f"--key {args.key}: no such private key file (create one with `edgeship keys generate --out PATH`)")
+    before = os.environ.get("EDGESHIP_SIGNING_KEY")
+    if args.key:
+        os.environ["EDGESHIP_SIGNING_KEY"] = os.path.abspath(args.key)
+    try:
+        with allowing(args.allow_path or []):
+            return _build_all(args)
+    finally:
+        if before is None:
+            os.environ.pop("EDGESHIP_SIGNING_KEY", None)
+        else:
+            os.environ["EDGESHIP_SIGNING_KEY"] = before
+
+
+def _build_all(args: argparse.Namespace) -> int:
+    from edgeship.stages.package import ensure_signing_key
+
     docs = _load_pipelines(args.pipelines)
     if not docs:
         raise UsageError("no Pipeline documents in the given files")
@@ -156,6 +173,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                 raise UsageError(f"{out_dir}: cannot write the artifact there ({err.strerror or err}); "
                                  f"it is stored as {outcome['artifact']['dir']}") from None
             print(f"built {outcome['name']}: {outcome['artifact']['digest']}  -> {folder}/ and {tar}")
+            if outcome["artifact"].get("key_id"):
+                print(f"  signed with key {outcome['artifact']['key_id']}: {_key_origin(args)}")
             continue
         code = max(code, outcome["exit_code"])
         if outcome["budget_rows"]:
@@ -169,6 +188,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         ok = sum(1 for o in outcomes if o["ok"])
         print(f"\n{ok}/{len(outcomes)} pipelines built in {time.perf_counter() - t0:.2f} s")
     return code
+
+
+def _key_origin(args: argparse.Namespace) -> str:
+    """Which private key signed, and why that one: devices trust only the matching .pub."""
+    from edgeship.paths import default_signing_key
+
+    key = default_signing_key()
+    if args.key:
+        why = "from --key"
+    elif os.environ.get("EDGESHIP_SIGNING_KEY"):
+        why = "from EDGESHIP_SIGNING_KEY"
+    else:
+        why = "the default key in the state folder; choose one with --key or EDGESHIP_SIGNING_KEY"
+    return f"{key} ({why}); devices must trust {key.with_suffix('.pub')}"
 
 
 # --- cache ------------------------------------------------------------------------------------------
@@ -253,16 +286,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
+    """List the stages; a built-in one that cannot be loaded is a broken install (exit 1)."""
+    from edgeship.errors import BuildError
     from edgeship.stages import registry
 
     print(f"{'stage':<12} {'version':<8} module")
+    broken = 0
     for name in registry.DEFAULT_ORDER:
-        if not registry.available(name):
-            print(f"{name:<12} {'-':<8} (not available)")
-    for name in registry.names():
-        cls = registry.get(name)
+        try:
+            cls = registry.get(name)
+        except BuildError as err:
+            broken += 1
+            print(f"{name:<12} {'-':<8} BROKEN: {err}")
+            continue
         print(f"{name:<12} {cls.version:<8} {cls.__module__}")
-    return 0
+    for name in registry.names():
+        if name not in registry.DEFAULT_ORDER:
+            cls = registry.get(name)
+            print(f"{name:<12} {cls.version:<8} {cls.__module__}")
+    for warning in registry.load_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def register(subparsers) -> None:
@@ -276,6 +320,10 @@ def register(subparsers) -> None:
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="build N pipelines in parallel (processes)")
     p.add_argument("--no-cache", action="store_true", help="run every stage (results still refresh the cache)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary table")
+    p.add_argument("--allow-path", action="append", metavar="DIR", help="also read model and data files under DIR "
+                   "(repeatable; by default only the manifest's own folder; EDGESHIP_ALLOW_PATHS does the same)")
+    p.add_argument("--key", metavar="PATH", help="ed25519 private key to sign with (default: EDGESHIP_SIGNING_KEY, else "
+                                                "the state folder's keys/signing.key, generated on first use)")
     p.set_defaults(func=cmd_build)
 
     st = subparsers.add_parser("stages", help="list the build stages installed (built-in and entry points)")

@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     validate.add_argument("--format", choices=("text", "json"), default="text",
                           help="text: one line per problem on stderr; json: a list of problems on stdout")
     validate.add_argument("-q", "--quiet", action="store_true", help="print problems only, no per-file 'ok' lines")
+    validate.add_argument("--allow-path", action="append", metavar="DIR",
+                          help="also allow model and data files under DIR (repeatable; by default only the "
+                               "manifest's own folder; EDGESHIP_ALLOW_PATHS does the same)")
     validate.set_defaults(func=run_validate)
 
     schema = subparsers.add_parser(
@@ -40,15 +43,19 @@ def register(subparsers) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from edgeship.pipelines.manifest import check_file
+    from edgeship.pipelines.containment import allowing
+    from edgeship.pipelines.manifest import check_file, duplicate_pipeline_names
 
+    with allowing(args.allow_path or []):
+        checked = [(path, *check_file(path)) for path in args.files]
+    for diag in duplicate_pipeline_names(doc for _, documents, _ in checked for doc in documents):
+        next(diagnostics for path, _, diagnostics in checked if path == diag.file).append(diag)
     all_diagnostics = []
-    for path in args.files:
-        documents, diagnostics = check_file(path)
+    for path, documents, diagnostics in checked:
         all_diagnostics += diagnostics
         errors = [d for d in diagnostics if d.severity == "error"]
         if args.format == "text":
-            for diag in diagnostics:
+            for diag in sorted(diagnostics, key=lambda d: (d.line, d.col)):
                 print(diag, file=sys.stderr)
             if not errors and not args.quiet:
                 names = ", ".join(f"{d.kind} {d.name}" for d in documents)

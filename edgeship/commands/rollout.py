@@ -101,6 +101,7 @@ def cmd_plan(args) -> int:
                 finally:
                     engine.transports.close()
                 print(f"Rollout {spec.name}: artifact {artifact.short(engine.ship.digest)} -> fleet {engine.fleet.name}")
+                _warn_untrusted(engine)
                 print(plans.format_table(rows))
                 print(plans.summary(rows))
                 owned = engine.foreign_owners()
@@ -133,9 +134,27 @@ def cmd_apply(args) -> int:
     worst = 0
     with Journal() as journal:
         for spec in specs:
-            report = _engine_for(spec, journal, take_over=args.take_over).apply()
+            engine = _engine_for(spec, journal, take_over=args.take_over)
+            _warn_untrusted(engine)
+            try:
+                report = engine.apply()
+            except KeyboardInterrupt:
+                print(f"edgeship: apply of {spec.name} interrupted; the journal keeps every finished step: "
+                      f"run `edgeship apply {args.manifest}` again to resume", file=sys.stderr)
+                return 130
             worst = max(worst, print_report(report))
+            if any("untrusted-key" in (r.result or "") for r in report.rows):
+                _warn_untrusted(engine, prefix="edgeship: hint: ")
     return worst
+
+
+def _warn_untrusted(engine, prefix: str = "edgeship: warning: ") -> None:
+    """Say, before devices refuse it, that the fleet does not trust the key that signed the artifact."""
+    from edgeship.fleet.rollout.artifacts import untrusted_signer
+
+    problem = untrusted_signer(engine.ship, engine.fleet)
+    if problem:
+        print(prefix + problem, file=sys.stderr)
 
 
 def print_report(report) -> int:

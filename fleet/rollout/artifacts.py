@@ -12,7 +12,7 @@ from typing import Callable
 from edgeship import artifact
 from edgeship.errors import ArtifactError, RolloutError
 from edgeship.fleet.rollout.spec import RolloutSpec
-from edgeship.paths import state_dir
+from edgeship.paths import default_signing_key, state_dir
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,39 @@ def _shipment(tar: Path) -> Shipment:
     except (ArtifactError, ValueError) as err:
         raise RolloutError(f"{tar}: not a usable artifact: {err}") from None
     return Shipment(tar, digest, meta, tar.stat().st_size)
+
+
+# --- trust: does the fleet trust the key that signed the shipment? -------------------------------
+
+def signer_key_id(shipment: Shipment) -> str | None:
+    """The key id written in the bundle's signature (not verified here: the devices verify it)."""
+    try:
+        doc = artifact.read_json_member(shipment.bundle, artifact.SIGNATURE)
+    except (ArtifactError, ValueError):
+        return None
+    kid = doc.get("key_id") if isinstance(doc, dict) else None
+    return str(kid) if kid else None
+
+
+def _public_key_id(path: Path) -> str | None:
+    try:
+        return artifact.key_id(artifact.load_public_key(path))
+    except ArtifactError:
+        return None
+
+
+def untrusted_signer(shipment: Shipment, fleet) -> str | None:
+    """None when the fleet trusts the shipment's signer; else one line saying which key signed it and
+    how to make the fleet trust it (devices refuse it with `untrusted-key` otherwise)."""
+    kid = signer_key_id(shipment)
+    trusted = {k for k in (_public_key_id(Path(p)) for p in fleet.trusted_keys) if k}
+    if kid is not None and kid in trusted:
+        return None
+    signer = f"key {kid}" if kid else "no key (unsigned)"
+    have = ", ".join(sorted(trusted)) or "none"
+    local = default_signing_key().with_suffix(".pub")
+    pub = f" ({local})" if kid and local.is_file() and _public_key_id(local) == kid else ""
+    return (f"the artifact is signed by {signer}{pub}, which fleet '{fleet.name}' does not trust (trusted: {have}); "
+            f"devices will refuse it with untrusted-key. Fix: add that public key{pub} to the Fleet's "
+            f"trust.public_keys (and to trusted_keys in agent.yaml of devices set up before), or rebuild with "
+            f"--key / EDGESHIP_SIGNING_KEY naming a key the fleet trusts")

@@ -111,6 +111,7 @@ class Engine:
         """Converge. `resume=True` continues a paused run and retries the devices that failed in it."""
         try:
             with _exclusive(self.spec.name):
+                self.journal.backup()  # a journal damaged later loses at most this run (docs/rollouts.md)
                 return self._apply(resume)
         finally:
             self.transports.close()
@@ -232,9 +233,7 @@ class Engine:
                 acted = True
                 self._warmed.add(device.transport)
         if rest:
-            with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(rest)))) as pool:
-                for did_something in pool.map(lambda d: self._converge_guarded(d, wave, retry_failed), rest):
-                    acted = acted or did_something
+            acted = any(_map_in_threads(lambda d: self._converge_guarded(d, wave, retry_failed), rest, self.parallel)) or acted
         return acted
 
     def _converge_guarded(self, device, wave: Wave, retry_failed: bool) -> bool:
@@ -421,8 +420,7 @@ class Engine:
 
         if not switched:
             return 0
-        with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(switched)))) as pool:
-            return sum(pool.map(one, switched))
+        return sum(_map_in_threads(one, switched, self.parallel))
 
     # --- report rows ------------------------------------------------------------------------
 
@@ -507,10 +505,20 @@ def roll_back_rollout(name: str, journal: Journal, fleet, transports: Transports
     withdraw_pending([by_id[d] for d in sorted(touched) if d in by_id], transports, log)
     ids = sorted(applied)
     if ids:
-        with ThreadPoolExecutor(max_workers=min(16, len(ids))) as pool:
-            out = list(pool.map(one, ids))
+        out = _map_in_threads(one, ids, 16)
     journal.set_state(name, "rolled-back", f"rolled back {sum(ok for _, ok, _ in out)} device(s) by an operator")
     return out
+
+
+def _map_in_threads(fn: Callable, items: list, workers: int) -> list:
+    """fn over items, `workers` at a time. On Ctrl-C (KeyboardInterrupt in the waiting thread) the
+    devices not started yet are cancelled and the started ones finish their journaled step before the
+    interrupt goes on, so a re-run resumes from a consistent journal."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(items))))
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _figures_of(last_result) -> dict:

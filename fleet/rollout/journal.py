@@ -8,18 +8,29 @@ interrupted. Gate verdicts and the last release applied to each device (for drif
 
 One file, `state_dir()/rollouts.db`, in WAL mode so `edgeship rollout status` (another process) can
 read while an apply writes. Every write is its own committed transaction.
+
+A journal that silently starts over would make `apply` redo a fleet it already rolled out, so a damaged
+one is refused, never recreated: a new journal is built aside and renamed into place with a `meta` row,
+so a file that exists without that row (truncated to 0 bytes, say) is a lost journal, not a new one;
+every open runs SQLite's `quick_check`; and `backup()` (called before each apply) keeps the last
+BACKUPS_KEPT copies, made with SQLite's online backup API, to restore from (docs/rollouts.md).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeship.errors import RolloutError
 from edgeship.paths import state_dir
+
+FORMAT = "edgeship-journal/1"
+BACKUPS_KEPT = 5
 
 STATES = ("running", "paused", "aborted", "failed", "done", "rolled-back")
 
@@ -41,7 +52,28 @@ CREATE TABLE IF NOT EXISTS gates (
 CREATE TABLE IF NOT EXISTS applied (
     fleet TEXT, device TEXT, digest TEXT, previous TEXT, rollout TEXT, ts REAL,
     PRIMARY KEY (fleet, device));
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+
+
+class JournalCorrupt(RolloutError):
+    """The journal file is damaged or lost: refused (using it would restart every rollout from zero)."""
+
+    def __init__(self, path: Path, what: str):
+        backup = latest_backup(path)
+        fix = (f"restore the latest backup: mv {path} {path}.damaged; rm -f {path}-wal {path}-shm; cp {backup} {path}"
+               if backup else "no backup exists; move it aside to start a new, empty journal")
+        super().__init__(f"rollout journal {path} {what}: refusing to use it ({fix}; see docs/rollouts.md, "
+                         "'Restoring the journal')")
+
+
+def backup_dir(path: Path) -> Path:
+    return Path(path).parent / "journal-backups"
+
+
+def latest_backup(path: Path) -> Path | None:
+    backups = sorted(backup_dir(path).glob(f"{Path(path).stem}-*.db"))
+    return backups[-1] if backups else None
 
 
 @dataclass(frozen=True)
@@ -74,6 +106,27 @@ def default_path() -> Path:
     return state_dir() / "rollouts.db"
 
 
+def _create(path: Path) -> None:
+    """A new journal, built aside and linked into place (never over an existing file), so that a file
+    at `path` always has its tables and header row: one without them is damage, not a fresh start."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    db = sqlite3.connect(str(tmp), isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('format', ?), ('created', ?)", (FORMAT, str(time.time())))
+    finally:
+        db.close()
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process created it first: use theirs
+    except OSError:  # a file system without hard links: rename (the race above is then last-wins)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Journal:
     """Thread-safe handle on the journal (one connection, one lock; SQLite serialises writers anyway)."""
 
@@ -81,13 +134,60 @@ class Journal:
         self.path = Path(path) if path else default_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        if not self.path.exists():
+            _create(self.path)
+        elif self.path.stat().st_size == 0:
+            raise JournalCorrupt(self.path, "is empty (0 bytes): its history is lost")
         self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL+NORMAL: durable across a killed process
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(_SCHEMA)
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA busy_timeout=30000")
+                self._check()
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # WAL+NORMAL: durable across a killed process
+                self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise JournalCorrupt(self.path, f"is not a readable SQLite database ({err})") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _check(self) -> None:
+        """quick_check (page and b-tree structure), then the meta row every journal gets at creation."""
+        problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            raise JournalCorrupt(self.path, f"is corrupt (SQLite quick_check: {'; '.join(problems)})")
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" in tables:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if row is None or row[0] != FORMAT:
+                raise JournalCorrupt(self.path, f"has no valid header row (format {row[0] if row else 'missing'!r})")
+        elif "rollouts" in tables:  # written before journals had a header: adopt it
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?), ('created', ?)", (FORMAT, str(time.time())))
+        else:
+            raise JournalCorrupt(self.path, "is a SQLite file without journal tables (lost, or not a journal)")
+
+    def backup(self, keep: int = BACKUPS_KEPT) -> Path:
+        """A consistent copy (SQLite online backup: safe while others write) in journal-backups/,
+        keeping the newest `keep`. Taken before each apply, so a damaged journal loses at most one run."""
+        folder = backup_dir(self.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        now = time.time_ns()
+        dest = folder / f"{self.path.stem}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now // 10**9))}.{now % 10**9:09d}.db"
+        tmp = dest.with_suffix(".part")
+        target = sqlite3.connect(str(tmp))
+        try:
+            with self._lock:
+                self._db.backup(target)
+        finally:
+            target.close()
+        os.replace(tmp, dest)
+        for old in sorted(folder.glob(f"{self.path.stem}-*.db"))[:-keep]:
+            old.unlink(missing_ok=True)
+        return dest
 
     def close(self) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ from edgeship.errors import EdgeshipError, ManifestError, RolloutError
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import load_rollouts
 from edgeship.paths import state_dir
+from edgeship.pipelines.containment import allowing
 
 _ROLLOUT_KIND = re.compile(r"^kind:\s*['\"]?Rollout['\"]?\s*(#.*)?$", re.MULTILINE)
 STOPPED = ("failed", "paused", "aborted", "rolled-back")
@@ -115,7 +116,8 @@ class Reconciler:
             self._log_pass(result, started)
             return result
         claimed: dict[tuple[str, str], tuple[str, str]] = {}  # (fleet, device) -> (rollout, digest)
-        with Journal(self.journal_path) as journal:
+        # manifests may read models and data anywhere in the checkout, not outside it
+        with allowing([str(folder)]), Journal(self.journal_path) as journal:
             for path in manifest_files(folder):
                 try:
                     if not _ROLLOUT_KIND.search(path.read_text(errors="replace")):

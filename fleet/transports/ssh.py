@@ -188,7 +188,9 @@ class SshTransport:
             raise TransportTimeout(device.id, f"command timed out after {timeout or s['command_timeout_s']}s: {command.split()[0]}") from None
 
     def _with_retries(self, device: Device, what: str, action):
-        """Run action(conn, attempt) with a fresh connection per attempt; connection-level errors retry."""
+        """Run action(conn, attempt) with a fresh connection per attempt; connection-level errors retry.
+        KeyboardInterrupt and SystemExit are not errors of the device: they go through untouched (the
+        half-sent `.part` stays on the device and the next push resumes it)."""
         retries = max(1, int(self.settings(device)["retries"]))
         last: BaseException | None = None
         for attempt in range(1, retries + 1):
@@ -196,7 +198,10 @@ class SshTransport:
                 return action(self._connect(device), attempt)
             except TransportError:
                 raise
-            except BaseException as err:  # noqa: BLE001 - classified right below
+            except (KeyboardInterrupt, SystemExit):
+                self._drop(device)  # the channel may be mid-write: never reuse it
+                raise
+            except Exception as err:  # noqa: BLE001 - classified right below
                 if not _retryable(err):
                     raise TransportError(device.id, f"{what} failed: {err}") from None
                 last = err
@@ -268,6 +273,29 @@ class SshTransport:
             fh.write(yaml.safe_dump(config, sort_keys=False))
         sftp.posix_rename(f"{root}/{CONFIG_NAME}.tmp", f"{root}/{CONFIG_NAME}")
 
+    def _upload(self, conn: Connection, sftp: paramiko.SFTPClient, bundle: Path, part: str, offset: int,
+                sent: dict) -> None:
+        """Append bundle[offset:] to the remote `part`, counting the bytes in sent["bytes"].
+
+        Writes are pipelined, so closing the remote file waits for the device to acknowledge every
+        write. When the upload stops on an error or a Ctrl-C, that wait could hang on a silent link
+        (and would replace the KeyboardInterrupt with a timeout): the connection is cut instead."""
+        dst = sftp.open(part, "ab" if offset else "wb")
+        try:
+            dst.set_pipelined(True)
+            with open(bundle, "rb") as src:
+                src.seek(offset)
+                while block := src.read(_CHUNK):
+                    dst.write(block)
+                    sent["bytes"] += len(block)
+                    if self.on_bytes:
+                        self.on_bytes(len(block))
+        except BaseException:
+            if conn.transport is not None:
+                conn.transport.close()
+            raise
+        dst.close()
+
     def push(self, device: Device, bundle: Path) -> PushResult:
         """Upload the bundle to incoming/ (skip if the device has it), resuming after a dropped link."""
         bundle = Path(bundle)
@@ -300,14 +328,7 @@ class SshTransport:
             if sent["resumed_from"] is None and offset:
                 sent["resumed_from"] = offset
             if offset < size:
-                with open(bundle, "rb") as src, sftp.open(part, "ab" if offset else "wb") as dst:
-                    dst.set_pipelined(True)
-                    src.seek(offset)
-                    while block := src.read(_CHUNK):
-                        dst.write(block)
-                        sent["bytes"] += len(block)
-                        if self.on_bytes:
-                            self.on_bytes(len(block))
+                self._upload(conn, sftp, bundle, part, offset, sent)
             if self._remote_sha(device, conn, part) != local_sha:
                 sftp.remove(part)
                 raise _Resend(f"remote copy of {bundle.name} does not match its sha256; re-sending")

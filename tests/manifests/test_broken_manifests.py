@@ -103,8 +103,10 @@ def test_every_error_in_every_file_at_once(in_cases, capsys):
     code, err, out = run_validate(capsys, *files)
     assert code == 2
     problems = [l for l in err if not l.endswith("file(s)")]
-    assert [l.split(":")[0] for l in problems] == ["broken/unknown-target.yaml", "broken/bad-enum.yaml", "broken/duplicate-device.yaml"]
-    assert err[-1] == "3 error(s), 0 warning(s) in 4 file(s)"
+    assert [l.split(":")[0] for l in problems] == ["broken/unknown-target.yaml", "broken/bad-enum.yaml", "broken/bad-enum.yaml",
+                                                   "broken/duplicate-device.yaml"]
+    assert "broken/bad-enum.yaml:4:18: metadata.name: duplicate Pipeline name 'tiny'" in err[1]  # both are named tiny
+    assert err[-1] == "4 error(s), 0 warning(s) in 4 file(s)"
     assert "good/fleet.yaml: ok (Fleet bench)" in out
 
 

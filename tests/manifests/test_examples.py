@@ -1,4 +1,5 @@
-"""Every manifest under examples/ validates clean, as it would in a fresh clone.
+"""Every manifest under examples/ validates clean, as it would in a fresh clone (but broken.yaml,
+whose errors the README shows: that output is checked against the README itself).
 
 Example models and data are generated files (examples/<workload>/make_model.py), so the examples
 are copied to a temp dir and each copied make_model.py is run there (every --variant it offers)
@@ -20,7 +21,9 @@ from edgeship.cli import main
 from edgeship.pipelines.manifest import check_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-MANIFESTS = sorted(p.relative_to(EXAMPLES) for p in EXAMPLES.rglob("*.yaml") if "devices" not in p.parts)
+README = EXAMPLES.parent / "README.md"
+MANIFESTS = sorted(p.relative_to(EXAMPLES) for p in EXAMPLES.rglob("*.yaml")
+                   if "devices" not in p.parts and p.name != "broken.yaml")
 
 
 def _variants(script: Path) -> list[list[str]]:
@@ -60,3 +63,19 @@ def test_example_validates_clean(rel, examples_copy, monkeypatch, capsys):
     assert code == 0, out.err
     assert ": error" not in out.err and "Traceback" not in out.err
     assert out.out.startswith(f"examples/{rel}: ok (")
+
+
+def _readme_session(command: str) -> list[str]:
+    """The lines the README shows after `$ COMMAND` in a code block, up to the block's end."""
+    lines = README.read_text().splitlines()
+    start = lines.index(f"$ {command}") + 1
+    end = lines.index("```", start)
+    return lines[start:end]
+
+
+def test_readme_broken_example_prints_what_the_readme_shows(examples_copy):
+    command = "edgeship validate examples/kws/broken.yaml; echo $?"
+    shown = _readme_session(command)
+    run = subprocess.run([sys.executable, "-m", "edgeship", "validate", "examples/kws/broken.yaml"], cwd=examples_copy.parent,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert run.stdout.splitlines() + [str(run.returncode)] == shown

@@ -7,6 +7,7 @@
 No file is edited: the pipeline's stages must take them as they are.
 """
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,9 @@ def _ppocr_cls() -> Path:
 
 
 def _pipeline(tmp_path: Path, model: Path, inputs: dict | None, samples: int) -> Path:
+    shutil.copy(model, tmp_path / model.name)  # beside the manifest: a model outside its folder is refused
     doc = {"apiVersion": "edgeship/v1", "kind": "Pipeline", "metadata": {"name": model.stem.replace("_", "-").lower()},
-           "model": {"path": str(model), "task": "classification", **({"inputs": inputs} if inputs else {})},
+           "model": {"path": model.name, "task": "classification", **({"inputs": inputs} if inputs else {})},
            "target": "host-cpu",
            "quantization": {"mode": "static", "calibration": {"samples": samples, "method": "minmax"}},
            "validation": {"samples": samples, "latency": {"warmup": 1, "runs": 3}}}

@@ -177,12 +177,15 @@ def sshd_farm(tmp_path_factory):
 
 class DroppingProxy:
     """A loopback TCP proxy in front of one sshd that cuts its first connection after
-    `drop_after` client->server bytes (a link dying mid-upload); later connections pass through."""
+    `drop_after` client->server bytes (a link dying mid-upload); later connections pass through.
+    With `stall=True` the first connection hangs there instead (a link gone silent): an upload is
+    then reliably in progress, for as long as the test needs."""
 
-    def __init__(self, target_port: int, drop_after: int):
+    def __init__(self, target_port: int, drop_after: int, stall: bool = False):
         import threading
 
-        self.target_port, self.drop_after = target_port, drop_after
+        self.target_port, self.drop_after, self.stall = target_port, drop_after, stall
+        self.stalled = threading.Event()
         self.connections = 0
         self.dropped = 0
         self.listener = socket.socket()
@@ -210,16 +213,20 @@ class DroppingProxy:
         import select
 
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        sent = 0
+        sent, holding = 0, False
         try:
             while not self._stop.is_set():
-                ready, _, _ = select.select([client, upstream], [], [], 0.5)
+                ready, _, _ = select.select([upstream] if holding else [client, upstream], [], [], 0.5)
                 for sock in ready:
                     data = sock.recv(65536)
                     if not data:
                         return
                     if sock is client:
                         if limit is not None and sent + len(data) > limit:
+                            if self.stall:
+                                holding = True  # hold: never read this client again
+                                self.stalled.set()
+                                break
                             self.dropped += 1
                             return  # cut: both sockets close below, mid-stream
                         sent += len(data)
