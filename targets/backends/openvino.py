@@ -52,15 +52,20 @@ def load_openvino():
     return openvino
 
 
+def _plain(value) -> str:
+    """rt_info values arrive wrapped (OVAny); their payload is a string."""
+    return str(getattr(value, "value", value))
+
+
 def execution_precisions(compiled) -> dict[str, int]:
     """Layers of the compiled model per runtime precision (e.g. {"i8": 12, "f32": 3}), from its execution graph."""
     counts: Counter[str] = Counter()
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
-        layer = str(info["layerType"]) if "layerType" in info else ""
+        layer = _plain(info["layerType"]) if "layerType" in info else ""
         if layer in ("Input", "Output", "Const", "Parameter", "Result"):
             continue
-        precision = str(info["runtimePrecision"]) if "runtimePrecision" in info else "unknown"
+        precision = _plain(info["runtimePrecision"]) if "runtimePrecision" in info else "unknown"
         counts[precision.lower()] += 1
     return dict(sorted(counts.items()))
 
@@ -80,6 +85,14 @@ def _agreement(got: list[np.ndarray], want: list[np.ndarray]) -> dict:
     ref, cand = np.stack(want), np.stack(got)
     return {"top1_agreement": round(metrics.top1_agreement(ref, cand), 6), "cosine": round(metrics.cosine(ref, cand), 6),
             "sqnr_db": round(metrics.sqnr_db(ref, cand), 3), "max_abs_error": round(metrics.max_abs_error(ref, cand), 6)}
+
+
+def is_quantized(model: Path) -> bool:
+    """Whether the model carries QDQ (edgeship's quantize stage chose int8 for it)."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
 
 def nncf_quantize(openvino, float_model: Path, samples: list[dict[str, np.ndarray]]):
@@ -108,6 +121,15 @@ class OpenVINOBackend:
         self.device, self.precision, self.quantizer = str(device), str(precision), quantizer
         self.threads, self.runs = int(threads), int(runs)
 
+    def int8_source(self, model: Path, float_model: Path | None) -> str:
+        """Who makes the int8: edgeship's policy decides *whether* (a QDQ model arrives or a float one),
+        `quantizer` decides *how* for OpenVINO. "float" when edgeship kept the model in float."""
+        if not is_quantized(model):
+            return "float"
+        if self.quantizer == "nncf" and float_model is not None:
+            return "nncf"
+        return "edgeship-qdq" if self.quantizer == "edgeship" else "edgeship-qdq (nncf asked, but no float model was given)"
+
     def compile_on_host(self, core, xml: Path):
         config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": str(self.threads),
                   "PERFORMANCE_HINT": "LATENCY"}
@@ -130,9 +152,8 @@ class OpenVINOBackend:
         feeds = _load_samples(Path(samples), names)
         started = time.monotonic()
         core = ov.Core()
-        if self.quantizer == "nncf":
-            if float_model is None:
-                raise BuildError("backend openvino: quantizer nncf needs the float model", stage="lower")
+        int8_source = self.int8_source(Path(model), float_model)
+        if int8_source == "nncf":
             ir = nncf_quantize(ov, Path(float_model), feeds)
         else:
             ir = core.read_model(str(model))
@@ -157,6 +178,7 @@ class OpenVINOBackend:
             times.append((time.perf_counter() - t0) * 1e3)
         report = {
             "tool": "openvino", "version": ov.get_version(), "device": self.device, "quantizer": self.quantizer,
+            "int8_source": int8_source,
             "convert_seconds": round(convert_seconds, 3),
             "ir_bytes": {"model.xml": xml.stat().st_size, "model.bin": xml.with_suffix(".bin").stat().st_size},
             "host_validation": {

@@ -50,7 +50,7 @@ def parse_log(lines: list[str]) -> dict:
         if row:
             op, unit, name = row.group(2), row.group(4), row.group(11).strip()
             if op not in ("InputOperator", "OutputOperator"):
-                placement.append({"name": name.split(":", 1)[-1], "op": op, "unit": unit.lower(),
+                placement.append({"name": name.split(":", 1)[-1], "op": op, "unit": unit,
                                   "dtype": row.group(3), "cycles": int(row.group(9))})
             continue
         mem = _MEMORY.search(line)
@@ -72,8 +72,11 @@ def parse_log(lines: list[str]) -> dict:
     for entry in placement:
         last[entry["name"]] = entry
     placement = list(last.values())
-    cpu = [p for p in placement if p["unit"] == "cpu"]
-    return {"placement": placement, "cpu_ops": [p["name"] for p in cpu], "cpu_op_types": sorted({p["op"] for p in cpu}),
+    cpu = [p for p in placement if p["unit"] == "CPU"]
+    return {"placement": placement,
+            "cpu_ops": [{"name": p["name"], "op": p["op"], "reasons": [f"{p['op']} placed on the CPU by rknn-toolkit2"]}
+                        for p in cpu],
+            "cpu_op_types": sorted({p["op"] for p in cpu}),
             "unsupported_ops": sorted({c["op"] for c in custom}),
             "cycles": sum(p["cycles"] for p in placement) or None, "memory": memory,
             "messages": {"errors": errors, "warnings": warnings[:50], "benign": benign}}
@@ -101,10 +104,24 @@ class RknnBackend(ToolchainBackend):
         return not (line.startswith("D") or "RKNN: [" in line and ("<<<<" in line or ">>>>" in line)
                     or _PROGRESS.search(line))
 
-    def read_log(self, log: Path) -> dict:
+    def read_log(self, log: Path, model: Path) -> dict:
         found = parse_log(log.read_text(errors="replace").splitlines())
+        origin = onnx_origin(model)
+        for entry in found["placement"] + found["cpu_ops"]:
+            entry["onnx_node"] = origin.get(entry["name"], "")
         placement = found["placement"]
         if placement:
-            on_npu = sum(1 for p in placement if p["unit"] == "npu")
+            on_npu = sum(1 for p in placement if p["unit"] == "NPU")
+            found["operators"] = {"npu": on_npu, "cpu": len(placement) - on_npu}
             found["ops_on_accelerator_pct"] = round(100.0 * on_npu / len(placement), 1)
         return found
+
+
+def onnx_origin(model: Path) -> dict[str, str]:
+    """RKNN names a layer after its output tensor; map tensor -> the ONNX node that produces it.
+
+    Layers the toolkit made itself (layout changes such as `..._tp_rs`) have no ONNX node ("")."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    return {out: node.name for node in graph.node for out in node.output if node.name}

@@ -93,7 +93,7 @@ class ToolchainBackend:
         report["versions"] = response.get("versions") or {}
         report["worker_seconds"] = response["seconds"]
         report["log"] = response["log"]
-        report.update(self.read_log(Path(response["log"])))
+        report.update(self.read_log(Path(response["log"]), Path(model)))
         files = {name: workdir / rel for name, rel in (response.get("files") or {}).items()}
         return Lowered(files, response.get("runtime") or self.runtime, report)
 
@@ -101,6 +101,6 @@ class ToolchainBackend:
         """Whether a log line streams to the user (all lines are kept in the log file regardless)."""
         return True
 
-    def read_log(self, log: Path) -> dict:
+    def read_log(self, log: Path, model: Path) -> dict:
         """What the vendor said in its log that the report should carry; subclasses parse their tool's wording."""
         return {}

@@ -52,9 +52,10 @@ def serve(handlers: dict[str, Callable[[dict], dict]], argv: list[str] | None = 
         handler = handlers.get(request.get("action"))
         if handler is None:
             raise WorkerError(f"unknown action {request.get('action')!r} (known: {', '.join(sorted(handlers))})", "contract")
-        result = handler(request) or {}
+        result = dict(handler(request) or {})
+        versions = {**response["versions"], **(result.pop("versions", None) or {})}
         response.update(result)
-        response["versions"] = {**response["versions"], **(result.get("versions") or {})}
+        response["versions"] = versions
         response["ok"] = True
         response["error"] = None
     except WorkerError as err:
