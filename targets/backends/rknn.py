@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgeship.targets.backends.toolchain_backend import ToolchainBackend, clean_log_line
 from edgeship.targets.toolchains.spec import Toolchain
@@ -108,7 +108,7 @@ class RknnBackend(ToolchainBackend):
         found = parse_log(log.read_text(errors="replace").splitlines())
         origin = onnx_origin(model)
         for entry in found["placement"] + found["cpu_ops"]:
-            entry["onnx_node"] = origin.get(entry["name"], "")
+            entry["onnx_node"] = origin(entry["name"])
         placement = found["placement"]
         if placement:
             on_npu = sum(1 for p in placement if p["unit"] == "NPU")
@@ -117,11 +117,20 @@ class RknnBackend(ToolchainBackend):
         return found
 
 
-def onnx_origin(model: Path) -> dict[str, str]:
-    """RKNN names a layer after its output tensor; map tensor -> the ONNX node that produces it.
+def onnx_origin(model: Path) -> Callable[[str], str]:
+    """RKNN layer name -> the ONNX node it came from ("" when none).
 
-    Layers the toolkit made itself (layout changes such as `..._tp_rs`) have no ONNX node ("")."""
+    The toolkit names a layer after the ONNX node ("/stem/conv"), a fused part of one ("/head/fc#2") or,
+    for nodes without a name, the node's output tensor. Layers it made itself (layout changes such as
+    `..._tp_rs`) have no ONNX node."""
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
-    return {out: node.name for node in graph.node for out in node.output if node.name}
+    names = {node.name for node in graph.node if node.name}
+    by_output = {out: node.name for node in graph.node for out in node.output if node.name}
+
+    def origin(layer: str) -> str:
+        base = layer.split("#", 1)[0]
+        return base if base in names else by_output.get(base, "")
+
+    return origin

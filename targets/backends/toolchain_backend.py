@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeship.errors import BuildError
 from edgeship.targets.backends import Lowered
 from edgeship.targets.toolchains import contract
 from edgeship.targets.toolchains.runner import DEFAULT_TIMEOUT_S, run_worker, stderr_log
@@ -29,7 +30,10 @@ def synthetic_samples(model: Path, path: Path, count: int = SYNTHETIC_SAMPLES, s
     """Seeded standard-normal inputs for every graph input with a fixed shape (N, *shape) -> .npz."""
     import onnx
 
-    graph = onnx.load(str(model), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except Exception as err:  # a truncated or foreign file: protobuf's own exception types
+        raise BuildError(f"{model}: not a readable ONNX model ({type(err).__name__})", stage="lower") from None
     inits = {i.name for i in graph.initializer}
     rng = np.random.default_rng(seed)
     arrays = {}

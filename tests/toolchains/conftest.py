@@ -52,3 +52,24 @@ def installed(toolchain: Toolchain) -> Toolchain:
         print(f"\ninstalling toolchain {toolchain.name} into {env.path} (once per machine) ...", file=sys.stderr)
         env.install(progress=lambda line: None)
     return toolchain
+
+
+@pytest.fixture(scope="session")
+def kws_int8(tmp_path_factory):
+    """The kws example, built by edgeship up to quantize (static int8 QDQ): float model, QDQ model and
+    32 validation samples (.npz, input name -> (N, *shape))."""
+    import numpy as np
+
+    from tests.quant.helpers import build, make_example, write_pipeline
+
+    root = tmp_path_factory.mktemp("kws-int8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGESHIP_HOME", str(root / "home"))
+        example = make_example("kws", root / "kws")
+        result = build(write_pipeline(root, example, "kws", name="kws-int8"),
+                       stages=("import", "normalize", "optimize", "quantize"))
+    assert result.ok, result.error
+    ctx = result.ctx
+    samples = root / "samples.npz"
+    np.savez(samples, **ctx.validation)
+    return {"float": Path(ctx.float_model_path), "qdq": Path(ctx.model_path), "samples": samples}
