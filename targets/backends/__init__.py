@@ -26,6 +26,8 @@ BUILTIN = {
     "onnxruntime": ("onnx_backend", "OnnxRuntimeBackend", None),
     "tflite": ("tflite_backend", "TFLiteBackend", "tflite"),
     "vela": ("vela", "VelaBackend", "tflite"),
+    "rknn": ("rknn", "RknnBackend", None),  # its SDK lives in a toolchain environment, not an extra
+    "openvino": ("openvino", "OpenVINOBackend", "openvino"),  # imports openvino itself, telemetry declined first
 }
 EXTRA_MODULES = {"tflite": ("ai_edge_litert", "flatbuffers"), "vela": ("ai_edge_litert", "flatbuffers", "ethosu.vela")}
 
