@@ -29,6 +29,7 @@ from edgeship.targets.toolchains.spec import Toolchain
 CACHE_ENV = "EDGESHIP_TOOLCHAIN_CACHE"
 MARKER = "edgeship-toolchain.json"
 INSTALL_TIMEOUT_S = 3600.0
+HEARTBEAT_S = 15.0  # a "still working" progress line after this long without output from pip
 
 
 def root() -> Path:
@@ -142,7 +143,7 @@ class ToolchainEnv:
     def _run(self, cmd: list[str], progress: Callable[[str], None], deadline: float) -> None:
         """Run an install step, passing each output line to `progress`; ToolchainError naming the step."""
         env = {**os.environ, "PIP_NO_INPUT": "1", "PYTHONNOUSERSITE": "1"}
-        done = stream(cmd, progress, timeout=max(1.0, deadline - time.monotonic()), env=env)
+        done = stream(cmd, progress, timeout=max(1.0, deadline - time.monotonic()), env=env, heartbeat_s=HEARTBEAT_S)
         step = " ".join(Path(cmd[0]).name.split() + cmd[1:4])
         if done.timed_out:
             raise ToolchainError(self.toolchain.name, f"install ran out of time and was stopped during `{step} ...` "

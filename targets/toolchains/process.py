@@ -29,12 +29,18 @@ class Finished:
 
 
 def stream(cmd: list[str], on_line: Callable[[str], None], timeout: float, env: dict | None = None,
-           cwd: str | None = None, keep: int = 40) -> Finished:
-    """Run `cmd`, call `on_line` for each output line (stdout and stderr merged), stop it after `timeout` s."""
+           cwd: str | None = None, keep: int = 40, heartbeat_s: float | None = None) -> Finished:
+    """Run `cmd`, call `on_line` for each output line (stdout and stderr merged), stop it after `timeout` s.
+
+    heartbeat_s: when the child is silent that long (pip downloading a 780 MB wheel prints nothing until
+    it is done), call `on_line` with a "still working" line, so a person watching knows it is alive.
+    """
     started = time.monotonic()
     tail: deque[str] = deque(maxlen=keep)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, cwd=cwd, start_new_session=True, text=True, errors="replace", bufsize=1)
+
+    count = [0]  # lines seen so far (the heartbeat speaks only when this stops moving)
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -42,16 +48,30 @@ def stream(cmd: list[str], on_line: Callable[[str], None], timeout: float, env: 
             line = line.rstrip("\r\n")
             if line.strip():
                 tail.append(line)
+                count[0] += 1
                 on_line(line)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    try:
-        proc.wait(timeout=timeout)
-        code: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        stop(proc)
-        code = None
+    deadline = started + timeout
+    code: int | None = None
+    seen = 0
+    while True:
+        step = max(0.0, deadline - time.monotonic())
+        if heartbeat_s:
+            step = min(step, heartbeat_s)
+        try:
+            code = proc.wait(timeout=step)
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                stop(proc)
+                code = None
+                break
+            if count[0] == seen and tail:
+                on_line(f"... still working ({time.monotonic() - started:.0f} s since the step began): "
+                        f"{tail[-1].strip()[:120]}")
+            seen = count[0]
     reader.join(timeout=10)
     return Finished(code, time.monotonic() - started, list(tail))
 

@@ -166,3 +166,24 @@ def test_contract_request_and_response_schemas():
     assert contract.response_problems({"contract": contract.CONTRACT, "ok": True, "files": {"a": "a"}}) == []
     assert contract.response_problems({"contract": "edgeship.toolchain/v2", "ok": True})
     assert contract.response_problems({"contract": contract.CONTRACT, "ok": False, "error": {"kind": "x"}})
+
+
+def test_a_silent_step_gets_still_working_lines(tmp_path):
+    """pip prints nothing while it downloads a big wheel: the install's progress must not go quiet."""
+    from edgeship.targets.toolchains.process import stream
+
+    flag = tmp_path / "go"
+    child = ("import os, sys, time\nprint('downloading big.whl', flush=True)\n"
+             f"for _ in range(600):\n    if os.path.exists({str(flag)!r}): print('done'); sys.exit(0)\n    time.sleep(0.1)\n"
+             "sys.exit(5)")
+    lines: list[str] = []
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        if line.startswith("... still working"):
+            flag.touch()  # the child finishes once it has been reported alive
+
+    done = stream([sys.executable, "-c", child], on_line, timeout=120, heartbeat_s=0.2)
+    assert done.returncode == 0, lines
+    assert lines[0] == "downloading big.whl" and lines[-1] == "done"
+    assert any(line.startswith("... still working (") and line.endswith("downloading big.whl") for line in lines)
