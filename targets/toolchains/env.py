@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from edgeship.errors import ToolchainError
-from edgeship.paths import state_dir
+from edgeship.paths import state_dir, tree_bytes
 from edgeship.targets.toolchains.interpreter import find_python
 from edgeship.targets.toolchains.process import stream
 from edgeship.targets.toolchains.spec import Toolchain
@@ -37,18 +37,6 @@ def root() -> Path:
     path = Path(env) if env else state_dir() / "toolchains"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def dir_size(path: Path) -> int:
-    """Bytes under `path` (files counted once; symlinks not followed)."""
-    total = 0
-    for base, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(base, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def install_command(name: str) -> str:
@@ -130,7 +118,7 @@ class ToolchainEnv:
                       "requirements": list(self.toolchain.requirements), "no_deps": list(self.toolchain.no_deps),
                       "python": f"{version[0]}.{version[1]}", "base_python": python,
                       "install_seconds": round(time.monotonic() - started, 1),
-                      "size_bytes": dir_size(partial), "packages": freeze,
+                      "size_bytes": tree_bytes(partial), "packages": freeze,
                       "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             (partial / MARKER).write_text(json.dumps(record, indent=2))
             shutil.rmtree(self.path, ignore_errors=True)

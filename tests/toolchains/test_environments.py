@@ -92,25 +92,16 @@ def test_time_limit_stops_the_worker(echo, tmp_path):
         os.kill(pid, 0)
 
 
-def test_a_crash_without_response_is_reported(echo, tmp_path):
-    request, out = _request(tmp_path, crash=True)
+@pytest.mark.parametrize("option, says", [
+    ("crash", "worker exited 3 without a response"),
+    ("bad_response", f"breaks {contract.CONTRACT}"),
+    ("escape", "not a file in"),
+], ids=["crash-without-response", "response-breaks-contract", "file-outside-outdir"])
+def test_a_bad_worker_ending_is_refused(echo, tmp_path, option, says):
+    request, out = _request(tmp_path, **{option: True})
     with pytest.raises(ToolchainError) as err:
         run_worker(echo, request, out, timeout=120)
-    assert "worker exited 3 without a response" in _one_line(err)
-
-
-def test_a_response_that_breaks_the_contract_is_refused(echo, tmp_path):
-    request, out = _request(tmp_path, bad_response=True)
-    with pytest.raises(ToolchainError) as err:
-        run_worker(echo, request, out, timeout=120)
-    assert f"breaks {contract.CONTRACT}" in _one_line(err)
-
-
-def test_a_response_naming_files_outside_its_folder_is_refused(echo, tmp_path):
-    request, out = _request(tmp_path, escape=True)
-    with pytest.raises(ToolchainError) as err:
-        run_worker(echo, request, out, timeout=120)
-    assert "not a file in" in _one_line(err)
+    assert says in _one_line(err)
 
 
 def test_the_worker_refuses_another_contract_version(echo, tmp_path):
