@@ -186,13 +186,15 @@ def print_openvino(rows: list[dict]) -> None:
 
 def print_rknn(rows: list[dict]) -> None:
     table = [["model", "target", "build s (toolkit)", "worker wall s", ".rknn KB", "sim cosine vs float",
-              "sim top1 vs float", "NPU ops %", "cycles (toolkit)", "CPU ops"]]
+              "sim top1 vs float", "sim top1 vs edgeship QDQ", "NPU ops %", "cycles (toolkit)", "CPU ops"]]
     for r in rows:
         rep = r["report"]
         sim = (rep.get("simulator") or {}).get("vs_float") or {}
+        qdq = (rep.get("simulator") or {}).get("vs_edgeship_qdq") or {}
         table.append([r["name"], rep.get("platform", "?"), f"{rep['build_seconds']:.3f}", f"{r['wall_s']:.1f}",
                       f"{rep['model_bytes'] / 1024:.0f}", f"{sim.get('cosine_mean', float('nan')):.4f}",
-                      f"{sim.get('top1_agreement', float('nan')):.3f}", f"{rep.get('ops_on_accelerator_pct', '-')}",
+                      f"{sim.get('top1_agreement', float('nan')):.3f}", f"{qdq.get('top1_agreement', float('nan')):.3f}",
+                      f"{rep.get('ops_on_accelerator_pct', '-')}",
                       str(rep.get("cycles")), ",".join(rep.get("cpu_op_types") or []) or "-"])
     print(_table(table))
     for r in rows:
