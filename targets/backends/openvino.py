@@ -105,13 +105,23 @@ def nncf_quantize(openvino, float_model: Path, samples: list[dict[str, np.ndarra
     return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
 
 
+def _installed(package: str) -> str:
+    """A package's installed version without importing it (importing openvino starts its telemetry)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
 class OpenVINOBackend:
     """Options (profile `backend.options`): device (the target's OpenVINO device: CPU, NPU, GPU), precision
     (CPU inference precision hint for host validation: f32 | bf16 | f16), quantizer (edgeship | nncf),
     threads (host validation threads, default 1), runs (timed host runs, default 20)."""
 
     name = "openvino"
-    version = "1"
+    version = f"1-openvino{_installed('openvino')}-nncf{_installed('nncf')}"  # part of the lower stage's cache key
     integer_only = False
 
     def __init__(self, device: str = "CPU", precision: str = "f32", quantizer: str = "edgeship", threads: int = 1,

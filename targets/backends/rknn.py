@@ -87,7 +87,7 @@ class RknnBackend(ToolchainBackend):
     config (extra keyword arguments for RKNN.config), timeout_s."""
 
     name = "rknn"
-    version = "1"
+    version = f"1-{TOOLCHAIN.key()}"  # the lower stage's cache key changes with the toolchain's requirement set
     toolchain = TOOLCHAIN
     runtime = "rknn-toolkit-lite2"
 

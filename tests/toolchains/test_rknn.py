@@ -97,3 +97,12 @@ def test_parse_log_reads_placement_cycles_memory_and_sorts_messages():
     assert found["memory"] == {"internal_kb": 3.375, "weights_kb": 2.5625}
     assert found["messages"]["benign"] == ["E RKNN: Unkown op target: 0"]
     assert found["messages"]["errors"] == ["E build: Catch exception when building RKNN model!"]
+
+
+def test_lower_without_the_environment_names_the_install_command(kws_int8, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESHIP_TOOLCHAIN_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ToolchainError) as err:
+        RknnBackend(platform="rk3588").lower(kws_int8["qdq"], load_target("rockchip-rk3588"), tmp_path / "out",
+                                             samples=kws_int8["samples"])
+    text = str(err.value)
+    assert text.startswith("lower: toolchain rknn: not installed: run `edgeship toolchain install rknn`"), text
