@@ -41,6 +41,22 @@ def opt_out_of_telemetry() -> Path | None:
         return None
 
 
+def telemetry_state() -> str:
+    """What OpenVINO's consent file says, for the report."""
+    consent = Path.home().joinpath(*TELEMETRY_CONSENT)
+    try:
+        value = consent.read_text().strip()
+    except OSError:
+        return f"no consent file ({consent}): OpenVINO decides"
+    return f"declined ({consent})" if value == "0" else f"the user's own choice {value!r} ({consent})"
+
+
+def _type_name(value) -> str:
+    """OpenVINO element types print as "<Type: 'float32'>"; the report wants "f32"."""
+    getter = getattr(value, "get_type_name", None)
+    return str(getter()) if callable(getter) else str(value)
+
+
 def load_openvino():
     """The openvino module, telemetry declined first; BuildError with the install line when missing."""
     opt_out_of_telemetry()
@@ -89,9 +105,9 @@ def _agreement(got: list[np.ndarray], want: list[np.ndarray]) -> dict:
 
 def is_quantized(model: Path) -> bool:
     """Whether the model carries QDQ (edgeship's quantize stage chose int8 for it)."""
-    import onnx
+    from edgeship.targets.backends.toolchain_backend import load_graph
 
-    graph = onnx.load(str(model), load_external_data=False).graph
+    graph = load_graph(model)
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
 
@@ -163,17 +179,19 @@ class OpenVINOBackend:
         started = time.monotonic()
         core = ov.Core()
         int8_source = self.int8_source(Path(model), float_model)
-        if int8_source == "nncf":
-            ir = nncf_quantize(ov, Path(float_model), feeds)
-        else:
-            ir = core.read_model(str(model))
         xml = workdir / "model.xml"
-        ov.save_model(ir, str(xml), compress_to_fp16=False)  # keep float weights as they are; int8 stays int8
-        convert_seconds = time.monotonic() - started
-
-        compiled = self.compile_on_host(core, xml)
-        request = compiled.create_infer_request()
-        got = [np.asarray(request.infer(feed)[compiled.output(0)]).copy() for feed in feeds]
+        try:
+            ir = nncf_quantize(ov, Path(float_model), feeds) if int8_source == "nncf" else core.read_model(str(model))
+            ov.save_model(ir, str(xml), compress_to_fp16=False)  # keep float weights as they are; int8 stays int8
+            convert_seconds = time.monotonic() - started
+            compiled = self.compile_on_host(core, xml)
+            request = compiled.create_infer_request()
+            got = [np.asarray(request.infer(feed)[compiled.output(0)]).copy() for feed in feeds]
+        except BuildError:
+            raise
+        except Exception as err:  # OpenVINO's and NNCF's own exception types: one line, the rest is theirs
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise BuildError(f"openvino {int8_source}: {first}", stage="lower") from None
         want = [reference.run(None, feed)[0] for feed in feeds]
         accuracy = {"vs_float" if float_model else "vs_model": _agreement(got, want)}
         if float_model:
@@ -192,7 +210,7 @@ class OpenVINOBackend:
             "convert_seconds": round(convert_seconds, 3),
             "ir_bytes": {"model.xml": xml.stat().st_size, "model.bin": xml.with_suffix(".bin").stat().st_size},
             "host_validation": {
-                "device": HOST_DEVICE, "precision_hint": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+                "device": HOST_DEVICE, "precision_hint": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
                 "execution_precisions": execution_precisions(compiled), "threads": self.threads,
                 "samples": len(feeds), "inputs": "synthetic (seeded normal)" if synthetic else "validation data",
                 "accuracy": accuracy, "p50_ms": round(float(np.median(times)), 4), "runs": len(times)},
@@ -200,7 +218,7 @@ class OpenVINOBackend:
             "latency_note": (f"measured on this host's CPU plugin, not on {self.device}" if self.device != HOST_DEVICE
                              else "see host_validation.p50_ms (this host's CPU, not the target's)"),
             "available_devices": list(core.available_devices),
-            "telemetry": "declined (consent file " + str(Path.home().joinpath(*TELEMETRY_CONSENT)) + ")",
+            "telemetry": telemetry_state(),
         }
         files = {"model.xml": xml, "model.bin": xml.with_suffix(".bin")}
         return Lowered(files, "openvino", report, {"device": self.device, "inputs": names})

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeship.targets.backends.toolchain_backend import ToolchainBackend, clean_log_line
+from edgeship.targets.backends.toolchain_backend import ToolchainBackend, clean_log_line, load_graph
 from edgeship.targets.toolchains.spec import Toolchain
 
 TOOLCHAIN = Toolchain(
@@ -123,9 +123,7 @@ def onnx_origin(model: Path) -> Callable[[str], str]:
     The toolkit names a layer after the ONNX node ("/stem/conv"), a fused part of one ("/head/fc#2") or,
     for nodes without a name, the node's output tensor. Layers it made itself (layout changes such as
     `..._tp_rs`) have no ONNX node."""
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False).graph
+    graph = load_graph(model)
     names = {node.name for node in graph.node if node.name}
     by_output = {out: node.name for node in graph.node for out in node.output if node.name}
 

@@ -26,14 +26,21 @@ SYNTHETIC_SAMPLES = 8
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def load_graph(model: Path):
+    """The model's graph (weights not loaded); a BuildError line when the file is not ONNX."""
+    import onnx
+
+    try:
+        return onnx.load(str(model), load_external_data=False).graph
+    except Exception as err:  # a truncated or foreign file: protobuf's own exception types
+        raise BuildError(f"{model}: not a readable ONNX model ({type(err).__name__})", stage="lower") from None
+
+
 def synthetic_samples(model: Path, path: Path, count: int = SYNTHETIC_SAMPLES, seed: int = 0) -> Path:
     """Seeded standard-normal inputs for every graph input with a fixed shape (N, *shape) -> .npz."""
     import onnx
 
-    try:
-        graph = onnx.load(str(model), load_external_data=False).graph
-    except Exception as err:  # a truncated or foreign file: protobuf's own exception types
-        raise BuildError(f"{model}: not a readable ONNX model ({type(err).__name__})", stage="lower") from None
+    graph = load_graph(model)
     inits = {i.name for i in graph.initializer}
     rng = np.random.default_rng(seed)
     arrays = {}

@@ -38,7 +38,8 @@ def test_ir_from_edgeship_qdq_runs_int8_on_the_cpu_plugin_at_f32_hint(ov_backend
     report = lowered.report
     assert report["int8_source"] == "edgeship-qdq" and report["version"].startswith("2026.4")
     host = report["host_validation"]
-    assert host["precision_hint"] in ("<Type: 'float32'>", "f32", "float32")
+    assert host["precision_hint"] == "f32"
+    assert report["telemetry"].startswith("declined (")
     assert _int8_layers(host["execution_precisions"]) > 0 and "bf16" not in host["execution_precisions"]
     assert host["accuracy"]["vs_float"]["top1_agreement"] >= 0.9
     assert host["accuracy"]["vs_edgeship_qdq_onnxruntime"]["top1_agreement"] >= 0.9
@@ -69,6 +70,15 @@ def test_nncf_without_the_float_model_falls_back_to_edgeship_qdq_and_says_so(ov_
     lowered = ov_backend.OpenVINOBackend(quantizer="nncf").lower(kws_int8["qdq"], None, tmp_path / "ir",
                                                                  samples=kws_int8["samples"])
     assert lowered.report["int8_source"].startswith("edgeship-qdq (nncf asked")
+
+
+def test_a_model_openvino_cannot_read_is_one_line(ov_backend, kws_int8, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage, not protobuf")
+    with pytest.raises(BuildError) as err:
+        ov_backend.OpenVINOBackend(quantizer="edgeship").lower(broken, None, tmp_path / "ir", samples=kws_int8["samples"],
+                                                               float_model=kws_int8["float"])
+    assert str(err.value).startswith("lower: ") and "\n" not in str(err.value)
 
 
 def test_unknown_quantizer_is_a_build_error(ov_backend):
