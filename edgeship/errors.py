@@ -132,3 +132,11 @@ class ErrorReport:
     kind: str
     message: str
     details: dict = field(default_factory=dict)
+
+
+class ToolchainError(BuildError):
+    """A vendor toolchain environment is missing or broken, or its worker failed. Always names the toolchain."""
+
+    def __init__(self, toolchain: str, message: str, stage: str | None = None):
+        self.toolchain = toolchain
+        super().__init__(f"toolchain {toolchain}: {message}", stage=stage)

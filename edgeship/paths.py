@@ -24,3 +24,15 @@ def default_signing_key() -> Path:
     """`EDGESHIP_SIGNING_KEY` names the private key; else the state dir's generated one."""
     env = os.environ.get("EDGESHIP_SIGNING_KEY")
     return Path(env) if env else keys_dir() / "signing.key"
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes under `path`, files and folder entries, symlinks not followed (disk use of a release or environment)."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + dirnames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total

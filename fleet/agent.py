@@ -38,6 +38,7 @@ from edgeship.errors import AgentError, ArtifactError
 from edgeship.fleet.agent_config import AgentConfig, config_for_root
 from edgeship.fleet.smoke import smoke_test
 from edgeship.fleet.types import Result
+from edgeship.paths import tree_bytes as _tree_bytes
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 MB = 1024 * 1024
@@ -59,17 +60,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _tree_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in filenames + dirnames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def _fault(point: str) -> None:

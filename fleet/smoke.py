@@ -60,12 +60,20 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
         meta = json.loads((release / "bundle.json").read_text())
     except (OSError, ValueError) as err:
         raise AgentError(f"smoke test: bundle.json unreadable: {err}", "smoke-failed") from None
+    runtime = meta.get("runtime", "onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(release / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        if runtime == "rknn-toolkit-lite2":
+            from edgeship.fleet.rknn_runtime import rknn_session
+
+            session = rknn_session(release)
+        else:
+            session = ort.InferenceSession(str(release / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    except AgentError:
+        raise
     except Exception as err:  # onnxruntime raises its own exception types for bad models
         raise AgentError(f"smoke test: model does not load: {str(err).splitlines()[0][:200]}", "smoke-failed") from None
     samples = _load_samples(release, session, config.samples)

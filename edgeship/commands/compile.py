@@ -175,6 +175,8 @@ def compare_targets(pipeline: str, targets: list[str], use_cache: bool = True) -
         est = result.ctx.report.get("estimate") or {}
         row = {"target": name, "accelerator_pct": leg.get("accelerator_pct"), "partitions": len(leg.get("partitions", [])),
                "host_round_trips": leg.get("host_round_trips"), "latency_ms": est.get("latency_ms"),
+               "latency_source": est.get("latency_source") or "edgeship estimate",
+               "vendor": vendor_figures(result.ctx.report.get("lower") or {}),
                "peak_memory_kb": est.get("peak_memory_kb"),
                "budget": budget_check(est, doc.data.get("budget") or {}) if est else {}, "error": None}
         if result.error is not None:
@@ -189,8 +191,33 @@ def compare_targets(pipeline: str, targets: list[str], use_cache: bool = True) -
     return rows
 
 
+def vendor_figures(lowered: dict) -> str:
+    """The vendor compiler's own figures from the lower stage's report, one cell ("-" when it gave none)."""
+    if not lowered or lowered.get("backend") in (None, "onnxruntime"):
+        return "-"
+    parts = []
+    if lowered.get("latency_ms") is not None:
+        parts.append(f"{lowered['latency_ms']:.3f} ms")
+    if lowered.get("cycles"):
+        parts.append(f"{lowered['cycles']} cycles")
+    pct = lowered.get("ops_on_accelerator_pct", lowered.get("macs_on_accelerator_pct"))
+    if pct is not None:
+        parts.append(f"{pct}% on NPU")
+    memory = {k: v for k, v in (lowered.get("memory") or {}).items() if isinstance(v, (int, float)) and v}
+    if memory:
+        parts.append(", ".join(f"{k.removesuffix('_kb')} {v:.0f} KiB" for k, v in memory.items()))
+    host = lowered.get("host_validation") or {}
+    if host.get("p50_ms") is not None:
+        parts.append(f"host CPU p50 {host['p50_ms']:.3f} ms (this machine)")
+    simulator = (lowered.get("simulator") or {}).get("vs_float") or {}
+    if simulator:
+        parts.append(f"simulator cosine {simulator['cosine_mean']:.4f}")
+    return f"{lowered.get('tool') or lowered['backend']}: " + ("; ".join(parts) or "no figures")
+
+
 def format_compare(rows: list[dict]) -> str:
-    table = [("target", "on accelerator", "partitions", "round trips", "est. latency ms", "peak memory KiB", "meets budget")]
+    table = [("target", "on accelerator", "partitions", "round trips", "latency ms", "latency from", "peak memory KiB",
+              "meets budget", "vendor's figures")]
     for r in rows:
         fits = {True: "yes", False: "no", None: "n/a (no budget)"}[r["meets_budget"]]
         if r["error"]:
@@ -200,9 +227,10 @@ def format_compare(rows: list[dict]) -> str:
             fits = f"no ({', '.join(failed)})"
         table.append((r["target"], f"{r['accelerator_pct']}%" if r["accelerator_pct"] is not None else "-",
                       str(r["partitions"]), str(r["host_round_trips"] if r["host_round_trips"] is not None else "-"),
-                      f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "-",
-                      f"{r['peak_memory_kb']:.1f}" if r["peak_memory_kb"] is not None else "-", fits))
-    return _table(table, {1, 2, 3, 4, 5})
+                      f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "-", r["latency_source"],
+                      f"{r['peak_memory_kb']:.1f}" if r["peak_memory_kb"] is not None else "-", fits, r["vendor"]))
+    return _table(table, {1, 2, 3, 4, 6}) + ("\nlatency from: 'edgeship estimate' is the roofline cost model; a tool name "
+                                             "is that vendor compiler's own figure. Peak memory is edgeship's estimate.")
 
 
 def run_compare(args) -> int:
