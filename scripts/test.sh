@@ -15,6 +15,8 @@ fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 echo "==> pip install -e '.[test]' into $venv"
 "$venv/bin/python" -m pip install -q -e '.[test]'
+echo "==> vendor toolchain environments (kept between runs on one machine)"
+bash scripts/install-toolchains.sh "$venv/bin/python"
 export PATH="$venv/bin:$PATH"
 "$venv/bin/python" examples/make_all.py
 exec "$venv/bin/python" -m pytest -q "$@"
