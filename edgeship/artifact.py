@@ -119,29 +119,34 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def sign_bytes(data: bytes, private_key_path: Path) -> dict:
+    """An ed25519 signature document {"algorithm", "key_id", "signature" (base64)} over `data`."""
+    key = load_private_key(private_key_path)
+    return {"algorithm": "ed25519", "key_id": key_id(key.public_key()),
+            "signature": base64.b64encode(key.sign(data)).decode()}
+
+
 def sign(folder: Path, private_key_path: Path) -> str:
     """Sign the folder's SHA256SUMS (written first if absent). Returns the key id."""
     folder = Path(folder)
     if not (folder / SUMS).exists():
         write_checksums(folder)
-    key = load_private_key(private_key_path)
-    signature = key.sign((folder / SUMS).read_bytes())
-    kid = key_id(key.public_key())
-    doc = {"algorithm": "ed25519", "key_id": kid, "signature": base64.b64encode(signature).decode()}
+    doc = sign_bytes((folder / SUMS).read_bytes(), private_key_path)
     (folder / SIGNATURE).write_text(json.dumps(doc, indent=2) + "\n")
-    return kid
+    return doc["key_id"]
 
 
-def verify_signature(sums: bytes, signature_doc: bytes | None, trusted_keys: list[Path]) -> str:
-    """Check the signature over SHA256SUMS against the trusted public keys; return the signer's key id."""
+def verify_signature(sums: bytes, signature_doc: bytes | None, trusted_keys: list[Path], what: str = SUMS) -> str:
+    """Check the signature over `sums` (SHA256SUMS, or another signed document named by `what`)
+    against the trusted public keys; return the signer's key id."""
     if signature_doc is None:
-        raise ArtifactError("artifact is unsigned (no SHA256SUMS.sig)", "unsigned")
+        raise ArtifactError("artifact is unsigned (no SHA256SUMS.sig)" if what == SUMS else f"{what} is unsigned", "unsigned")
     try:
         doc = json.loads(signature_doc)
         signature = base64.b64decode(doc["signature"], validate=True)
         claimed = str(doc.get("key_id", ""))
     except (ValueError, KeyError, TypeError):
-        raise ArtifactError("SHA256SUMS.sig is not a valid signature document", "bad-signature") from None
+        raise ArtifactError(f"the signature of {what} is not a valid signature document", "bad-signature") from None
     if not trusted_keys:
         raise ArtifactError("no trusted public keys configured: refusing to trust any signature", "untrusted-key")
     keys = [load_public_key(p) for p in trusted_keys]
@@ -152,7 +157,7 @@ def verify_signature(sums: bytes, signature_doc: bytes | None, trusted_keys: lis
         except InvalidSignature:
             continue
     if any(key_id(k) == claimed for k in keys):
-        raise ArtifactError(f"bad signature: SHA256SUMS does not match the signature of key {claimed}", "bad-signature")
+        raise ArtifactError(f"bad signature: {what} does not match the signature of key {claimed}", "bad-signature")
     raise ArtifactError(f"signed by untrusted key {claimed or '?'}", "untrusted-key")
 
 
@@ -313,6 +318,6 @@ def read_json_member(bundle: Path, name: str) -> dict:
 
 __all__ = [
     "SUMS", "SIGNATURE", "sha256_file", "write_checksums", "digest_of_sums", "short", "generate_keypair",
-    "load_private_key", "load_public_key", "key_id", "sign", "verify_signature", "verify_dir", "pack",
+    "load_private_key", "load_public_key", "key_id", "sign_bytes", "sign", "verify_signature", "verify_dir", "pack",
     "read_member", "bundle_digest", "safe_extract", "verify_bundle", "read_json_member",
 ]

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeship import artifact
-from edgeship.errors import ArtifactError
+from edgeship.errors import AgentError, ArtifactError
+from edgeship.fleet import desired_state
 from edgeship.fleet.mqtt import protocol
 from edgeship.fleet.mqtt.chunks import ChunkStore, Recipe, chunk_bundle, decode_frame, save_recipe
 from edgeship.fleet.mqtt.client import Incoming, MqttClient, SharedLoop, Worker
@@ -184,6 +185,13 @@ class DeviceService:
             doc = protocol.check_desired(protocol.loads(msg.payload))
         except protocol.ProtocolError as err:
             self._finish(None, Result(False, self.device_id, "", "bad-desired", f"desired: {err}"))
+            return
+        config = self.agent.config
+        try:  # before anything else: an unsigned or foreign intent changes nothing, not even the seq
+            desired_state.verify(doc, self.device_id, config.trusted_keys, config.require_signature)
+        except AgentError as err:
+            log.warning("%s: refused desired seq %s: %s", self.device_id, doc.get("seq"), err)
+            self._finish(None, Result(False, self.device_id, str(doc.get("digest") or ""), err.reason, f"desired: {err}"))
             return
         if doc["seq"] <= self._handled_seq:
             self.report()
