@@ -6,6 +6,8 @@ via the device service), so the guarantees live in one place:
 * nothing is trusted before every file's sha256 and the ed25519 signature check out;
 * a release is unpacked into a temp dir and renamed into `releases/<hex>/` only when complete;
 * it is smoke-tested before anything points at it;
+* a release older than one the device has run is refused unless it is an explicit `rollback`
+  (release_floor.py);
 * `current` is a symlink replaced by `rename(2)`, so at every instant it names the old release or
   the new one, never neither; power loss anywhere leaves a working release;
 * any failure leaves the running release untouched and says why (`Result.reason`).
@@ -35,6 +37,7 @@ from pathlib import Path
 
 from edgeship import artifact
 from edgeship.errors import AgentError, ArtifactError
+from edgeship.fleet import release_floor
 from edgeship.fleet.agent_config import AgentConfig, config_for_root
 from edgeship.fleet.smoke import smoke_test
 from edgeship.fleet.types import Result
@@ -246,23 +249,21 @@ class Agent:
         return path
 
     def _digest_of(self, bundle: Path) -> str:
-        if bundle.is_dir():
-            return artifact.bundle_digest(bundle)
-        return artifact.bundle_digest(bundle)
+        return artifact.bundle_digest(bundle, self.config.max_members)
 
     def _check_space(self, bundle: Path) -> None:
-        size = _tree_bytes(bundle) if bundle.is_dir() else bundle.stat().st_size
+        """From the tar headers alone (what the bundle says it unpacks to), before a byte is written."""
+        size = _tree_bytes(bundle) if bundle.is_dir() else artifact.declared_size(bundle, self.config.max_members)
         limit = self.config.max_bundle_mb
-        if limit is not None and size > limit * MB:
-            raise AgentError(f"disk full: bundle is {size / MB:.2f} MB, over max_bundle_mb {limit}", "disk-full",
+        if size > limit * MB:
+            raise AgentError(f"disk full: bundle unpacks to {size / MB:.2f} MB, over max_bundle_mb {limit}", "disk-full",
                              {"bundle_mb": round(size / MB, 3), "max_bundle_mb": limit})
-        min_free = self.config.min_free_mb
-        if min_free is not None:
-            free = shutil.disk_usage(self.root).free
-            if free - size < min_free * MB:
-                raise AgentError(
-                    f"disk full: unpacking {size / MB:.2f} MB would leave {(free - size) / MB:.1f} MB free, under min_free_mb {min_free}",
-                    "disk-full", {"bundle_mb": round(size / MB, 3), "free_mb": round(free / MB, 1), "min_free_mb": min_free})
+        min_free = self.config.min_free_mb or 0
+        free = shutil.disk_usage(self.root).free
+        if free - size < min_free * MB:
+            raise AgentError(
+                f"disk full: unpacking {size / MB:.2f} MB would leave {(free - size) / MB:.1f} MB free, under min_free_mb {min_free}",
+                "disk-full", {"bundle_mb": round(size / MB, 3), "free_mb": round(free / MB, 1), "min_free_mb": min_free})
 
     def _activate_locked(self, bundle: Path, digest: str) -> dict:
         self._clean_tmp()
@@ -286,6 +287,7 @@ class Agent:
             self._unpack(bundle, release, digest)
             created = True
         try:
+            pipeline, counter = release_floor.check(self._read_state(), release)
             figures = smoke_test(release, self.config.smoke)
         except AgentError:
             state = self._read_state()
@@ -299,6 +301,7 @@ class Agent:
         state["previous"] = current
         state["current"] = hexd
         state["history"] = [h for h in state["history"] if h != hexd] + [hexd]
+        release_floor.raise_floor(state, pipeline, counter)
         state["last_result"] = Result(True, self.device_id, digest, "", "activated", figures).to_dict()
         self._write_state(state)
         self._drop_incoming(bundle)
@@ -316,11 +319,11 @@ class Agent:
     def _unpack(self, bundle: Path, release: Path, digest: str) -> None:
         """Unpack into tmp/, verify what was written, then rename into releases/ in one step."""
         staging = self.tmp / f"{digest_hex(digest)}-{os.getpid()}"
-        limit = int(self.config.max_bundle_mb * MB) if self.config.max_bundle_mb is not None else None
+        limit = self.config.max_bundle_bytes
         try:
             if bundle.is_dir():
                 raise AgentError(f"{bundle}: expected a bundle (.tar)", "not-a-bundle")
-            artifact.safe_extract(bundle, staging, max_total_bytes=limit)
+            artifact.safe_extract(bundle, staging, max_total_bytes=limit, max_members=self.config.max_members)
             self._verify(staging, digest)
             _fault("kill-after-unpack")
             os.rename(staging, release)
@@ -328,7 +331,7 @@ class Agent:
         except ArtifactError as err:
             shutil.rmtree(staging, ignore_errors=True)
             self._drop_incoming(bundle)
-            reason = "disk-full" if err.reason == "oversize" and limit is not None else err.reason
+            reason = "disk-full" if err.reason == "oversize" else err.reason
             raise AgentError(str(err), reason) from None
         except AgentError:
             shutil.rmtree(staging, ignore_errors=True)
