@@ -18,6 +18,7 @@ Device root layout:
     current -> releases/<hex>
     releases/<hex>/      unpacked, verified releases (the newest `keep_releases` are kept)
     incoming/<hex>.tar   bundles pushed but not yet activated (removed once activated)
+    quarantine/<hex>-<n> kept releases that failed verification: never used again, removed by gc
     tmp/                 unpack area; leftovers from a crash are removed by the next operation
     state.json           previous release, activation history, last result
 """
@@ -94,6 +95,7 @@ class Agent:
         self.releases = self.root / "releases"
         self.incoming = self.root / "incoming"
         self.tmp = self.root / "tmp"
+        self.quarantine = self.root / "quarantine"
         self.state_path = self.root / "state.json"
         self.current_link = self.root / "current"
 
@@ -222,6 +224,10 @@ class Agent:
             bundle_path = self._resolve(bundle)
             digest = self._digest_of(bundle_path)
             with self._locked():
+                if bundle_path.parent == self.releases and digest_hex(digest) != bundle_path.name:
+                    self._quarantine(bundle_path.name)  # its SHA256SUMS itself was damaged
+                    raise AgentError(f"release {bundle_path.name[:12]} is damaged (its SHA256SUMS changed): "
+                                     "quarantined; push it again", "tampered")
                 figures = self._activate_locked(bundle_path, digest)
             result = Result(True, self.device_id, digest, "", figures.pop("_message", "activated"), figures)
         except AgentError as err:
@@ -278,10 +284,10 @@ class Agent:
         if release.is_dir():
             try:
                 self._verify(release, digest)
-            except AgentError:
+            except AgentError as err:
+                self._quarantine(hexd)  # a damaged copy: never trusted again, nor counted as held
                 if bundle == release:
-                    raise
-                shutil.rmtree(release)  # a damaged copy: replace it from the bundle
+                    raise AgentError(f"{err}; the release is quarantined: push it again", err.reason) from None
         if not release.is_dir():
             self._check_space(bundle)
             self._unpack(bundle, release, digest)
@@ -307,6 +313,13 @@ class Agent:
         self._drop_incoming(bundle)
         self._prune(state)
         return figures
+
+    def _quarantine(self, hexd: str) -> None:
+        """Move a kept release that fails verification out of releases/ in one rename: `has()` and
+        the reported releases no longer count it, so the next push fetches it again; gc deletes it."""
+        self.quarantine.mkdir(exist_ok=True)
+        os.rename(self.releases / hexd, self.quarantine / f"{hexd}-{time.time_ns()}")
+        _fsync_dir(self.releases)
 
     def _verify(self, folder: Path, digest: str) -> None:
         try:
@@ -360,7 +373,11 @@ class Agent:
                 if not previous:
                     raise AgentError("no previous release to roll back to", "no-previous")
                 digest = f"sha256:{previous}"
-                self._verify(self.releases / previous, digest)
+                try:
+                    self._verify(self.releases / previous, digest)
+                except AgentError as err:
+                    self._quarantine(previous)
+                    raise AgentError(f"{err}; the previous release is quarantined", err.reason) from None
                 self._switch(previous)
                 state["previous"], state["current"] = current, previous
                 state["history"] = [h for h in state["history"] if h != previous] + [previous]
@@ -390,11 +407,24 @@ class Agent:
         return removed
 
     def gc(self) -> dict:
-        """Remove crash leftovers, partial uploads, bundles already unpacked, releases past keep_releases."""
+        """Remove crash leftovers, partial uploads, bundles already unpacked, releases past
+        keep_releases, and kept releases that no longer verify (quarantined, then deleted)."""
         with self._locked():
             before = _tree_bytes(self.root)
             self._clean_tmp()
             removed = []
+            current = self.current_hex()
+            for folder in sorted(self.releases.iterdir()):
+                if folder.name != current and _HEX.match(folder.name):
+                    try:
+                        self._verify(folder, f"sha256:{folder.name}")
+                    except AgentError as err:
+                        if err.reason != "untrusted-key":  # a rotated key is not damage: keep the release
+                            self._quarantine(folder.name)
+            if self.quarantine.is_dir():
+                for bad in sorted(self.quarantine.iterdir()):
+                    shutil.rmtree(bad, ignore_errors=True)
+                    removed.append(f"quarantine/{bad.name}")
             for part in self.incoming.glob("*.part"):
                 part.unlink(missing_ok=True)
                 removed.append(f"incoming/{part.name}")
