@@ -5,7 +5,7 @@ sets paramiko's AutoAddPolicy and never loads known_hosts (fabric #2071, #1804),
 gets a RejectPolicy and the known_hosts file loaded before it connects: an unknown or changed host
 key is refused with a clear error, never added. Key authentication (or a password from a ${ENV} reference); no ssh-agent, no ~/.ssh/config.
 
-Upload: to `<root>/incoming/<hex>.tar.part`, appended from the size already on the device after a
+Upload: to `<root>/incoming/<hex>.tar.<writer>.part` (one per manager state folder: writer.py), appended from the size already on the device after a
 dropped connection (resumable), then the remote sha256 is checked against the local file before the
 part is renamed into place; a mismatch deletes the part and re-sends. Activation runs
 `<python> -m edgeship agent activate sha256:<hex> --root <root> --json` on the device, so devices
@@ -35,6 +35,7 @@ from edgeship.fleet.agent import digest_hex
 from edgeship.fleet.agent_config import CONFIG_NAME, AgentConfig
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports import register
+from edgeship.fleet.transports.writer import part_name, writer_id
 from edgeship.fleet.types import DeviceState, PushResult, Result
 
 _CHUNK = 256 * 1024
@@ -83,6 +84,7 @@ class SshTransport:
         self._conns: dict[str, Connection] = {}
         self._sha_cache: dict[tuple, str] = {}
         self.on_bytes = None  # optional callable(n): bytes uploaded, for a progress bar
+        self.writer = writer_id()  # another manager's upload to the same device never shares our .part
 
     # --- settings and connections ---------------------------------------------------------------
 
@@ -277,7 +279,7 @@ class SshTransport:
         local_sha = self._local_sha(bundle)
         root = self.settings(device)["root"].rstrip("/") or "/"
         target = f"{root}/incoming/{hexd}.tar"
-        part = target + ".part"
+        part = f"{root}/incoming/{part_name(hexd, self.writer)}"
         sent = {"bytes": 0, "resumed_from": None}
 
         def attempt(conn: Connection, n: int) -> PushResult:
