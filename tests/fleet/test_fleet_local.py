@@ -126,7 +126,8 @@ def test_two_managers_pushing_to_one_device_do_not_share_an_upload(tmp_path, mon
         half = bundle.stat().st_size // 2
         dst.write(src.read(half))
         dst.flush()
-        pushed_by_b.append(b.push(b.fleet.devices[0], bundle))
+        pushed_by_b.append("running")
+        pushed_by_b[0] = b.push(b.fleet.devices[0], bundle)
         return copy(src, dst, length)
 
     monkeypatch.setattr(local.shutil, "copyfileobj", a_copies_half_then_b_pushes)

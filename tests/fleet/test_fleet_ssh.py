@@ -247,18 +247,25 @@ def test_two_managers_pushing_to_one_device_do_not_share_an_upload(farm, tmp_pat
     b = SshTransport(load_fleet(fleet_path))
     device = a.fleet.devices[0]
     bundle = make_bundle(tmp_path, "kws", seed=40, pad_kb=2048)
-    done_by_b = []
+    hexd = artifact.bundle_digest(bundle).split(":")[1]
+    incoming = farm.devices[0].root / "incoming"
+    seen = []
 
     def b_pushes_now(_n):
-        if not done_by_b:
-            done_by_b.append(b.push(b.fleet.devices[0], bundle))
+        if not seen:
+            a_parts = {p.name: p.stat().st_size for p in incoming.glob("*.part")}
+            seen.append(b.push(b.fleet.devices[0], bundle))
+            seen.append((a_parts, {p.name: p.stat().st_size for p in incoming.glob("*.part")}))
 
     a.on_bytes = b_pushes_now
     try:
         pushed = a.push(device, bundle)
-        assert done_by_b and not done_by_b[0].skipped and pushed.bytes_sent > 0
-        staged = farm.devices[0].root / "incoming" / f"{artifact.bundle_digest(bundle).split(':')[1]}.tar"
-        assert artifact.sha256_file(staged) == artifact.sha256_file(bundle)
+        b_result, (a_parts_before, parts_after_b) = seen
+        assert not b_result.skipped and pushed.bytes_sent > 0 and pushed.attempts == 1
+        # B neither resumed from, renamed nor deleted A's upload in progress
+        assert a_parts_before and all(parts_after_b.get(name, -1) >= size for name, size in a_parts_before.items())
+        assert artifact.sha256_file(incoming / f"{hexd}.tar") == artifact.sha256_file(bundle)
+        assert not list(incoming.glob("*.part"))
         assert a.activate(device, artifact.bundle_digest(bundle)).ok
     finally:
         a.close()
