@@ -4,16 +4,14 @@ Against a real mosquitto configured with the files `edgeship fleet credentials` 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from edgeship import artifact
 from edgeship.fleet.mqtt import credentials, protocol
 from edgeship.fleet.mqtt.client import MqttClient
 from edgeship.fleet.mqtt.topics import Topics
+from tests.mqtt.test_cli import run, write_fleet
 
 pytestmark = pytest.mark.integration
 
@@ -48,19 +46,8 @@ def test_a_device_cannot_knock_another_offline_with_its_client_id(tmp_path, mosq
         watcher.stop()
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "edgeship", *args], capture_output=True, text=True,
-                          env={**os.environ}, timeout=60)
-
-
 def test_credentials_rerun_makes_existing_secrets_0600(tmp_path):
-    (tmp_path / "keys").mkdir()
-    artifact.generate_keypair(tmp_path / "keys" / "signing.key")
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(
-        "apiVersion: edgeship/v1\nkind: Fleet\nmetadata: {name: lab}\ntrust: {public_keys: [keys/signing.pub]}\n"
-        "transports:\n  mqtt: {broker: 'mqtt://127.0.0.1:1883'}\n"
-        "devices:\n  - {id: cam-01, target: host-cpu, transport: mqtt}\n")
+    fleet = write_fleet(tmp_path, "mqtt://127.0.0.1:1883")
     out = tmp_path / "out"
     assert run("fleet", "credentials", str(fleet), "--out", str(out)).returncode == 0
     secret = out / "secrets" / "cam-01.password"

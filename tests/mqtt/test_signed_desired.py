@@ -6,9 +6,6 @@ replayed intent, a manager whose clock was an hour ahead, and a device that answ
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,6 +16,7 @@ from edgeship.fleet.mqtt import protocol
 from edgeship.fleet.mqtt.client import MqttClient
 from edgeship.fleet.mqtt.topics import Topics
 from tests.mqtt.conftest import device, root_of
+from tests.mqtt.test_cli import run
 from tests.support.bundles import make_bundle
 
 pytestmark = pytest.mark.integration
@@ -105,11 +103,6 @@ def test_a_signed_intent_cannot_be_replayed_to_another_device_or_later(tmp_path,
         attacker.stop()
 
 
-def run(*args, env=None, timeout=180):
-    return subprocess.run([sys.executable, "-m", "edgeship", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
-
-
 def write_rollout(tmp_path, broker_url: str, pub, bundle, device_id: str):
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(
@@ -138,7 +131,7 @@ def test_apply_after_a_manager_clock_an_hour_ahead_converges_for_real(tmp_path, 
     svc.client.wait_connected(10)
 
     v2 = make_bundle(tmp_path, "tiny", seed=2)
-    res = run("apply", str(write_rollout(tmp_path, broker.url, keys[1], v2, "cam-01")))
+    res = run("apply", str(write_rollout(tmp_path, broker.url, keys[1], v2, "cam-01")), timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr
     assert svc.agent.status()["current"] == artifact.bundle_digest(v2)
 
@@ -164,7 +157,7 @@ def test_a_device_that_answers_without_running_the_target_is_not_converged(tmp_p
     liar.start().wait_connected(10)
     liar.publish(TOPICS.device("cam-09", "status"), protocol.status_doc("online"), retain=True).wait_for_publish(5)
     try:
-        res = run("apply", str(write_rollout(tmp_path, broker.url, keys[1], v1, "cam-09")))
+        res = run("apply", str(write_rollout(tmp_path, broker.url, keys[1], v1, "cam-09")), timeout=180)
     finally:
         liar.stop()
     assert res.returncode != 0, res.stdout + res.stderr
