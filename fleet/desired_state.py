@@ -16,7 +16,10 @@ from the signing key, and even then the next intent is simply one above it (up t
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
 
 from edgeship import artifact
 from edgeship.errors import AgentError, ArtifactError
@@ -54,6 +57,17 @@ def verify(doc: dict, device_id: str, trusted_keys: list[Path], require_signatur
                                   list(trusted_keys), what=SIGNED_WHAT)
     except ArtifactError as err:
         raise AgentError(str(err), err.reason) from None
+
+
+def signed_by(doc: dict, public_key) -> bool:
+    """True when `doc` carries a valid signature by this (loaded) public key: a manager counts only
+    its own fleet's retained intents when it picks the next seq, never a forged huge one."""
+    sig = doc.get("sig")
+    try:
+        public_key.verify(base64.b64decode(sig["signature"], validate=True), signed_bytes(doc))
+        return True
+    except (InvalidSignature, KeyError, TypeError, ValueError):
+        return False
 
 
 def next_seq(*known: int | None) -> int:

@@ -76,7 +76,8 @@ class MqttManager:
         self._recipes: dict[str, Recipe] = {}
         self._recipe_lock = threading.Lock()
         self._desired: dict[str, dict] = {}
-        self._seq_seen: dict[str, int] = {}  # highest retained desired seq per device (any manager's)
+        self._seq_seen: dict[str, int] = {}  # highest retained desired seq per device, signed by our key
+        self._own_public = None
         self._cond = threading.Condition()
         self._sync_topic = f"{prefix}/manager/{self.client.client_id}/sync"
         self._synced: set[str] = set()
@@ -151,7 +152,9 @@ class MqttManager:
         except protocol.ProtocolError:
             return
         seq = doc.get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool) and 0 < seq <= protocol.MAX_SEQ:
+        own = self._public_key()
+        if isinstance(seq, int) and not isinstance(seq, bool) and 0 < seq <= protocol.MAX_SEQ \
+                and own is not None and desired_state.signed_by(doc, own):
             with self._cond:
                 self._seq_seen[parsed[0]] = max(seq, self._seq_seen.get(parsed[0], 0))
         if parsed[0] in self._desired:
@@ -231,8 +234,20 @@ class MqttManager:
         except ValueError as err:
             raise TransportError(device_id, str(err)) from None
 
+    def _key_path(self) -> Path:
+        return self.signing_key or default_signing_key()
+
+    def _public_key(self):
+        """The public half of our signing key (cached), or None when there is no usable key."""
+        if self._own_public is None:
+            try:
+                self._own_public = artifact.load_private_key(self._key_path()).public_key()
+            except ArtifactError:
+                return None
+        return self._own_public
+
     def _sign(self, device_id: str, doc: dict) -> dict:
-        key = self.signing_key or default_signing_key()
+        key = self._key_path()
         if not key.is_file():
             raise TransportError(device_id, f"cannot sign desired state: no signing key at {key} "
                                             "(set EDGESHIP_SIGNING_KEY to the key your artifacts are signed with)")

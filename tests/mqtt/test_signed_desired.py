@@ -58,7 +58,7 @@ def test_unsigned_or_foreign_intents_with_a_huge_seq_change_nothing(tmp_path, mo
     attacker = raw_client(broker.url, "attacker")
     topic = TOPICS.device("cam-01", "desired")
     try:
-        forged = {"seq": 2**62, "device": "cam-01", "action": "rollback"}
+        forged = {"seq": protocol.MAX_SEQ, "device": "cam-01", "action": "rollback"}
         result = handled(svc, lambda: attacker.publish(topic, protocol.dumps(forged), retain=True).wait_for_publish(5))
         assert not result["ok"] and result["reason"] == "unsigned"
         other_key = tmp_path / "other" / "evil.key"
@@ -75,6 +75,7 @@ def test_unsigned_or_foreign_intents_with_a_huge_seq_change_nothing(tmp_path, mo
     result = transport.activate(device("cam-01"), d3)
     assert result.ok, result
     assert transport.status(device("cam-01")).current == d3
+    assert transport.manager._desired["cam-01"]["seq"] < 100  # the forged retained seq did not count
 
 
 def test_a_signed_intent_cannot_be_replayed_to_another_device_or_later(tmp_path, mosquitto_broker, make_service,
