@@ -156,7 +156,8 @@ def device_process(broker: str, ids: list[str], root: str, ready, stop, results)
     pool: dict = {}
     services = []
     for n, dev in enumerate(ids):
-        svc = DeviceService(dev, Path(root) / dev, broker, agent=SimAgent(dev, Path(root).parent / "keys" / "signing.pub"), loop=loop, worker=workers[n % 2],
+        agent = SimAgent(dev, Path(root).parent / "keys" / "signing.pub")
+        svc = DeviceService(dev, Path(root) / dev, broker, agent=agent, loop=loop, worker=workers[n % 2],
                             store=PooledStore(pool), persist_state=False, window=4, request_timeout_s=30,
                             min_backoff=1.0, max_backoff=10.0)
         svc.start()

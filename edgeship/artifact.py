@@ -143,7 +143,8 @@ def verify_signature(sums: bytes, signature_doc: bytes | None, trusted_keys: lis
     """Check the signature over `sums` (SHA256SUMS, or another signed document named by `what`)
     against the trusted public keys; return the signer's key id."""
     if signature_doc is None:
-        raise ArtifactError("artifact is unsigned (no SHA256SUMS.sig)" if what == SUMS else f"{what} is unsigned", "unsigned")
+        message = "artifact is unsigned (no SHA256SUMS.sig)" if what == SUMS else f"{what} is unsigned"
+        raise ArtifactError(message, "unsigned")
     try:
         doc = json.loads(signature_doc)
         signature = base64.b64decode(doc["signature"], validate=True)
@@ -359,5 +360,6 @@ def read_json_member(bundle: Path, name: str) -> dict:
 __all__ = [
     "SUMS", "SIGNATURE", "sha256_file", "write_checksums", "digest_of_sums", "short", "generate_keypair",
     "load_private_key", "load_public_key", "key_id", "sign_bytes", "sign", "verify_signature", "verify_dir", "pack",
-    "read_member", "scan", "declared_size", "bundle_digest", "safe_extract", "DEFAULT_MAX_MEMBERS", "verify_bundle", "read_json_member",
+    "read_member", "scan", "declared_size", "bundle_digest", "safe_extract", "DEFAULT_MAX_MEMBERS", "verify_bundle",
+    "read_json_member",
 ]

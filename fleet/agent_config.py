@@ -124,7 +124,8 @@ def parse_config(data: dict | None, path: Path) -> AgentConfig:
         keep_releases=int(_number(path, "keep_releases", data.get("keep_releases", 3), integer=True, minimum=2, allow_none=False)),
         smoke=smoke,
         max_bundle_mb=_number(path, "max_bundle_mb", data.get("max_bundle_mb"), minimum=0.001) or DEFAULT_MAX_BUNDLE_MB,
-        max_members=int(_number(path, "max_members", data.get("max_members"), integer=True, minimum=1) or DEFAULT_MAX_MEMBERS),
+        max_members=int(_number(path, "max_members", data.get("max_members"), integer=True, minimum=1)
+                        or DEFAULT_MAX_MEMBERS),
         min_free_mb=_number(path, "min_free_mb", data.get("min_free_mb")),
         require_signature=require,
         source=path,
