@@ -8,16 +8,10 @@ from edgeship import artifact
 from edgeship.cli import main
 from edgeship.fleet.inventory import load_fleet
 from edgeship.fleet.transports import close_transports, get_transport
-from tests.fleet.fleet_helpers import agent_for
+from tests.fleet.fleet_helpers import agent_for, flip_a_byte
 from tests.fleet.test_fleet_local import write_fleet
 from tests.support.bundles import make_bundle
 from tests.rollout.rollout_kit import write_rollout
-
-
-def flip_a_byte(path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def test_a_damaged_kept_release_is_quarantined_and_fetched_again(tmp_path):
