@@ -10,6 +10,7 @@ import pytest
 
 from edgeship import artifact
 from tests.mqtt.conftest import device, root_of
+from tests.mqtt.test_transfer import http_root  # noqa: F401  (fixture)
 from tests.support.bundles import make_bundle
 
 pytestmark = pytest.mark.integration
@@ -88,3 +89,20 @@ def test_a_signed_activate_of_an_older_release_does_not_move_the_device_back(tmp
     assert svc.agent.status()["current"] == artifact.bundle_digest(new)
     assert transport.rollback(device("cam-01")).ok  # the signed, explicit rollback is the way back
     assert svc.agent.status()["current"] == artifact.bundle_digest(old)
+
+
+def test_an_activate_pointing_at_an_old_url_does_not_move_the_device_back(tmp_path, mosquitto_broker, make_service,
+                                                                           make_transport, http_root):
+    www, base = http_root
+    old = make_bundle(tmp_path, "tiny", seed=1, release=1)
+    (www / "old.tar").write_bytes(old.read_bytes())
+    broker = mosquitto_broker()
+    svc = make_service(broker.url, "cam-01").start()
+    svc.client.wait_connected(10)
+    transport = make_transport(broker.url)
+    new = transport.push(device("cam-01"), make_bundle(tmp_path, "tiny", seed=2, release=2)).digest
+    assert transport.activate(device("cam-01"), new).ok
+    manager = transport.manager
+    doc = manager.wait_for_seq("cam-01", manager.publish_desired("cam-01", "activate", artifact.bundle_digest(old),
+                                                                 url=f"{base}/old.tar", size=old.stat().st_size))
+    assert doc["last_result"]["reason"] == "downgrade" and doc["current"] == new
