@@ -8,6 +8,7 @@ import pytest
 from edgeship import artifact
 from tests.fleet.fleet_helpers import flip_a_byte
 from tests.mqtt.conftest import device, root_of
+from tests.mqtt.test_signed_desired import on_v1
 from tests.support.bundles import make_bundle
 
 pytestmark = pytest.mark.integration
@@ -15,13 +16,9 @@ pytestmark = pytest.mark.integration
 
 def test_a_damaged_kept_release_is_fetched_again_on_the_next_push(tmp_path, mosquitto_broker, make_service,
                                                                    make_transport):
-    broker = mosquitto_broker()
-    make_service(broker.url, "cam-01").start().client.wait_connected(10)
-    transport = make_transport(broker.url)
-    v1, v2 = make_bundle(tmp_path, "tiny", seed=1), make_bundle(tmp_path, "tiny", seed=2)
-    d1 = transport.push(device("cam-01"), v1).digest
-    assert transport.activate(device("cam-01"), d1).ok
-    d2 = transport.push(device("cam-01"), v2).digest
+    _, transport, d1 = on_v1(tmp_path, mosquitto_broker(), make_service, make_transport)
+    v1 = make_bundle(tmp_path, "tiny", seed=1)  # the bundle on_v1 shipped
+    d2 = transport.push(device("cam-01"), make_bundle(tmp_path, "tiny", seed=2)).digest
     assert transport.activate(device("cam-01"), d2).ok
     flip_a_byte(root_of(tmp_path, "cam-01") / "releases" / artifact.short(d1, 64) / "model.onnx")
 
