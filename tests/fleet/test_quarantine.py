@@ -53,19 +53,23 @@ def test_gc_frees_a_damaged_kept_release(tmp_path):
 
 
 def test_apply_again_after_a_damaged_release_converges(tmp_path, capsys):
+    """One rollout moved v1 -> v2 -> v1; v1's kept copy rotted in between: the first try quarantines
+    it and fails, the retry pushes it again and converges."""
     fleet_path = write_fleet(tmp_path, ids=("cam-01",))
     v1, v2 = make_bundle(tmp_path, "kws", seed=1), make_bundle(tmp_path, "kws", seed=2)
     strategy = {"waves": [100], "max_unavailable": 1, "on_failure": "pause"}
-    r1 = write_rollout(tmp_path, "v1", fleet_path, v1, strategy)
-    assert main(["apply", str(r1)]) == 0
-    assert main(["apply", str(write_rollout(tmp_path, "v2", fleet_path, v2, strategy))]) == 0
+
+    def rollout_of(bundle):
+        return write_rollout(tmp_path, "kws", fleet_path, bundle, strategy, filename="rollout.yaml")
+
+    assert main(["apply", str(rollout_of(v1))]) == 0
+    assert main(["apply", str(rollout_of(v2))]) == 0
     fleet = load_fleet(fleet_path)
     agent = get_transport(fleet, fleet.devices[0]).agent(fleet.devices[0])
     close_transports(fleet)
     flip_a_byte(agent.releases / artifact.short(artifact.bundle_digest(v1), 64) / "model.onnx")
     capsys.readouterr()
-    r1b = write_rollout(tmp_path, "v1-again", fleet_path, v1, strategy)
-    assert main(["apply", str(r1b)]) == 1  # the damaged copy is found and quarantined: this try fails
+    assert main(["apply", str(rollout_of(v1))]) == 1  # the damaged copy is found and quarantined: this try fails
     assert "tampered" in capsys.readouterr().err
-    assert main(["rollout", "resume", "v1-again"]) == 0  # the retry pushes it again
+    assert main(["rollout", "resume", "kws"]) == 0  # the retry pushes it again
     assert agent.status()["current"] == artifact.bundle_digest(v1)
