@@ -43,6 +43,7 @@ import onnx  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgeship import artifact  # noqa: E402
+from edgeship.fleet.agent_config import AgentConfig  # noqa: E402
 from edgeship.fleet.mqtt.chunks import Recipe  # noqa: E402
 from edgeship.fleet.mqtt.client import SharedLoop, Worker  # noqa: E402
 from edgeship.fleet.mqtt.service import DeviceService, Ticker  # noqa: E402
@@ -124,8 +125,9 @@ class PooledStore:
 class SimAgent:
     """Stands in for the on-device Agent: remembers releases, activates instantly."""
 
-    def __init__(self, device_id):
+    def __init__(self, device_id, trusted_key: Path):
         self.device_id, self.current, self.previous, self.releases_held = device_id, None, None, []
+        self.config = AgentConfig(trusted_keys=[trusted_key])  # desired state is checked as on a device
 
     def has(self, digest):
         return digest in self.releases_held
@@ -154,7 +156,8 @@ def device_process(broker: str, ids: list[str], root: str, ready, stop, results)
     pool: dict = {}
     services = []
     for n, dev in enumerate(ids):
-        svc = DeviceService(dev, Path(root) / dev, broker, agent=SimAgent(dev), loop=loop, worker=workers[n % 2],
+        agent = SimAgent(dev, Path(root).parent / "keys" / "signing.pub")
+        svc = DeviceService(dev, Path(root) / dev, broker, agent=agent, loop=loop, worker=workers[n % 2],
                             store=PooledStore(pool), persist_state=False, window=4, request_timeout_s=30,
                             min_backoff=1.0, max_backoff=10.0)
         svc.start()
@@ -237,7 +240,8 @@ def run(size: int, procs: int, chunk_kb: int, timeout: float, bundles: list[Path
         for w in workers:
             w.start()
         connected = sum(ready.get(timeout=180) for _ in workers)
-        manager = MqttManager(url, chunk_kb=chunk_kb, store_dir=tmp / f"manager-{size}").start()
+        manager = MqttManager(url, chunk_kb=chunk_kb, store_dir=tmp / f"manager-{size}",
+                               signing_key=tmp / "keys" / "signing.key").start()
         sysbytes = SysBytes(manager)
         manager.sync()
         for phase, bundle in zip(("full", "delta"), bundles):

@@ -35,6 +35,9 @@ SUMS = "SHA256SUMS"
 SIGNATURE = "SHA256SUMS.sig"
 _UNHASHED = {SUMS, SIGNATURE}
 _CHUNK = 1 << 20
+# An artifact is a handful of flat files; a bundle with more members is refused while its headers are
+# read, before anything is hashed or written (100,000 empty members must not cost minutes).
+DEFAULT_MAX_MEMBERS = 256
 
 
 def sha256_file(path: Path) -> str:
@@ -119,29 +122,35 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def sign_bytes(data: bytes, private_key_path: Path) -> dict:
+    """An ed25519 signature document {"algorithm", "key_id", "signature" (base64)} over `data`."""
+    key = load_private_key(private_key_path)
+    return {"algorithm": "ed25519", "key_id": key_id(key.public_key()),
+            "signature": base64.b64encode(key.sign(data)).decode()}
+
+
 def sign(folder: Path, private_key_path: Path) -> str:
     """Sign the folder's SHA256SUMS (written first if absent). Returns the key id."""
     folder = Path(folder)
     if not (folder / SUMS).exists():
         write_checksums(folder)
-    key = load_private_key(private_key_path)
-    signature = key.sign((folder / SUMS).read_bytes())
-    kid = key_id(key.public_key())
-    doc = {"algorithm": "ed25519", "key_id": kid, "signature": base64.b64encode(signature).decode()}
+    doc = sign_bytes((folder / SUMS).read_bytes(), private_key_path)
     (folder / SIGNATURE).write_text(json.dumps(doc, indent=2) + "\n")
-    return kid
+    return doc["key_id"]
 
 
-def verify_signature(sums: bytes, signature_doc: bytes | None, trusted_keys: list[Path]) -> str:
-    """Check the signature over SHA256SUMS against the trusted public keys; return the signer's key id."""
+def verify_signature(sums: bytes, signature_doc: bytes | None, trusted_keys: list[Path], what: str = SUMS) -> str:
+    """Check the signature over `sums` (SHA256SUMS, or another signed document named by `what`)
+    against the trusted public keys; return the signer's key id."""
     if signature_doc is None:
-        raise ArtifactError("artifact is unsigned (no SHA256SUMS.sig)", "unsigned")
+        message = "artifact is unsigned (no SHA256SUMS.sig)" if what == SUMS else f"{what} is unsigned"
+        raise ArtifactError(message, "unsigned")
     try:
         doc = json.loads(signature_doc)
         signature = base64.b64decode(doc["signature"], validate=True)
         claimed = str(doc.get("key_id", ""))
     except (ValueError, KeyError, TypeError):
-        raise ArtifactError("SHA256SUMS.sig is not a valid signature document", "bad-signature") from None
+        raise ArtifactError(f"the signature of {what} is not a valid signature document", "bad-signature") from None
     if not trusted_keys:
         raise ArtifactError("no trusted public keys configured: refusing to trust any signature", "untrusted-key")
     keys = [load_public_key(p) for p in trusted_keys]
@@ -152,7 +161,7 @@ def verify_signature(sums: bytes, signature_doc: bytes | None, trusted_keys: lis
         except InvalidSignature:
             continue
     if any(key_id(k) == claimed for k in keys):
-        raise ArtifactError(f"bad signature: SHA256SUMS does not match the signature of key {claimed}", "bad-signature")
+        raise ArtifactError(f"bad signature: {what} does not match the signature of key {claimed}", "bad-signature")
     raise ArtifactError(f"signed by untrusted key {claimed or '?'}", "untrusted-key")
 
 
@@ -215,47 +224,84 @@ def _check_member(member: tarfile.TarInfo, max_member_bytes: int | None) -> None
         raise ArtifactError(f"{name}: links are not allowed in a bundle", "unsafe-member")
     if not member.isfile():
         raise ArtifactError(f"{name}: only regular files are allowed in a bundle", "unsafe-member")
+    if member.issparse() or any(key.startswith("GNU.sparse") for key in member.pax_headers):
+        raise ArtifactError(f"{name}: sparse members are not allowed in a bundle (a few KiB could unpack to GiB)",
+                            "unsafe-member")
     if max_member_bytes is not None and member.size > max_member_bytes:
         raise ArtifactError(f"{name}: {member.size} bytes exceeds the limit of {max_member_bytes}", "oversize")
 
 
-def read_member(bundle: Path, name: str) -> bytes | None:
+def _members(tar: tarfile.TarFile, max_members: int | None):
+    """The members of an open tar, header by header, refusing past `max_members` (no full scan first)."""
+    limit = DEFAULT_MAX_MEMBERS if max_members is None else max_members
+    seen: set[str] = set()
+    for count, member in enumerate(tar, 1):
+        if count > limit:
+            raise ArtifactError(f"bundle has more than {limit} members (max_members)", "too-many-members")
+        if member.name in seen:  # which copy counts would depend on the reader: refuse both
+            raise ArtifactError(f"{member.name}: appears twice in the bundle", "unsafe-member")
+        seen.add(member.name)
+        yield member
+
+
+def scan(bundle: Path, max_members: int | None = None, max_member_bytes: int | None = None) -> list[tarfile.TarInfo]:
+    """Every member header of a bundle, each checked (paths, links, sparse, size), nothing read or
+    written: what a device looks at before it spends a byte of disk on a bundle."""
+    try:
+        with tarfile.open(bundle, "r:") as tar:
+            members = []
+            for member in _members(tar, max_members):
+                _check_member(member, max_member_bytes)
+                members.append(member)
+            return members
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ArtifactError(f"{bundle}: corrupt bundle: {err}", "tampered") from None
+
+
+def declared_size(bundle: Path, max_members: int | None = None) -> int:
+    """Bytes the bundle says it unpacks to (the sum of its member sizes), from the headers alone."""
+    return sum(m.size for m in scan(bundle, max_members))
+
+
+def read_member(bundle: Path, name: str, max_members: int | None = None) -> bytes | None:
     """One small member of a bundle (e.g. SHA256SUMS), without extracting anything."""
     try:
         with tarfile.open(bundle, "r:") as tar:
-            try:
-                member = tar.getmember(name)
-            except KeyError:
-                return None
-            _check_member(member, 16 << 20)
-            fh = tar.extractfile(member)
-            return fh.read() if fh else None
-    except (tarfile.TarError, OSError) as err:
+            for member in _members(tar, max_members):
+                if member.name == name:
+                    _check_member(member, 16 << 20)
+                    fh = tar.extractfile(member)
+                    return fh.read() if fh else None
+            return None
+    except (tarfile.TarError, OSError, EOFError) as err:
         raise ArtifactError(f"{bundle}: not a readable bundle: {err}", "not-a-bundle") from None
 
 
-def bundle_digest(bundle: Path) -> str:
+def bundle_digest(bundle: Path, max_members: int | None = None) -> str:
     """The digest of a bundle (tar) or artifact folder, read from its SHA256SUMS."""
     bundle = Path(bundle)
     if bundle.is_dir():
         sums = (bundle / SUMS).read_bytes() if (bundle / SUMS).exists() else None
     else:
-        sums = read_member(bundle, SUMS)
+        sums = read_member(bundle, SUMS, max_members)
     if sums is None:
         raise ArtifactError(f"{bundle}: not an artifact (no SHA256SUMS)", "not-a-bundle")
     return digest_of_sums(sums)
 
 
-def safe_extract(bundle: Path, dest: Path, max_member_bytes: int | None = None, max_total_bytes: int | None = None) -> None:
+def safe_extract(bundle: Path, dest: Path, max_member_bytes: int | None = None, max_total_bytes: int | None = None,
+                 max_members: int | None = None) -> None:
     """Extract a bundle into `dest` after checking every member: no absolute paths, no `..`, no links,
-    no devices or nested folders, no member or total over the limits. Nothing is written on refusal."""
+    no devices, sparse members or nested folders, no member, count or total over the limits. Nothing
+    is written on refusal."""
     dest = Path(dest)
     try:
         with tarfile.open(bundle, "r:") as tar:
-            members = tar.getmembers()
+            members = []
             total = 0
-            for member in members:
+            for member in _members(tar, max_members):
                 _check_member(member, max_member_bytes)
+                members.append(member)
                 total += member.size
             if max_total_bytes is not None and total > max_total_bytes:
                 raise ArtifactError(f"bundle unpacks to {total} bytes, over the limit of {max_total_bytes}", "oversize")
@@ -281,7 +327,7 @@ def verify_bundle(bundle: Path, trusted_keys: list[Path] | None, require_signatu
     sums = sig = None
     try:
         with tarfile.open(bundle, "r:") as tar:
-            for member in tar:
+            for member in _members(tar, None):
                 _check_member(member, None)
                 fh = tar.extractfile(member)
                 assert fh is not None
@@ -313,6 +359,7 @@ def read_json_member(bundle: Path, name: str) -> dict:
 
 __all__ = [
     "SUMS", "SIGNATURE", "sha256_file", "write_checksums", "digest_of_sums", "short", "generate_keypair",
-    "load_private_key", "load_public_key", "key_id", "sign", "verify_signature", "verify_dir", "pack",
-    "read_member", "bundle_digest", "safe_extract", "verify_bundle", "read_json_member",
+    "load_private_key", "load_public_key", "key_id", "sign_bytes", "sign", "verify_signature", "verify_dir", "pack",
+    "read_member", "scan", "declared_size", "bundle_digest", "safe_extract", "DEFAULT_MAX_MEMBERS", "verify_bundle",
+    "read_json_member",
 ]

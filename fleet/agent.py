@@ -6,6 +6,8 @@ via the device service), so the guarantees live in one place:
 * nothing is trusted before every file's sha256 and the ed25519 signature check out;
 * a release is unpacked into a temp dir and renamed into `releases/<hex>/` only when complete;
 * it is smoke-tested before anything points at it;
+* a release older than one the device has run is refused unless it is an explicit `rollback`
+  (release_floor.py);
 * `current` is a symlink replaced by `rename(2)`, so at every instant it names the old release or
   the new one, never neither; power loss anywhere leaves a working release;
 * any failure leaves the running release untouched and says why (`Result.reason`).
@@ -16,6 +18,7 @@ Device root layout:
     current -> releases/<hex>
     releases/<hex>/      unpacked, verified releases (the newest `keep_releases` are kept)
     incoming/<hex>.tar   bundles pushed but not yet activated (removed once activated)
+    quarantine/<hex>-<n> kept releases that failed verification: never used again, removed by gc
     tmp/                 unpack area; leftovers from a crash are removed by the next operation
     state.json           previous release, activation history, last result
 """
@@ -35,6 +38,7 @@ from pathlib import Path
 
 from edgeship import artifact
 from edgeship.errors import AgentError, ArtifactError
+from edgeship.fleet import release_floor
 from edgeship.fleet.agent_config import AgentConfig, config_for_root
 from edgeship.fleet.smoke import smoke_test
 from edgeship.fleet.types import Result
@@ -81,6 +85,7 @@ class Agent:
         self.releases = self.root / "releases"
         self.incoming = self.root / "incoming"
         self.tmp = self.root / "tmp"
+        self.quarantine = self.root / "quarantine"
         self.state_path = self.root / "state.json"
         self.current_link = self.root / "current"
 
@@ -209,6 +214,10 @@ class Agent:
             bundle_path = self._resolve(bundle)
             digest = self._digest_of(bundle_path)
             with self._locked():
+                if bundle_path.parent == self.releases and digest_hex(digest) != bundle_path.name:
+                    self._quarantine(bundle_path.name)  # its SHA256SUMS itself was damaged
+                    raise AgentError(f"release {bundle_path.name[:12]} is damaged (its SHA256SUMS changed): "
+                                     "quarantined; push it again", "tampered")
                 figures = self._activate_locked(bundle_path, digest)
             result = Result(True, self.device_id, digest, "", figures.pop("_message", "activated"), figures)
         except AgentError as err:
@@ -236,23 +245,21 @@ class Agent:
         return path
 
     def _digest_of(self, bundle: Path) -> str:
-        if bundle.is_dir():
-            return artifact.bundle_digest(bundle)
-        return artifact.bundle_digest(bundle)
+        return artifact.bundle_digest(bundle, self.config.max_members)
 
     def _check_space(self, bundle: Path) -> None:
-        size = _tree_bytes(bundle) if bundle.is_dir() else bundle.stat().st_size
+        """From the tar headers alone (what the bundle says it unpacks to), before a byte is written."""
+        size = _tree_bytes(bundle) if bundle.is_dir() else artifact.declared_size(bundle, self.config.max_members)
         limit = self.config.max_bundle_mb
-        if limit is not None and size > limit * MB:
-            raise AgentError(f"disk full: bundle is {size / MB:.2f} MB, over max_bundle_mb {limit}", "disk-full",
+        if size > limit * MB:
+            raise AgentError(f"disk full: bundle unpacks to {size / MB:.2f} MB, over max_bundle_mb {limit}", "disk-full",
                              {"bundle_mb": round(size / MB, 3), "max_bundle_mb": limit})
-        min_free = self.config.min_free_mb
-        if min_free is not None:
-            free = shutil.disk_usage(self.root).free
-            if free - size < min_free * MB:
-                raise AgentError(
-                    f"disk full: unpacking {size / MB:.2f} MB would leave {(free - size) / MB:.1f} MB free, under min_free_mb {min_free}",
-                    "disk-full", {"bundle_mb": round(size / MB, 3), "free_mb": round(free / MB, 1), "min_free_mb": min_free})
+        min_free = self.config.min_free_mb or 0
+        free = shutil.disk_usage(self.root).free
+        if free - size < min_free * MB:
+            raise AgentError(
+                f"disk full: unpacking {size / MB:.2f} MB would leave {(free - size) / MB:.1f} MB free, under min_free_mb {min_free}",
+                "disk-full", {"bundle_mb": round(size / MB, 3), "free_mb": round(free / MB, 1), "min_free_mb": min_free})
 
     def _activate_locked(self, bundle: Path, digest: str) -> dict:
         self._clean_tmp()
@@ -267,15 +274,16 @@ class Agent:
         if release.is_dir():
             try:
                 self._verify(release, digest)
-            except AgentError:
+            except AgentError as err:
+                self._quarantine(hexd)  # a damaged copy: never trusted again, nor counted as held
                 if bundle == release:
-                    raise
-                shutil.rmtree(release)  # a damaged copy: replace it from the bundle
+                    raise AgentError(f"{err}; the release is quarantined: push it again", err.reason) from None
         if not release.is_dir():
             self._check_space(bundle)
             self._unpack(bundle, release, digest)
             created = True
         try:
+            pipeline, counter = release_floor.check(self._read_state(), release)
             figures = smoke_test(release, self.config.smoke)
         except AgentError:
             state = self._read_state()
@@ -289,11 +297,19 @@ class Agent:
         state["previous"] = current
         state["current"] = hexd
         state["history"] = [h for h in state["history"] if h != hexd] + [hexd]
+        release_floor.raise_floor(state, pipeline, counter)
         state["last_result"] = Result(True, self.device_id, digest, "", "activated", figures).to_dict()
         self._write_state(state)
         self._drop_incoming(bundle)
         self._prune(state)
         return figures
+
+    def _quarantine(self, hexd: str) -> None:
+        """Move a kept release that fails verification out of releases/ in one rename: `has()` and
+        the reported releases no longer count it, so the next push fetches it again; gc deletes it."""
+        self.quarantine.mkdir(exist_ok=True)
+        os.rename(self.releases / hexd, self.quarantine / f"{hexd}-{time.time_ns()}")
+        _fsync_dir(self.releases)
 
     def _verify(self, folder: Path, digest: str) -> None:
         try:
@@ -306,11 +322,11 @@ class Agent:
     def _unpack(self, bundle: Path, release: Path, digest: str) -> None:
         """Unpack into tmp/, verify what was written, then rename into releases/ in one step."""
         staging = self.tmp / f"{digest_hex(digest)}-{os.getpid()}"
-        limit = int(self.config.max_bundle_mb * MB) if self.config.max_bundle_mb is not None else None
+        limit = self.config.max_bundle_bytes
         try:
             if bundle.is_dir():
                 raise AgentError(f"{bundle}: expected a bundle (.tar)", "not-a-bundle")
-            artifact.safe_extract(bundle, staging, max_total_bytes=limit)
+            artifact.safe_extract(bundle, staging, max_total_bytes=limit, max_members=self.config.max_members)
             self._verify(staging, digest)
             _fault("kill-after-unpack")
             os.rename(staging, release)
@@ -318,7 +334,7 @@ class Agent:
         except ArtifactError as err:
             shutil.rmtree(staging, ignore_errors=True)
             self._drop_incoming(bundle)
-            reason = "disk-full" if err.reason == "oversize" and limit is not None else err.reason
+            reason = "disk-full" if err.reason == "oversize" else err.reason
             raise AgentError(str(err), reason) from None
         except AgentError:
             shutil.rmtree(staging, ignore_errors=True)
@@ -347,7 +363,11 @@ class Agent:
                 if not previous:
                     raise AgentError("no previous release to roll back to", "no-previous")
                 digest = f"sha256:{previous}"
-                self._verify(self.releases / previous, digest)
+                try:
+                    self._verify(self.releases / previous, digest)
+                except AgentError as err:
+                    self._quarantine(previous)
+                    raise AgentError(f"{err}; the previous release is quarantined", err.reason) from None
                 self._switch(previous)
                 state["previous"], state["current"] = current, previous
                 state["history"] = [h for h in state["history"] if h != previous] + [previous]
@@ -377,11 +397,24 @@ class Agent:
         return removed
 
     def gc(self) -> dict:
-        """Remove crash leftovers, partial uploads, bundles already unpacked, releases past keep_releases."""
+        """Remove crash leftovers, partial uploads, bundles already unpacked, releases past
+        keep_releases, and kept releases that no longer verify (quarantined, then deleted)."""
         with self._locked():
             before = _tree_bytes(self.root)
             self._clean_tmp()
             removed = []
+            current = self.current_hex()
+            for folder in sorted(self.releases.iterdir()):
+                if folder.name != current and _HEX.match(folder.name):
+                    try:
+                        self._verify(folder, f"sha256:{folder.name}")
+                    except AgentError as err:
+                        if err.reason != "untrusted-key":  # a rotated key is not damage: keep the release
+                            self._quarantine(folder.name)
+            if self.quarantine.is_dir():
+                for bad in sorted(self.quarantine.iterdir()):
+                    shutil.rmtree(bad, ignore_errors=True)
+                    removed.append(f"quarantine/{bad.name}")
             for part in self.incoming.glob("*.part"):
                 part.unlink(missing_ok=True)
                 removed.append(f"incoming/{part.name}")

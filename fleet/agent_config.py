@@ -6,8 +6,12 @@ decision, so a manager cannot talk it into trusting a new key by pushing a bundl
     trusted_keys: [trust/signing.pub]      # ed25519 public keys (PEM), relative to this file
     keep_releases: 3                       # releases kept on disk (current and previous always kept)
     smoke: {latency_tolerance: 1.5, samples: 4, runs: 5, max_latency_ms: null}
-    max_bundle_mb: null                    # refuse bundles larger than this (disk-full)
+    max_bundle_mb: 2048                    # refuse bundles that download or unpack to more (disk-full)
+    max_members: 256                       # refuse bundles with more tar members (too-many-members)
     min_free_mb: null                      # refuse when the unpacked release would leave less free space
+
+The limits are checked against the bundle's signed size (MQTT desired state) and its tar headers
+before a byte is written; a missing or null limit means the default, never "unlimited".
     require_signature: true
 """
 
@@ -18,9 +22,11 @@ from pathlib import Path
 
 import yaml
 
+from edgeship.artifact import DEFAULT_MAX_MEMBERS
 from edgeship.errors import UsageError
 
 CONFIG_NAME = "agent.yaml"
+DEFAULT_MAX_BUNDLE_MB = 2048.0
 
 
 @dataclass
@@ -36,10 +42,15 @@ class AgentConfig:
     trusted_keys: list[Path] = field(default_factory=list)
     keep_releases: int = 3
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
-    max_bundle_mb: float | None = None
+    max_bundle_mb: float = DEFAULT_MAX_BUNDLE_MB
     min_free_mb: float | None = None
     require_signature: bool = True
     source: Path | None = None
+    max_members: int = DEFAULT_MAX_MEMBERS
+
+    @property
+    def max_bundle_bytes(self) -> int:
+        return int(self.max_bundle_mb * 1024 * 1024)
 
     def to_yaml_dict(self, relative_to: Path | None = None) -> dict:
         def rel(p: Path) -> str:
@@ -60,12 +71,13 @@ class AgentConfig:
                 "max_latency_ms": self.smoke.max_latency_ms,
             },
             "max_bundle_mb": self.max_bundle_mb,
+            "max_members": self.max_members,
             "min_free_mb": self.min_free_mb,
             "require_signature": self.require_signature,
         }
 
 
-_TOP = {"trusted_keys", "keep_releases", "smoke", "max_bundle_mb", "min_free_mb", "require_signature"}
+_TOP = {"trusted_keys", "keep_releases", "smoke", "max_bundle_mb", "max_members", "min_free_mb", "require_signature"}
 _SMOKE = {"latency_tolerance", "samples", "runs", "max_latency_ms"}
 
 
@@ -111,7 +123,9 @@ def parse_config(data: dict | None, path: Path) -> AgentConfig:
         trusted_keys=trusted,
         keep_releases=int(_number(path, "keep_releases", data.get("keep_releases", 3), integer=True, minimum=2, allow_none=False)),
         smoke=smoke,
-        max_bundle_mb=_number(path, "max_bundle_mb", data.get("max_bundle_mb")),
+        max_bundle_mb=_number(path, "max_bundle_mb", data.get("max_bundle_mb"), minimum=0.001) or DEFAULT_MAX_BUNDLE_MB,
+        max_members=int(_number(path, "max_members", data.get("max_members"), integer=True, minimum=1)
+                        or DEFAULT_MAX_MEMBERS),
         min_free_mb=_number(path, "min_free_mb", data.get("min_free_mb")),
         require_signature=require,
         source=path,

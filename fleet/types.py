@@ -43,7 +43,8 @@ class Result:
 
     `reason` is machine-readable when `ok` is false: tampered, bad-signature, unsigned, untrusted-key,
     unsafe-member, missing-file, extra-file, not-a-bundle, oversize, smoke-failed, disk-full,
-    no-previous, not-found, unreachable, timeout, error. `figures` carries numbers (smoke latency etc.).
+    no-previous, not-found, unreachable, timeout, error, downgrade, wrong-device, not-running
+    (the device does not report the target digest running). `figures` carries numbers (smoke latency etc.).
     """
 
     ok: bool

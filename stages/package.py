@@ -121,6 +121,18 @@ def _created() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def release_counter(created: str) -> int:
+    """The anti-rollback counter in the signed bundle.json: devices refuse a release of the same
+    pipeline with a lower one unless told to roll back. `EDGESHIP_RELEASE` (e.g. the CI build
+    number) sets it; else it is the build time in seconds, so later builds count higher."""
+    named = os.environ.get("EDGESHIP_RELEASE")
+    if named:
+        if not named.isdigit():
+            raise BuildError(f"EDGESHIP_RELEASE must be a non-negative integer, got {named!r}", stage="package")
+        return int(named)
+    return int(_dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp())
+
+
 def _expected_p95(report: dict, smoke_ms: list[float]) -> float:
     """What the device's smoke test should take: validate's single-thread p95, else our own smoke runs."""
     lat = (report.get("validate") or {}).get("latency") or {}
@@ -167,10 +179,11 @@ def store(staging: Path, digest: str) -> tuple[Path, Path]:
 @register
 class PackageStage(BaseStage):
     name = "package"
-    version = "2"  # 2: report.html opens with the budget verdict
+    version = "3"  # 2: report.html opens with the budget verdict; 3: bundle.json carries the release counter
 
     def config(self, ctx):
         return {"name": ctx.name, "target": ctx.target_name, "budget": ctx.setting("budget"),
+                "release": os.environ.get("EDGESHIP_RELEASE"),
                 "smoke_samples": SMOKE_SAMPLES, "edgeship": __version__}
 
     def input_digests(self, ctx):
@@ -222,7 +235,7 @@ class PackageStage(BaseStage):
             "budget": ctx.setting("budget") or {},
             "smoke": {"samples": int(next(iter(samples.values())).shape[0]) if samples else 0,
                       "expected_p95_ms": section["expected_p95_ms"]},
-            "created": created, "edgeship_version": __version__,
+            "created": created, "release": release_counter(created), "edgeship_version": __version__,
         }
         lock = {
             "format": 1,

@@ -80,7 +80,7 @@ def _init(args) -> int:
         keys.append(dest)
     config = AgentConfig(trusted_keys=keys, keep_releases=args.keep,
                          smoke=SmokeConfig(latency_tolerance=args.latency_tolerance, max_latency_ms=args.max_latency_ms),
-                         max_bundle_mb=args.max_bundle_mb, min_free_mb=args.min_free_mb)
+                         max_bundle_mb=args.max_bundle_mb or AgentConfig.max_bundle_mb, min_free_mb=args.min_free_mb)
     path = write_config(root, config)
     Agent(root, config).ensure_layout()
     print(f"wrote {path} (trusting {len(keys)} key(s))")

@@ -79,8 +79,8 @@ def _credentials(args) -> int:
         raise UsageError(str(err)) from None
     print(f"wrote {files.password_file} ({len(files.users)} users), {files.acl_file}, "
           f"secrets in {files.secrets_dir}/ (0600; give each device only its own)")
-    print(f"mosquitto.conf:  password_file {files.password_file.resolve()}\n"
-          f"                 acl_file {files.acl_file.resolve()}")
+    print(f"mosquitto.conf:  include the settings in {files.broker_conf.resolve()} (password_file, acl_file,\n"
+          f"                 use_username_as_clientid true: a device cannot take over another's client id)")
     return 0
 
 

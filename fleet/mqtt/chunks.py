@@ -138,6 +138,8 @@ class Recipe:
             raise ValueError(f"malformed chunk recipe: {err}") from None
         if sum(s for _, s in chunks) != recipe.size or any(len(c) != 64 for c, _ in chunks):
             raise ValueError("malformed chunk recipe: sizes or chunk ids do not add up")
+        if any(not 0 < s <= recipe.params.max for _, s in chunks):
+            raise ValueError(f"malformed chunk recipe: a chunk is empty or over {recipe.params.max} bytes")
         return recipe
 
     def ids(self) -> list[str]:

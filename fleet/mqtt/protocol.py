@@ -1,11 +1,14 @@
 """The JSON documents on the topics, in one place so the device and the manager agree.
 
-desired (retained, QoS 1), written by the manager:
-    {"seq": 1764057600000000000,          # increases with every publish; the device acts once per seq
+desired (retained, QoS 1), written by the manager and signed (see fleet/desired_state.py):
+    {"seq": 42,                            # per-device counter; the device acts once per seq, in order
+     "device": "cam-01",                   # the one device this intent is for
      "action": "activate" | "stage" | "rollback",
      "digest": "sha256:...",               # activate / stage
+     "size": 123456,                       # bytes of the bundle (.tar): the most a fetch may write
      "recipe": {...chunks.Recipe...},      # how to fetch it over MQTT, or
-     "url": "https://host/kws.tar"}        # fetch it over HTTP(S) instead
+     "url": "https://host/kws.tar",        # fetch it over HTTP(S) instead
+     "sig": {"algorithm": "ed25519", "key_id", "signature"}}
 
 reported (retained), written by the device:
     {"device_id", "seq" (last desired handled), "current", "previous", "releases", "staged",
@@ -21,6 +24,7 @@ import json
 import time
 
 ACTIONS = ("activate", "stage", "rollback")
+MAX_SEQ = 2**63 - 1
 
 
 class ProtocolError(ValueError):
@@ -43,8 +47,12 @@ def loads(payload: bytes) -> dict:
 
 def check_desired(doc: dict) -> dict:
     """Validate a desired-state document; raise ProtocolError with what is wrong."""
-    if not isinstance(doc.get("seq"), int):
-        raise ProtocolError("desired.seq must be an integer")
+    seq = doc.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq <= MAX_SEQ:
+        raise ProtocolError(f"desired.seq must be an integer from 1 to {MAX_SEQ}")
+    size = doc.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise ProtocolError("desired.size must be a positive integer")
     action = doc.get("action")
     if action not in ACTIONS:
         raise ProtocolError(f"desired.action must be one of {', '.join(ACTIONS)}, got {action!r}")

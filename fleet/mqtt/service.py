@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeship import artifact
-from edgeship.errors import ArtifactError
+from edgeship.errors import AgentError, ArtifactError
+from edgeship.fleet import desired_state
 from edgeship.fleet.mqtt import protocol
 from edgeship.fleet.mqtt.chunks import ChunkStore, Recipe, chunk_bundle, decode_frame, save_recipe
 from edgeship.fleet.mqtt.client import Incoming, MqttClient, SharedLoop, Worker
@@ -202,6 +203,12 @@ class DeviceService:
         except protocol.ProtocolError as err:
             self._finish(None, Result(False, self.device_id, "", "bad-desired", f"desired: {err}"))
             return
+        config = self.agent.config
+        try:  # before anything else: an unsigned or foreign intent changes nothing, not even the seq
+            desired_state.verify(doc, self.device_id, config.trusted_keys, config.require_signature)
+        except AgentError as err:
+            self._finish(None, Result(False, self.device_id, str(doc.get("digest") or ""), err.reason, f"desired: {err}"))
+            return
         if doc["seq"] <= self._handled_seq:
             self.report()
             return
@@ -214,6 +221,10 @@ class DeviceService:
             self._finish(doc, self.agent.rollback())
             return
         digest = doc["digest"]
+        too_big = self._over_limit(doc.get("size"))
+        if too_big:
+            self._finish(doc, Result(False, self.device_id, digest, "oversize", too_big))
+            return
         if self._already_done(doc):
             self._finish(doc, Result(True, self.device_id, digest, "", "already present", {"bytes_fetched": 0}),
                          transfer={"digest": digest, "bytes_fetched": 0, "chunks_fetched": 0})
@@ -232,8 +243,12 @@ class DeviceService:
         except ValueError as err:
             self._finish(doc, Result(False, self.device_id, digest, "bad-desired", str(err)))
             return
-        if recipe.digest != digest:
-            self._finish(doc, Result(False, self.device_id, digest, "bad-desired", "recipe is for another digest"))
+        if recipe.digest != digest or recipe.size != doc.get("size", recipe.size):
+            self._finish(doc, Result(False, self.device_id, digest, "bad-desired", "recipe is for another digest or size"))
+            return
+        too_big = self._over_limit(recipe.size)
+        if too_big:
+            self._finish(doc, Result(False, self.device_id, digest, "oversize", too_big))
             return
         self._seed_from_releases(recipe)
         missing = self.store.missing(recipe)
@@ -247,6 +262,17 @@ class DeviceService:
             self._complete()
         else:
             self._request(self._next_wanted())
+
+    def _byte_limit(self, doc: dict) -> int:
+        """The most a fetch may write: the signed size of the bundle, never more than max_bundle_mb."""
+        limit = self.agent.config.max_bundle_bytes
+        return min(limit, doc["size"]) if doc.get("size") else limit
+
+    def _over_limit(self, size: int | None) -> str:
+        limit = self.agent.config.max_bundle_bytes
+        if size and size > limit:
+            return f"bundle is {size} bytes, over max_bundle_mb ({limit} bytes): not fetched"
+        return ""
 
     def _already_done(self, doc: dict) -> bool:
         digest = doc["digest"]
@@ -400,25 +426,39 @@ class DeviceService:
         target = Path(self.agent.incoming_path(digest))
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
+        limit = self._byte_limit(doc)
         have = part.stat().st_size if part.exists() else 0
+        if have > limit:
+            part.unlink()
+            have = 0
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         context = ssl.create_default_context(cafile=self.ca) if url.startswith("https") else None
         log.info("%s: downloading %s from %s%s", self.device_id, _short(digest), url, f" (resuming at {have})" if have else "")
         started, fetched = time.time(), 0
         try:
             with urllib.request.urlopen(request, timeout=self.http_timeout_s, context=context) as resp:
-                mode = "ab" if have and resp.status == 206 else "wb"
-                with open(part, mode) as out:
-                    while block := resp.read(1 << 20):
+                if resp.status != 206:
+                    have = 0
+                declared = resp.headers.get("Content-Length")
+                if declared and declared.isdigit() and have + int(declared) > limit:
+                    raise _Oversize(f"{url}: {have + int(declared)} bytes declared, over the limit of {limit}")
+                with open(part, "ab" if have else "wb") as out:
+                    while block := resp.read(min(1 << 20, limit - have - fetched + 1)):
+                        if have + fetched + len(block) > limit:  # an endless or lying server: stop at the limit
+                            raise _Oversize(f"{url}: more than the limit of {limit} bytes")
                         out.write(block)
                         fetched += len(block)
                     out.flush()
                     os.fsync(out.fileno())
+        except _Oversize as err:
+            part.unlink(missing_ok=True)
+            self._finish(doc, Result(False, self.device_id, digest, "oversize", str(err)))
+            return
         except (urllib.error.URLError, OSError, ValueError) as err:
             self._finish(doc, Result(False, self.device_id, digest, "unreachable", f"{url}: {err}"))
             return
         try:
-            got = artifact.bundle_digest(part)
+            got = artifact.bundle_digest(part, self.agent.config.max_members)
         except ArtifactError as err:
             part.unlink(missing_ok=True)
             self._finish(doc, Result(False, self.device_id, digest, err.reason, f"{url}: {err}"))
@@ -446,6 +486,10 @@ def _log_result(device_id: str, action: str, result: Result) -> None:
     else:
         log.warning("%s: %s %s REFUSED: %s: %s", device_id, action, _short(result.digest), result.reason or "error",
                     result.message)
+
+
+class _Oversize(Exception):
+    """A download went past the bundle's signed size or max_bundle_mb."""
 
 
 def _sha256(path: Path) -> str:

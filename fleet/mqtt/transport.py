@@ -1,5 +1,10 @@
 """The manager side of the MQTT transport (`transport: mqtt` in a Fleet manifest).
 
+Every desired document is signed with the fleet's signing key (`signing_key`, default
+EDGESHIP_SIGNING_KEY or the state dir's key: the one builds sign with) and carries a per-device
+counter as its seq (fleet/desired_state.py). A device counts as done only when it reports the
+target digest as its current release.
+
 push     cut the bundle into content-defined chunks (manager chunk store), offer them to the device,
          publish a retained `stage` desired and wait until the device reports it holds the release.
 activate publish a retained `activate` desired and wait for the device's reported result.
@@ -23,13 +28,14 @@ from pathlib import Path
 
 from edgeship import artifact
 from edgeship.errors import ArtifactError, TransportError
+from edgeship.fleet import desired_state
 from edgeship.fleet.mqtt import protocol
 from edgeship.fleet.mqtt.chunks import ChunkParams, ChunkStore, Recipe, chunk_bundle, save_recipe
 from edgeship.fleet.mqtt.client import Incoming, MqttClient
 from edgeship.fleet.mqtt.server import ArtifactServer
 from edgeship.fleet.mqtt.topics import Topics
 from edgeship.fleet.types import DeviceState, PushResult, Result
-from edgeship.paths import state_dir
+from edgeship.paths import default_signing_key, state_dir
 import json
 
 _ENV = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -58,7 +64,9 @@ class MqttManager:
     def __init__(self, broker: str, *, prefix: str = "edgeship", username: str | None = None,
                  password: str | None = None, ca: str | None = None, chunk_kb: int = 256,
                  timeout_s: float = 600.0, offline_grace_s: float = 5.0, connect_timeout_s: float = 15.0,
-                 protocol_version: str = "auto", store_dir: Path | None = None):
+                 protocol_version: str = "auto", store_dir: Path | None = None,
+                 signing_key: Path | None = None):
+        self.signing_key = Path(signing_key) if signing_key else None
         self.topics = Topics(prefix)
         self.params = ChunkParams(int(chunk_kb) * 1024)
         self.timeout_s, self.offline_grace_s, self.connect_timeout_s = timeout_s, offline_grace_s, connect_timeout_s
@@ -74,6 +82,8 @@ class MqttManager:
         self._recipes: dict[str, Recipe] = {}
         self._recipe_lock = threading.Lock()
         self._desired: dict[str, dict] = {}
+        self._seq_seen: dict[str, int] = {}  # highest retained desired seq per device, signed by our key
+        self._own_public = None
         self._cond = threading.Condition()
         self._sync_topic = f"{prefix}/manager/{self.client.client_id}/sync"
         self._synced: set[str] = set()
@@ -141,10 +151,21 @@ class MqttManager:
         """A retained desired document from an earlier manager run: keep serving its chunks, so a
         device mid-transfer when that manager stopped still finishes (only managers may write it: ACL)."""
         parsed = self.topics.parse(msg.topic)
-        if not parsed or not msg.payload or parsed[0] in self._desired:
+        if not parsed or not msg.payload:
             return
         try:
             doc = protocol.loads(msg.payload)
+        except protocol.ProtocolError:
+            return
+        seq = doc.get("seq")
+        own = self._public_key()
+        if isinstance(seq, int) and not isinstance(seq, bool) and 0 < seq <= protocol.MAX_SEQ \
+                and own is not None and desired_state.signed_by(doc, own):
+            with self._cond:
+                self._seq_seen[parsed[0]] = max(seq, self._seq_seen.get(parsed[0], 0))
+        if parsed[0] in self._desired:
+            return
+        try:
             recipe = Recipe.from_json(doc["recipe"]) if doc.get("recipe") else None
         except (protocol.ProtocolError, ValueError, KeyError):
             return
@@ -210,19 +231,57 @@ class MqttManager:
 
     # --- desired / reported --------------------------------------------------------------------
 
+    def _next_seq(self, device_id: str) -> int:
+        """One above the device's reported seq, the retained desired and our own last publish."""
+        with self._cond:
+            reported = (self.reported.get(device_id) or {}).get("seq")
+            known = (reported, self._seq_seen.get(device_id), (self._desired.get(device_id) or {}).get("seq"))
+        try:
+            return desired_state.next_seq(*known)
+        except ValueError as err:
+            raise TransportError(device_id, str(err)) from None
+
+    def _key_path(self) -> Path:
+        return self.signing_key or default_signing_key()
+
+    def _public_key(self):
+        """The public half of our signing key (cached), or None when there is no usable key."""
+        if self._own_public is None:
+            try:
+                self._own_public = artifact.load_private_key(self._key_path()).public_key()
+            except ArtifactError:
+                return None
+        return self._own_public
+
+    def _sign(self, device_id: str, doc: dict) -> dict:
+        key = self._key_path()
+        if not key.is_file():
+            raise TransportError(device_id, f"cannot sign desired state: no signing key at {key} "
+                                            "(set EDGESHIP_SIGNING_KEY to the key your artifacts are signed with)")
+        try:
+            return desired_state.sign(doc, key)
+        except ArtifactError as err:
+            raise TransportError(device_id, f"cannot sign desired state: {err}") from None
+
     def publish_desired(self, device_id: str, action: str, digest: str | None = None,
-                        recipe: Recipe | None = None, url: str | None = None) -> int:
-        seq = time.time_ns()
-        doc: dict = {"seq": seq, "action": action}
+                        recipe: Recipe | None = None, url: str | None = None, size: int | None = None) -> int:
+        """Publish a signed, retained intent for one device; return its seq."""
+        self.start()
+        self.sync()  # the retained reported/desired of the device are in: the seq goes above them
+        seq = self._next_seq(device_id)
+        doc: dict = {"seq": seq, "device": device_id, "action": action}
         if digest:
             doc["digest"] = digest
         if recipe is not None:
             doc["recipe"] = recipe.to_json()
+            doc["size"] = recipe.size
             self.server.offer(device_id, recipe)
+        elif size:
+            doc["size"] = int(size)
         if url:
             doc["url"] = url
         protocol.check_desired(doc)
-        self.start()
+        doc = self._sign(device_id, doc)
         self.serve()
         self._desired[device_id] = doc
         info = self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)
@@ -306,6 +365,7 @@ class MqttTransport:
                            password=password, ca=ca, chunk_kb=int(conf.get("chunk_kb", 256)),
                            timeout_s=float(conf.get("timeout_s", 600)),
                            offline_grace_s=float(conf.get("offline_grace_s", 5)), store_dir=store_dir,
+                           signing_key=conf.get("signing_key"),
                            protocol_version=str(conf.get("protocol", conf.get("protocol_version", "auto"))))
 
     def close(self) -> None:
@@ -342,7 +402,11 @@ class MqttTransport:
         except TransportError as err:
             reason = "unreachable" if "offline" in str(err) else "timeout"
             return Result(False, device.id, digest, reason, str(err))
-        return Result.from_dict({**(doc.get("last_result") or {}), "device_id": device.id})
+        result = Result.from_dict({**(doc.get("last_result") or {}), "device_id": device.id})
+        if result.ok and doc.get("current") != digest:  # only the device's own report of what runs counts
+            return Result(False, device.id, digest, "not-running",
+                          f"device reports {doc.get('current') or 'no release'} running, not {digest}")
+        return result
 
     def rollback(self, device) -> Result:
         try:

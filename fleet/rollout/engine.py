@@ -284,6 +284,9 @@ class Engine:
             self._set_row(device.id, wave, before, before, f"failed: {failure_reason(err)}", bytes_sent=sent)
             self.log(f"{name} [{wave.name}] {device.id} activate FAILED: {err}")
             return True
+        if result.ok and result.digest != digest:  # a stale or foreign "ok": only the device's word on the target counts
+            result = type(result)(False, device.id, digest, "not-running",
+                                  f"device answered for {result.digest or 'no release'}, not {digest}", result.figures)
         figures = dict(getattr(result, "figures", None) or {})
         detail = {"reason": result.reason or "", "message": result.message or "", "figures": figures, "previous": before}
         j.end(run, name, device.id, wave.index, "activate", digest, bool(result.ok), detail=detail)

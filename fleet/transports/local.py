@@ -18,6 +18,7 @@ from edgeship.fleet.agent import Agent, digest_hex
 from edgeship.fleet.agent_config import CONFIG_NAME, AgentConfig, config_for_root
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports import register
+from edgeship.fleet.transports.writer import part_name, writer_id
 from edgeship.fleet.types import DeviceState, PushResult, Result
 
 
@@ -25,6 +26,7 @@ from edgeship.fleet.types import DeviceState, PushResult, Result
 class LocalTransport:
     def __init__(self, fleet: Fleet):
         self.fleet = fleet
+        self.writer = writer_id()  # uploads of another manager never share our .part file
 
     def agent(self, device: Device) -> Agent:
         root = Path(device.address or "")
@@ -53,7 +55,7 @@ class LocalTransport:
             if target.is_file() and target.stat().st_size == bundle.stat().st_size \
                     and artifact.sha256_file(target) == artifact.sha256_file(bundle):
                 return PushResult(0, True, device.id, digest)
-            part = target.with_name(target.name + ".part")
+            part = target.with_name(part_name(hexd, self.writer))
             with open(bundle, "rb") as src, open(part, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
                 dst.flush()

@@ -7,7 +7,7 @@ key is refused with a clear error, never added. Authentication: `identity_file` 
 password from a ${ENV} reference when set; otherwise, like `ssh`, the SSH agent and the default keys in
 ~/.ssh (id_ed25519, id_ecdsa, id_rsa). ~/.ssh/config is never read.
 
-Upload: to `<root>/incoming/<hex>.tar.part`, appended from the size already on the device after a
+Upload: to `<root>/incoming/<hex>.tar.<writer>.part` (one per manager state folder: writer.py), appended from the size already on the device after a
 dropped connection (resumable), then the remote sha256 is checked against the local file before the
 part is renamed into place; a mismatch deletes the part and re-sends. Activation runs
 `<python> -m edgeship agent activate sha256:<hex> --root <root> --json` on the device, so devices
@@ -37,6 +37,7 @@ from edgeship.fleet.agent import digest_hex
 from edgeship.fleet.agent_config import CONFIG_NAME, AgentConfig
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports import register
+from edgeship.fleet.transports.writer import part_name, writer_id
 from edgeship.fleet.types import DeviceState, PushResult, Result
 
 _CHUNK = 256 * 1024
@@ -85,6 +86,7 @@ class SshTransport:
         self._conns: dict[str, Connection] = {}
         self._sha_cache: dict[tuple, str] = {}
         self.on_bytes = None  # optional callable(n): bytes uploaded, for a progress bar
+        self.writer = writer_id()  # another manager's upload to the same device never shares our .part
 
     # --- settings and connections ---------------------------------------------------------------
 
@@ -308,7 +310,7 @@ class SshTransport:
         local_sha = self._local_sha(bundle)
         root = self.settings(device)["root"].rstrip("/") or "/"
         target = f"{root}/incoming/{hexd}.tar"
-        part = target + ".part"
+        part = f"{root}/incoming/{part_name(hexd, self.writer)}"
         sent = {"bytes": 0, "resumed_from": None}
 
         def attempt(conn: Connection, n: int) -> PushResult:

@@ -19,6 +19,13 @@ def agent_for(tmp: Path, name: str = "dev", **config) -> Agent:
     return Agent(tmp / "devices" / name, cfg, device_id=name)
 
 
+def flip_a_byte(path: Path) -> None:
+    """Bit rot in one file (e.g. a file of a kept release on a device)."""
+    data = bytearray(Path(path).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+
+
 def tampered_copy(bundle: Path, out: Path, member: str = "model.onnx") -> Path:
     """Same tar, one byte of one member flipped (sizes and SHA256SUMS unchanged)."""
     data = bytearray(Path(bundle).read_bytes())

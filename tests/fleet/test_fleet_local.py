@@ -104,3 +104,37 @@ def test_deploy_accepts_an_artifact_folder(tmp_path, capsys):
     assert folder.is_dir()
     assert main(["deploy", str(folder), "--fleet", str(fleet_path), "--no-progress"]) == 0
     assert artifact.short(artifact.bundle_digest(bundle)) in capsys.readouterr().out
+
+
+def test_two_managers_pushing_to_one_device_do_not_share_an_upload(tmp_path, monkeypatch):
+    """Manager B (another state folder) copies the whole bundle while manager A is half way through
+    its own copy: both finish and the staged bundle is whole."""
+    import shutil
+
+    from edgeship.fleet.transports import local
+
+    fleet_path = write_fleet(tmp_path, ids=("cam-01",))
+    monkeypatch.setenv("EDGESHIP_HOME", str(tmp_path / "manager-a"))
+    a = LocalTransport(load_fleet(fleet_path))
+    monkeypatch.setenv("EDGESHIP_HOME", str(tmp_path / "manager-b"))
+    b = LocalTransport(load_fleet(fleet_path))
+    bundle = make_bundle(tmp_path, "kws", seed=40, pad_kb=1024)
+    copy = shutil.copyfileobj
+    pushed_by_b = []
+
+    def a_copies_half_then_b_pushes(src, dst, length=0):
+        if pushed_by_b:  # B's own copy
+            return copy(src, dst, length)
+        half = bundle.stat().st_size // 2
+        dst.write(src.read(half))
+        dst.flush()
+        pushed_by_b.append("running")
+        pushed_by_b[0] = b.push(b.fleet.devices[0], bundle)
+        return copy(src, dst, length)
+
+    monkeypatch.setattr(local.shutil, "copyfileobj", a_copies_half_then_b_pushes)
+    pushed = a.push(a.fleet.devices[0], bundle)
+    assert not pushed.skipped and not pushed_by_b[0].skipped
+    staged = tmp_path / "devices" / "cam-01" / "incoming" / f"{artifact.bundle_digest(bundle).split(':')[1]}.tar"
+    assert artifact.sha256_file(staged) == artifact.sha256_file(bundle)
+    assert a.activate(a.fleet.devices[0], artifact.bundle_digest(bundle)).ok

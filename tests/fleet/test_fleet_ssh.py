@@ -18,6 +18,7 @@ from edgeship.fleet.agent import Agent
 from edgeship.fleet.agent_config import AgentConfig, write_config
 from edgeship.fleet.inventory import load_fleet
 from edgeship.fleet.transports import close_transports, get_transport
+from edgeship.fleet.transports.writer import part_name
 from tests.fleet.fleet_helpers import bad_signature_bundle, tampered_copy
 from tests.support.bundles import make_bundle, signing_keys
 from tests.support.sshd import DroppingProxy, sshd_farm  # noqa: F401  (fixture)
@@ -111,7 +112,7 @@ def test_partial_upload_left_on_device_is_resumed(fleet, farm, tmp_path):
     hexd = artifact.bundle_digest(bundle).split(":")[1]
     incoming = farm.devices[0].root / "incoming"
     incoming.mkdir(parents=True)
-    (incoming / f"{hexd}.tar.part").write_bytes(data[:100_000])
+    (incoming / part_name(hexd, _transport(fleet).writer)).write_bytes(data[:100_000])  # this manager's own part
     pushed = _transport(fleet).push(fleet.devices[0], bundle)
     assert pushed.resumed_from == 100_000 and pushed.bytes_sent == len(data) - 100_000
 
@@ -123,7 +124,7 @@ def test_corrupt_partial_upload_is_detected_and_resent(fleet, farm, tmp_path):
     hexd = artifact.bundle_digest(bundle).split(":")[1]
     incoming = farm.devices[0].root / "incoming"
     incoming.mkdir(parents=True)
-    (incoming / f"{hexd}.tar.part").write_bytes(bytes(data[:50_000]))
+    (incoming / part_name(hexd, _transport(fleet).writer)).write_bytes(bytes(data[:50_000]))
     pushed = _transport(fleet).push(fleet.devices[0], bundle)
     assert pushed.attempts == 2  # first attempt's remote sha256 did not match: deleted and re-sent
     assert artifact.sha256_file(incoming / f"{hexd}.tar") == artifact.sha256_file(bundle)
@@ -232,3 +233,40 @@ def test_unreachable_device_is_reported_not_raised(farm, tmp_path, capsys):
     state = get_transport(fleet, fleet.devices[0]).status(fleet.devices[0])
     assert not state.online and state.last_result["reason"] == "unreachable"
     close_transports(fleet)
+
+
+def test_two_managers_pushing_to_one_device_do_not_share_an_upload(farm, tmp_path, monkeypatch):
+    """Manager B (another state folder) uploads the whole bundle while manager A is half way through
+    its own upload of it: both finish, and the staged bundle is whole."""
+    from edgeship.fleet.transports.ssh import SshTransport
+
+    fleet_path = farm.write_fleet(tmp_path / "fleet.yaml", trust=[signing_keys(tmp_path)[1]])
+    monkeypatch.setenv("EDGESHIP_HOME", str(tmp_path / "manager-a"))
+    a = SshTransport(load_fleet(fleet_path))
+    monkeypatch.setenv("EDGESHIP_HOME", str(tmp_path / "manager-b"))
+    b = SshTransport(load_fleet(fleet_path))
+    device = a.fleet.devices[0]
+    bundle = make_bundle(tmp_path, "kws", seed=40, pad_kb=2048)
+    hexd = artifact.bundle_digest(bundle).split(":")[1]
+    incoming = farm.devices[0].root / "incoming"
+    seen = []
+
+    def b_pushes_now(_n):
+        if not seen:
+            a_parts = {p.name: p.stat().st_size for p in incoming.glob("*.part")}
+            seen.append(b.push(b.fleet.devices[0], bundle))
+            seen.append((a_parts, {p.name: p.stat().st_size for p in incoming.glob("*.part")}))
+
+    a.on_bytes = b_pushes_now
+    try:
+        pushed = a.push(device, bundle)
+        b_result, (a_parts_before, parts_after_b) = seen
+        assert not b_result.skipped and pushed.bytes_sent > 0 and pushed.attempts == 1
+        # B neither resumed from, renamed nor deleted A's upload in progress
+        assert a_parts_before and all(parts_after_b.get(name, -1) >= size for name, size in a_parts_before.items())
+        assert artifact.sha256_file(incoming / f"{hexd}.tar") == artifact.sha256_file(bundle)
+        assert not list(incoming.glob("*.part"))
+        assert a.activate(device, artifact.bundle_digest(bundle)).ok
+    finally:
+        a.close()
+        b.close()

@@ -22,8 +22,12 @@ class Device:
 
 
 @pytest.fixture
-def keys(tmp_path):
-    return signing_keys(tmp_path)
+def keys(tmp_path, monkeypatch):
+    """The fleet's key pair: bundles are signed with it, devices trust it, and (as an operator does
+    with EDGESHIP_SIGNING_KEY) the manager signs desired state with it."""
+    priv, pub = signing_keys(tmp_path)
+    monkeypatch.setenv("EDGESHIP_SIGNING_KEY", str(priv))
+    return priv, pub
 
 
 @pytest.fixture
@@ -52,11 +56,12 @@ def make_service(tmp_path, keys):
 
 
 @pytest.fixture
-def make_transport(tmp_path):
+def make_transport(tmp_path, keys):
     made = []
 
     def make(broker_url: str, **settings) -> MqttTransport:
         settings.setdefault("store_dir", str(tmp_path / "manager"))
+        settings.setdefault("signing_key", str(keys[0]))  # desired state is signed with the artifacts' key
         settings.setdefault("timeout_s", 120)
         t = MqttTransport(None, broker=broker_url, **settings)
         made.append(t)

@@ -62,8 +62,9 @@ class MqttDevices:
         self.worker.stop()
 
 
-def test_mixed_fleet_canary_gate(tmp_path, mosquitto_broker, capsys):
+def test_mixed_fleet_canary_gate(tmp_path, mosquitto_broker, capsys, monkeypatch):
     broker = mosquitto_broker()
+    monkeypatch.setenv("EDGESHIP_SIGNING_KEY", str(signing_keys(tmp_path)[0]))  # the manager signs desired state
     ids = device_ids(N)
     local_ids = [d for i, d in enumerate(ids) if i % 2 == 0]
     mqtt_ids = [d for i, d in enumerate(ids) if i % 2 == 1]
@@ -72,7 +73,6 @@ def test_mixed_fleet_canary_gate(tmp_path, mosquitto_broker, capsys):
                               transports={"mqtt": {"broker": broker.url}})
     # the MQTT devices' agents trust the test key through their own agent.yaml, as real devices do
     from edgeship.fleet.agent_config import AgentConfig, CONFIG_NAME
-    from rollout_kit import signing_keys
     _, pub = signing_keys(tmp_path)
     for d in mqtt_ids:
         root = tmp_path / "devices" / d

@@ -57,7 +57,8 @@ def _model(seed: int, hidden: int, variant: str) -> onnx.ModelProto:
 
 
 def make_artifact_dir(folder: Path, name: str = "tiny", seed: int = 0, *, pad_kb: int = 0, variant: str = "ok",
-                      budget_p95_ms: float = 1000.0, key: Path | None = None, sign: bool = True) -> Path:
+                      budget_p95_ms: float = 1000.0, key: Path | None = None, sign: bool = True,
+                      release: int | None = None) -> Path:
     """Write a signed artifact folder at `folder` and return it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,8 @@ def make_artifact_dir(folder: Path, name: str = "tiny", seed: int = 0, *, pad_kb
         "created": "2026-11-25T08:00:00Z", "edgeship_version": "0.1.0",
         "variant": {"seed": seed, "variant": variant, "pad_kb": pad_kb},
     }
+    if release is not None:  # the anti-rollback counter the package stage writes
+        meta["release"] = release
     (folder / "bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     (folder / "edgeship.lock.json").write_text(json.dumps({"inputs": {}, "tools": {"onnx": onnx.__version__}, "stages": {}}))
     (folder / "report.json").write_text(json.dumps({"name": name, "seed": seed}))
@@ -86,9 +89,11 @@ def make_artifact_dir(folder: Path, name: str = "tiny", seed: int = 0, *, pad_kb
 
 def make_bundle(tmp: Path, name: str = "tiny", seed: int = 0, **options) -> Path:
     """A signed bundle (.tar) under tmp/bundles/; options as for make_artifact_dir
-    (pad_kb, variant="ok"|"nan", budget_p95_ms, key, sign). Keys come from signing_keys(tmp)."""
+    (pad_kb, variant="ok"|"nan", budget_p95_ms, key, sign, release). Keys come from signing_keys(tmp)."""
     tmp = Path(tmp)
     options.setdefault("key", signing_keys(tmp)[0])
     tag = f"{name}-{seed}-{options.get('variant', 'ok')}-{options.get('pad_kb', 0)}"
+    if options.get("release") is not None:
+        tag += f"-r{options['release']}"
     folder = make_artifact_dir(tmp / "bundles" / tag, name, seed, **options)
     return artifact.pack(folder, tmp / "bundles" / f"{tag}.tar")

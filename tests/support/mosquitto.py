@@ -37,6 +37,7 @@ class Broker:
     max_queued_messages: int = 1000
     max_inflight_messages: int = 20
     max_connections: int = -1
+    broker_conf: Path | None = None  # settings written by `edgeship fleet credentials` (broker.conf)
     proc: subprocess.Popen | None = None
 
     @property
@@ -48,7 +49,7 @@ class Broker:
         data.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} 127.0.0.1",
-            f"allow_anonymous {'false' if self.passwd else 'true'}",
+            f"allow_anonymous {'false' if self.passwd or self.broker_conf else 'true'}",
             "persistence true",
             f"persistence_location {data}/",
             "autosave_interval 1",
@@ -62,6 +63,9 @@ class Broker:
         ]
         if os.geteuid() == 0:
             lines.append(f"user {getpass.getuser()}")
+        if self.broker_conf:
+            lines += [line for line in self.broker_conf.read_text().splitlines()
+                      if line.strip() and not line.startswith("#") and not line.startswith("allow_anonymous")]
         if self.passwd:
             lines.append(f"password_file {self.passwd}")
         if self.acl:
