@@ -31,10 +31,27 @@ def budget_check(section: dict, budget: dict) -> dict:
     return out
 
 
+def vendor_figures(section: dict, lowered: dict) -> None:
+    """Where the vendor's compiler gives a latency (Vela's cycles), the budget gates on it: the roofline
+    figure stays beside it as `roofline_latency_ms`, with its error against the vendor's."""
+    vendor_ms = lowered.get("latency_ms")
+    if vendor_ms is None:
+        return
+    roofline = section["latency_ms"]
+    memory = lowered.get("memory") or {}
+    section["roofline_latency_ms"] = roofline
+    section["vendor"] = {"tool": lowered.get("tool"), "latency_ms": vendor_ms, "cycles": lowered.get("cycles"),
+                         "sram_kb": memory.get("sram_kb"),
+                         "flash_kb": (memory.get("off_chip_flash_kb") or 0) + (memory.get("on_chip_flash_kb") or 0),
+                         "roofline_ratio": round(roofline / vendor_ms, 3) if vendor_ms else None}
+    section["latency_ms"] = vendor_ms
+    section["latency_source"] = lowered.get("tool")
+
+
 @register
 class EstimateStage(BaseStage):
     name = "estimate"
-    version = "4"
+    version = "5"
     uses_target = True
 
     def run(self, ctx):
@@ -45,6 +62,7 @@ class EstimateStage(BaseStage):
         section = estimate(graph, ctx.target, placement)
         section["accelerator_pct"] = placement.get("accelerator_pct")
         section["host_round_trips"] = placement.get("host_round_trips", 0)
+        vendor_figures(section, ctx.report.get("lower") or {})
         ctx.report[self.name] = section
         return ctx
 

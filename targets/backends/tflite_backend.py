@@ -1,0 +1,95 @@
+"""Backend `tflite`: integer TFLite for LiteRT (XNNPACK) on Arm Linux CPUs, and the first half of
+every TFLite-based vendor flow (Vela). Emits `model.tflite` + `model_io.json` and checks itself:
+the .tflite under LiteRT against the QDQ ONNX under onnxruntime on the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgeship.targets.backends import Lowered
+from edgeship.targets.backends.litert_run import IO_FILE, LiteRTRunner
+from edgeship.targets.backends.tflite_emit import emit
+
+SELF_CHECK_SAMPLES = 4
+
+
+def _synthetic_feeds(io: dict, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(n):
+        feed = {}
+        for spec in io["inputs"]:
+            if spec.get("scale") is None:
+                feed[spec["name"]] = rng.integers(0, 2, spec["shape"]).astype(spec["dtype"])
+            else:  # values across the input's calibrated range
+                info = np.iinfo(spec["dtype"])
+                lo = (info.min - spec["zero_point"]) * spec["scale"]
+                hi = (info.max - spec["zero_point"]) * spec["scale"]
+                feed[spec["name"]] = rng.uniform(lo, hi, spec["shape"]).astype(np.float32)
+        feeds.append(feed)
+    return feeds
+
+
+def self_check(qdq_model: Path, tflite_model: Path, io: dict, feeds: list[dict] | None = None) -> dict:
+    """Outputs of the .tflite (LiteRT) vs the QDQ ONNX (onnxruntime), in output LSBs."""
+    import onnxruntime as ort
+
+    feeds = feeds or _synthetic_feeds(io, SELF_CHECK_SAMPLES)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(qdq_model), options, providers=["CPUExecutionProvider"])
+    runner = LiteRTRunner(tflite_model, io)
+    total = within = 0
+    worst = 0.0
+    names = [o.name for o in session.get_outputs()]
+    for feed in feeds:
+        ref = dict(zip(names, session.run(None, {k: v for k, v in feed.items()})))
+        got = runner.run(feed)
+        for spec in io["outputs"]:
+            if spec.get("scale") is None:
+                continue
+            lsb = np.abs(got[spec["name"]].astype(np.float64) - ref[spec["name"]]) / spec["scale"]
+            total += lsb.size
+            within += int((lsb <= 1.0 + 1e-6).sum())
+            worst = max(worst, float(lsb.max()))
+    pct = 100.0 * within / total if total else 100.0
+    return {"samples": len(feeds), "elements": total, "within_1_lsb_pct": round(pct, 3), "max_lsb": round(worst, 3)}
+
+
+def write_tflite(model: Path, workdir: Path) -> tuple[Path, dict, dict]:
+    """Emit model.tflite + model_io.json into workdir; (path, io, op origin by output tensor)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = emit(model)
+    path = workdir / "model.tflite"
+    path.write_bytes(result.data)
+    (workdir / IO_FILE).write_text(json.dumps(result.io, indent=2))
+    return path, result.io, {"tensor_origin": result.tensor_origin, "operators": len(result.op_origin)}
+
+
+def litert_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ai-edge-litert")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+class TFLiteBackend:
+    name = "tflite"
+    version = "1"
+    integer_only = True
+
+    def __init__(self, threads: int = 4, delegate: str = "xnnpack"):
+        self.threads, self.delegate = int(threads), str(delegate)
+
+    def lower(self, model: Path, target, workdir: Path) -> Lowered:
+        path, io, facts = write_tflite(model, workdir)
+        report = {"tool": "edgeship integer TFLite emitter", "runtime_version": litert_version(),
+                  "operators": facts["operators"], "self_check": self_check(model, path, io),
+                  "runtime_options": {"threads": self.threads, "delegate": self.delegate}}
+        return Lowered({"model.tflite": path, IO_FILE: workdir / IO_FILE}, "litert", report, io)
