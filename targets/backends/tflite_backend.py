@@ -54,7 +54,7 @@ def self_check(qdq_model: Path, tflite_model: Path, io: dict, feeds: list[dict] 
                 continue
             lsb = np.abs(got[spec["name"]].astype(np.float64) - ref[spec["name"]]) / spec["scale"]
             total += lsb.size
-            within += int((lsb <= 1.0 + 1e-6).sum())
+            within += int((lsb <= 1.0 + 1e-3).sum())  # float32 dequantization blurs an exact LSB
             worst = max(worst, float(lsb.max()))
     pct = 100.0 * within / total if total else 100.0
     return {"samples": len(feeds), "elements": total, "within_1_lsb_pct": round(pct, 3), "max_lsb": round(worst, 3)}

@@ -39,6 +39,8 @@ class QParams:
         z = np.atleast_1d(np.asarray(zero_point)).astype(np.int64)
         if z.size == 1 and s.size > 1:
             z = np.repeat(z, s.size)
+        if s.size == 1:
+            axis = 0  # per tensor: TFLite checks the axis against the rank even then
         return cls(tuple(float(v) for v in s), tuple(int(v) for v in z), int(axis))
 
     @property

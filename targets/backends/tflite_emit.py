@@ -143,18 +143,21 @@ class Emitter:
             if layout_moves_data(shape, r.perm, want):
                 inv = inverse(r.perm)
                 perm = np.asarray([inv[w] for w in want], dtype=np.int32)
-                self.b.op("TRANSPOSE", [r.index, self.b.constant(f"{name}/perm", perm)], [out], origin=self.node.name)
+                self.b.op("TRANSPOSE", [r.index, self.b.constant(f"{name}/perm", perm)], [out], origin=self.origin())
             else:
                 self.reshape_op(r.index, out, [shape[p] for p in want])
             self.converted[key] = out
         return self.converted[key]
+
+    def origin(self) -> str:
+        return self.node.name if self.node is not None else ""
 
     def reshape_op(self, src: int, dst: int, shape) -> None:
         from edgeship.targets.backends.tflite_builder import options
 
         shape_t = self.b.constant(f"{self.b.name_of(dst)}/shape", np.asarray(shape, dtype=np.int32))
         self.b.op("RESHAPE", [src, shape_t], [dst], options("ReshapeOptions", newShape=[int(d) for d in shape]),
-                  origin=self.node.name if self.node is not None else "")
+                  origin=self.origin())
 
     def qconst(self, name: str, perm=None, dtype: str | None = None) -> int:
         """A constant input as a TFLite tensor (quantized constants keep their integers)."""

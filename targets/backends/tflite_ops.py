@@ -520,7 +520,17 @@ def concat(em: Emitter, node) -> None:
     srcs = [em.act(n, perm) if _is_activation(em, n) else em.qconst(n, perm if rank == 4 and perm == NHWC else None)
             for n in node.input]
     y = em.new(out, perm)
+    srcs = [_requantized_to(em, s, em.b.qparams_of(y)) for s in srcs]  # TFLite's int8 CONCATENATION needs one scale
     em.b.op("CONCATENATION", srcs, [y], options("ConcatenationOptions", axis=inverse(perm)[axis]), origin=node.name)
+
+
+def _requantized_to(em: Emitter, src: int, qp: QParams) -> int:
+    have = em.b.qparams_of(src)
+    if have is None or have.same(qp):
+        return src
+    out = em.temp(f"{em.b.name_of(src)}/requantized", em.b.shape_of(src), qp, em.b.dtype_of(src))
+    em.b.op("QUANTIZE", [src], [out], origin=em.node.name)
+    return out
 
 
 def slice_op(em: Emitter, node) -> None:
