@@ -47,8 +47,36 @@ def _load_samples(release: Path, session, count: int) -> list[dict[str, np.ndarr
     return [{i.name: arrays[i.name][n] for i in inputs} for n in range(min(count, available))]
 
 
+class LiteRTSession:
+    """The .tflite of a `litert` artifact behind onnxruntime's session calls (get_inputs, run)."""
+
+    def __init__(self, release: Path):
+        try:
+            from edgeship.targets.backends.litert_run import LiteRTRunner
+        except ImportError:  # pragma: no cover - the module itself has no heavy imports
+            raise AgentError("smoke test: LiteRT support is not installed: pip install 'edgeship[tflite]'", "smoke-failed") from None
+        try:
+            self.runner = LiteRTRunner(release / "model.tflite")
+        except ImportError:
+            raise AgentError("smoke test: LiteRT is not installed: pip install 'edgeship[tflite]'", "smoke-failed") from None
+        except Exception as err:
+            if "pip install" in str(err):
+                raise AgentError(f"smoke test: {err}", "smoke-failed") from None
+            raise
+
+    def get_inputs(self):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(name=spec["name"]) for spec in self.runner.io["inputs"]]
+
+    def run(self, _names, feed):
+        outputs = self.runner.run(feed)
+        return [outputs[spec["name"]] for spec in self.runner.io["outputs"]]
+
+
 def smoke_test(release: Path, config: SmokeConfig) -> dict:
-    """Load the release's model in onnxruntime, run its samples, check outputs and p95 latency.
+    """Load the release's model in the runtime its bundle names (onnxruntime, or LiteRT for a .tflite),
+    run its samples, check outputs and p95 latency. MCU artifacts (TFLite Micro) are refused: they are flashed.
 
     Returns the figures on success; raises AgentError(reason="smoke-failed", figures=...) otherwise.
     """
@@ -59,12 +87,22 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
         meta = json.loads((release / "bundle.json").read_text())
     except (OSError, ValueError) as err:
         raise AgentError(f"smoke test: bundle.json unreadable: {err}", "smoke-failed") from None
+    runtime = meta.get("runtime", "onnxruntime")
+    if runtime not in ("onnxruntime", "litert"):
+        raise AgentError(f"smoke test: this artifact is for runtime {runtime!r} (a microcontroller firmware build: flash "
+                         "model_data.cc/.h with TensorFlow Lite Micro); a Linux device agent cannot run it - build for "
+                         "this device's target instead", "smoke-failed")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(release / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        if runtime == "litert":
+            session = LiteRTSession(release)
+        else:
+            session = ort.InferenceSession(str(release / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    except AgentError:
+        raise
     except Exception as err:  # onnxruntime raises its own exception types for bad models
         raise AgentError(f"smoke test: model does not load: {str(err).splitlines()[0][:200]}", "smoke-failed") from None
     samples = _load_samples(release, session, config.samples)

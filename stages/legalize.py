@@ -37,9 +37,9 @@ def alternatives(section: dict, current: str) -> list[str]:
 
 def backend_judged(ctx, section: dict) -> dict:
     """For a compiler backend (integer TFLite, Vela) its emitter decides what is rejected, per node."""
-    from edgeship.targets.backends import backend_spec, integer_only
+    from edgeship.targets.backends import backend_spec, rejects_unlowerable
 
-    if not integer_only(ctx.target_data):
+    if not rejects_unlowerable(ctx.target_data):
         return section
     from edgeship.targets.backends import get_backend
     from edgeship.targets.backends.placement import backend_legalize

@@ -124,5 +124,11 @@ def integer_only(target_data: dict) -> bool:
     return name in ("tflite", "vela")
 
 
+def rejects_unlowerable(target_data: dict) -> bool:
+    """Whether a node the TFLite emitter cannot write fails legalize (False: the backend falls back)."""
+    name, options = backend_spec(target_data)
+    return integer_only(target_data) and not options.get("fallback")
+
+
 __all__ = ["Backend", "Lowered", "get_backend", "backend_for", "backend_spec", "integer_only", "install_hint",
            "ENTRY_POINT_GROUP"]

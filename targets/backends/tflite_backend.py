@@ -84,10 +84,20 @@ class TFLiteBackend:
     version = "1"
     integer_only = True
 
-    def __init__(self, threads: int = 4, delegate: str = "xnnpack"):
+    def __init__(self, threads: int = 4, delegate: str = "xnnpack", fallback: str | None = None):
         self.threads, self.delegate = int(threads), str(delegate)
+        self.fallback = fallback  # "onnxruntime": a model the emitter cannot write ships as ONNX instead
 
     def lower(self, model: Path, target, workdir: Path) -> Lowered:
+        if self.fallback == "onnxruntime":
+            from edgeship.targets.backends.onnx_backend import OnnxRuntimeBackend
+            from edgeship.targets.backends.tflite_emit import unsupported_nodes
+
+            problems = unsupported_nodes(model)
+            if problems:
+                lowered = OnnxRuntimeBackend().lower(model, target, workdir)
+                lowered.report["fallback"] = {"to": "onnxruntime", "because": {k: v.message for k, v in problems.items()}}
+                return lowered
         path, io, facts = write_tflite(model, workdir)
         report = {"tool": "edgeship integer TFLite emitter", "runtime_version": litert_version(),
                   "operators": facts["operators"], "self_check": self_check(model, path, io),
