@@ -47,31 +47,18 @@ def _load_samples(release: Path, session, count: int) -> list[dict[str, np.ndarr
     return [{i.name: arrays[i.name][n] for i in inputs} for n in range(min(count, available))]
 
 
-class LiteRTSession:
-    """The .tflite of a `litert` artifact behind onnxruntime's session calls (get_inputs, run)."""
+def _litert_session(release: Path):
+    """The release's model.tflite in LiteRT (needs the `tflite` extra on the device)."""
+    try:
+        from edgeship.targets.backends.litert_run import LiteRTSession
 
-    def __init__(self, release: Path):
-        try:
-            from edgeship.targets.backends.litert_run import LiteRTRunner
-        except ImportError:  # pragma: no cover - the module itself has no heavy imports
-            raise AgentError("smoke test: LiteRT support is not installed: pip install 'edgeship[tflite]'", "smoke-failed") from None
-        try:
-            self.runner = LiteRTRunner(release / "model.tflite")
-        except ImportError:
-            raise AgentError("smoke test: LiteRT is not installed: pip install 'edgeship[tflite]'", "smoke-failed") from None
-        except Exception as err:
-            if "pip install" in str(err):
-                raise AgentError(f"smoke test: {err}", "smoke-failed") from None
-            raise
-
-    def get_inputs(self):
-        from types import SimpleNamespace
-
-        return [SimpleNamespace(name=spec["name"]) for spec in self.runner.io["inputs"]]
-
-    def run(self, _names, feed):
-        outputs = self.runner.run(feed)
-        return [outputs[spec["name"]] for spec in self.runner.io["outputs"]]
+        return LiteRTSession(release / "model.tflite")
+    except ImportError:
+        raise AgentError("smoke test: LiteRT is not installed: pip install 'edgeship[tflite]'", "smoke-failed") from None
+    except Exception as err:
+        if "pip install" in str(err):
+            raise AgentError(f"smoke test: {err}", "smoke-failed") from None
+        raise
 
 
 def smoke_test(release: Path, config: SmokeConfig) -> dict:
@@ -98,7 +85,7 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
     options.log_severity_level = 3
     try:
         if runtime == "litert":
-            session = LiteRTSession(release)
+            session = _litert_session(release)
         else:
             session = ort.InferenceSession(str(release / "model.onnx"), options, providers=["CPUExecutionProvider"])
     except AgentError:

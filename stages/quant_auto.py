@@ -155,7 +155,7 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
             k *= 2
 
     measurable = bool(ctx.target_data.get("measurable", False))
-    meeting = [r for r in cands.rows if r["meets_accuracy"]]
+    meeting = [r for r in cands.rows if r["meets_accuracy"] and (r["kind"] == "static" or not policy.integer_only)]
     if measurable:
         _measure_latency(cands.rows, quant_measure.first_feed(eval_data))
         best = min(meeting, key=lambda r: r["latency_ms"]) if meeting else cands.rows[0]

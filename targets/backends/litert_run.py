@@ -63,3 +63,26 @@ class LiteRTRunner:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raw = self.run_int(feeds)
         return {spec["name"]: dequantize_output(arr, spec) for spec, arr in zip(self.io["outputs"], raw)}
+
+
+class LiteRTSession:
+    """A LiteRTRunner behind onnxruntime's session calls (get_inputs, get_outputs, run), so code written
+    for onnxruntime (validate's metrics, the device smoke test) runs the shipped .tflite unchanged."""
+
+    def __init__(self, model: Path, io: dict | None = None, threads: int = 1):
+        self.runner = LiteRTRunner(model, io, threads)
+
+    def get_inputs(self):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(name=spec["name"]) for spec in self.runner.io["inputs"]]
+
+    def get_outputs(self):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(name=spec["name"]) for spec in self.runner.io["outputs"]]
+
+    def run(self, names, feed):
+        outputs = self.runner.run(feed)
+        wanted = names or [spec["name"] for spec in self.runner.io["outputs"]]
+        return [outputs[name] for name in wanted]

@@ -77,6 +77,8 @@ def test_kws_lowers_with_vela(kws_dir, target):
     assert result.ctx.report["estimate"]["latency_ms"] == lower["latency_ms"]  # the budget gates on Vela's figure
     assert result.ctx.report["estimate"]["vendor"]["roofline_ratio"] > 0
     assert result.ctx.report["legalize"]["decided_by"] == "Arm Vela"
+    validate = result.ctx.report["validate"]
+    assert validate["runtime"] == "LiteRT" and validate["accuracy"]["primary"]["top1_agreement"] >= 0.9  # what ships, vs float
     folder = Path(result.ctx.extra["artifact"]["dir"])
     for name in ("model.tflite", "model_vela.tflite", "model_data.cc", "model_data.h", "vela_summary.csv", "vela_per_layer.csv"):
         assert (folder / name).is_file(), name
