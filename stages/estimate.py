@@ -51,7 +51,7 @@ def vendor_figures(section: dict, lowered: dict) -> None:
 @register
 class EstimateStage(BaseStage):
     name = "estimate"
-    version = "5"
+    version = "6"
     uses_target = True
 
     def run(self, ctx):

@@ -28,7 +28,7 @@ def lowered_files(ctx) -> dict[str, Path]:
 @register
 class LowerStage(BaseStage):
     name = "lower"
-    version = "1"
+    version = "2"
     uses_target = True
 
     def config(self, ctx) -> dict:
@@ -54,7 +54,9 @@ class LowerStage(BaseStage):
                                 "differences accumulate through layers")
         legal = ctx.report.get("legalize")
         if legal and section.get("placement"):
-            ctx.report["legalize"] = vendor_placement(legal, section)
+            from edgeship.stages.legalize import target_graph
+
+            ctx.report["legalize"] = vendor_placement(legal, section, target_graph(ctx, self.name), ctx.target)
             section["placement_applied"] = True
         ctx.report[self.name] = section
         return ctx

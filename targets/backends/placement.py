@@ -38,8 +38,9 @@ def backend_legalize(section: dict, backend: str, problems: dict) -> dict:
     return _recount(section)
 
 
-def vendor_placement(section: dict, report: dict) -> dict:
-    """The legalize section with each node placed where the vendor compiler put it."""
+def vendor_placement(section: dict, report: dict, graph=None, profile=None) -> dict:
+    """The legalize section with each node placed where the vendor compiler put it (partitions and
+    boundary transfers recomputed when the graph is given)."""
     placement = report.get("placement") or []
     if not placement:
         return section
@@ -57,4 +58,17 @@ def vendor_placement(section: dict, report: dict) -> dict:
             row["unit"] = ACCELERATOR
             row["reasons"] = []
     section["decided_by"] = report.get("tool", "backend")
+    if graph is not None and profile is not None:
+        from edgeship.targets.placement import partition
+        from edgeship.targets.profileview import ProfileView
+
+        view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
+        active = {n.name for n in graph.active_nodes()}
+        rows = [r for r in section["nodes"] if r["name"] in active]
+        for r in rows:
+            r["partition"] = None
+        order, partitions, round_trips, transfers = partition(graph, view, rows)
+        section.update(schedule=[n.name for n in order], host_round_trips=round_trips, transfers=transfers,
+                       partitions=[{"id": p["id"], "unit": p["unit"], "size": len(p["nodes"]), "nodes": p["nodes"]}
+                                   for p in partitions])
     return _recount(section)

@@ -22,6 +22,7 @@ from edgeship.targets.backends.qdq_graph import ACTIVATIONS, QDQ, QdqGraph, load
 from edgeship.targets.backends.tflite_builder import QParams, TFLiteBuilder
 
 NHWC = (0, 2, 3, 1)
+INDEX_TYPES = {6: "int32", 7: "int64", 9: "bool"}  # ONNX elem types that stay unquantized
 
 
 class Unsupported(Exception):
@@ -77,8 +78,10 @@ class Emitter:
         self.node = None
 
     # -- tensors --------------------------------------------------------------------------------
-    def int_dtype(self, name: str) -> tuple[QParams, str]:
+    def int_dtype(self, name: str) -> tuple[QParams | None, str]:
         found = self.g.qparams(name)
+        if found is None and self.g.dtypes.get(name) in INDEX_TYPES:  # token ids, shapes: integers as they are
+            return None, INDEX_TYPES[self.g.dtypes[name]]
         if found is None:
             raise Unsupported(f"tensor {name} is float (not quantized): integer TFLite has no float kernels here",
                               "quantize it (no keep_float on this node) so the whole graph is integer")
@@ -94,7 +97,7 @@ class Emitter:
         """A new TFLite tensor for ONNX tensor `name` stored in layout `perm`."""
         onnx_shape = shape if shape is not None else self.g.shape(name)
         perm = tuple(perm) if perm is not None else identity(len(onnx_shape))
-        if qp is None:
+        if qp is None and dtype is None:
             qp, dtype = self.int_dtype(name)
         index = self.b.tensor(name, [onnx_shape[p] for p in perm], dtype, qp)
         self.refs[name] = Ref(index, perm)
