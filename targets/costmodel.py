@@ -298,6 +298,8 @@ def node_time(work: NodeWork, unit: str, profile: ProfileView) -> tuple[float, f
         fmt = "float32"
     peak, note = profile.peak_ops_per_s(unit, fmt)
     key = efficiency_key(work)
+    if work.depthwise and profile.has_efficiency("DepthwiseConv"):  # NPUs reach a fraction of their dense rate
+        key = "DepthwiseConv"
     eff = profile.efficiency(key) if profile.has_efficiency(key) else profile.efficiency(work.op_type)
     compute_us = work.flops / (peak * eff) * 1e6 if (peak and work.flops) else 0.0
     bw = profile.bandwidth_bytes_per_s()

@@ -116,3 +116,31 @@ def test_smoke_refuses_an_mcu_artifact(tmp_path):
 
     with pytest.raises(AgentError, match="microcontroller firmware build"):
         smoke_test(_release(tmp_path, "tflite-micro+ethos-u"), SmokeConfig())
+
+
+def test_ethos_u_peak_comes_from_the_backend_config_when_the_profile_has_none():
+    from edgeship.targets import load_target
+    from edgeship.targets.backends.ethos_u import macs_per_cycle
+    from edgeship.targets.profileview import ProfileView
+
+    assert macs_per_cycle("ethos-u55-128") == 128 and macs_per_cycle("ethos-u55-128", "int16x8") == 64
+    assert macs_per_cycle("ethos-u85-256", "int16") == 256 and macs_per_cycle("cortex-a76") is None
+    peak, note = ProfileView(load_target("infineon-psoc-edge-e84")).peak_ops_per_s("accelerator", "int8")
+    assert peak == 2 * 128 * 400e6 and "Vela accelerator config" in note
+
+
+def test_roofline_fit_to_vela_brings_the_estimate_within_1_5x(kws_dir):
+    require_module("ethosu.vela")
+    from edgeship.pipelines.manifest import load_documents
+    from edgeship.pipelines.runner import Progress, build as run_build
+    from edgeship.stages.legalize import target_graph
+    from edgeship.targets import load_target
+    from edgeship.targets.backends.vela_calibration import Sample, fit
+
+    result = run_build(load_documents(kws_dir / "pipeline-psoc.yaml")[0], stages=list(FULL[:7]), use_cache=False,
+                       keep_workdir=True, progress=Progress(quiet=True))
+    assert result.ok, result.error
+    ctx = result.ctx
+    sample = Sample("kws", target_graph(ctx, "test"), ctx.report["legalize"], ctx.report["lower"]["latency_ms"])
+    fitted = fit([sample], load_target("infineon-psoc-edge-e84"))
+    assert fitted["worst_ratio"] <= 1.5, fitted
