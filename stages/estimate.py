@@ -67,6 +67,20 @@ class EstimateStage(BaseStage):
         return ctx
 
 
+def vendor_table(section: dict) -> str:
+    """The vendor compiler's figures beside the roofline's, when there are some."""
+    from html import escape
+
+    vendor = section.get("vendor")
+    if not vendor:
+        return ""
+    cells = [("latency (budget gates on it)", f"{vendor['latency_ms']:.4f} ms ({escape(str(vendor.get('tool')))})"),
+             ("roofline estimate", f"{section.get('roofline_latency_ms', 0):.4f} ms (x{vendor.get('roofline_ratio')})"),
+             ("cycles", str(vendor.get("cycles"))), ("SRAM", f"{vendor.get('sram_kb') or 0:.1f} KB"),
+             ("flash", f"{vendor.get('flash_kb') or 0:.1f} KB")]
+    return "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in cells) + "</table>"
+
+
 def report_html(section: dict) -> str:
-    """Per-op-type estimated time bars and the roofline plot (inline SVG) for the build report."""
-    return op_time_svg(section) + roofline_svg(section)
+    """Vendor figures beside the roofline, per-op-type estimated time bars and the roofline plot."""
+    return vendor_table(section) + op_time_svg(section) + roofline_svg(section)

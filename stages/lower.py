@@ -60,3 +60,27 @@ class LowerStage(BaseStage):
             section["placement_applied"] = True
         ctx.report[self.name] = section
         return ctx
+
+
+def report_html(section: dict) -> str:
+    """The backend's own view: CPU fallbacks with Vela's reasons, the slowest layers, the self-check."""
+    from html import escape
+
+    parts = [f"<p>backend <b>{escape(str(section.get('backend')))}</b>, runtime {escape(str(section.get('runtime')))}, "
+             f"files: {escape(', '.join(section.get('files') or []))}</p>"]
+    check = section.get("self_check")
+    if check:
+        parts.append(f"<p>self-check (LiteRT vs onnxruntime on the QDQ model): {check['within_1_lsb_pct']}% of output "
+                     f"elements within 1 LSB, max {check['max_lsb']} LSB</p>")
+    cpu = section.get("cpu_ops") or []
+    if cpu:
+        rows = "".join(f"<tr><td>{escape(c['op'])}</td><td>{escape(c.get('onnx_node') or c['name'])}</td>"
+                       f"<td>{escape('; '.join(c.get('reasons') or []))}</td></tr>" for c in cpu)
+        parts.append(f"<table><tr><th>CPU op</th><th>node</th><th>why (Vela)</th></tr>{rows}</table>")
+    layers = sorted(section.get("per_layer") or [], key=lambda r: -r["cycles"])[:12]
+    if layers:
+        rows = "".join(f"<tr><td>{escape(r['name'])}</td><td>{escape(r['op'])}</td><td>{r['cycles']}</td>"
+                       f"<td>{r['macs']}</td><td>{r['mac_util_pct']}%</td></tr>" for r in layers)
+        parts.append("<table><tr><th>layer (slowest first)</th><th>op</th><th>cycles</th><th>MACs</th>"
+                     f"<th>MAC utilisation</th></tr>{rows}</table>")
+    return "".join(parts)
