@@ -674,6 +674,81 @@ def gather(em: Emitter, node) -> None:
     em.b.op("GATHER", [params, idx], [y], options("GatherOptions", axis=axis), origin=node.name)
 
 
+def where(em: Emitter, node) -> None:
+    """SELECT_V2 with a constant condition; both branches brought to the output's quantization (TFLite's
+    integer select does not requantize)."""
+    cond, a, b = node.input
+    out = node.output[0]
+    if cond not in em.g.consts:
+        raise Unsupported("Where with a condition computed at run time", "make the mask a constant")
+    rank = len(em.g.shape(out))
+    qp, dtype = em.int_dtype(out)
+    srcs = [em.b.constant(f"{node.name}/condition", np.asarray(em.g.consts[cond]).astype(bool))]
+    for name in (a, b):
+        if _is_activation(em, name):
+            srcs.append(_requantized_to(em, em.act(name, identity(len(em.g.shape(name)))), qp))
+        else:
+            real = em.g.qconsts[name].real() if name in em.g.qconsts else np.asarray(em.g.consts[name], dtype=np.float64)
+            q = np.clip(np.round(real / qp.scale[0]) + qp.zero_point[0], *_limits(dtype)).astype(dtype)
+            srcs.append(em.b.constant(f"{name}/as_{node.name}", q, qp))
+    y = em.new(out, identity(rank), qp, dtype)
+    em.b.op("SELECT_V2", srcs, [y], options("SelectV2Options"), origin=node.name)
+
+
+def layer_norm(em: Emitter, node) -> None:
+    """LayerNormalization over the last axis as a float island: DEQUANTIZE, MEAN/SUB/MUL/RSQRT in float32,
+    QUANTIZE. TFLite has no integer layer norm; on an Ethos-U these ops run on the Cortex-M (TFLM float
+    kernels), which Vela reports per node."""
+    x, scale = node.input[0], node.input[1]
+    bias = node.input[2] if len(node.input) > 2 else ""
+    shape = em.g.shape(x)
+    rank = len(shape)
+    axis = int(em.g.attr(node, "axis", -1)) % rank
+    if axis != rank - 1:
+        raise Unsupported(f"LayerNormalization over axes {axis}..{rank - 1}: only the last axis is lowered")
+    eps = float(em.g.attr(node, "epsilon", 1e-5))
+    name = node.name or node.output[0]
+
+    def real(tensor: str, default: float) -> np.ndarray:
+        if not tensor:
+            return np.full(shape[-1], default, dtype=np.float32)
+        value = em.g.qconsts[tensor].real() if tensor in em.g.qconsts else em.g.consts[tensor]
+        return np.asarray(value, dtype=np.float32).reshape(-1)
+
+    def f32(suffix: str, dims) -> int:
+        return em.b.tensor(f"{name}/{suffix}", dims, "float32")
+
+    src = em.act(x, identity(rank))
+    reduced = shape[:-1] + [1]
+    axes = em.b.constant(f"{name}/axes", np.asarray([rank - 1], dtype=np.int32))
+    steps = [("DEQUANTIZE", [src], f32("x", shape), None)]
+    xf = steps[-1][2]
+    mean = f32("mean", reduced)
+    centered = f32("centered", shape)
+    squared = f32("squared", shape)
+    var = f32("variance", reduced)
+    var_eps = f32("variance_eps", reduced)
+    inv = f32("rsqrt", reduced)
+    normed = f32("normalized", shape)
+    scaled = f32("scaled", shape)
+    shifted = f32("shifted", shape)
+    steps += [
+        ("MEAN", [xf, axes], mean, options("ReducerOptions", keepDims=True)),
+        ("SUB", [xf, mean], centered, options("SubOptions")),
+        ("MUL", [centered, centered], squared, options("MulOptions")),
+        ("MEAN", [squared, axes], var, options("ReducerOptions", keepDims=True)),
+        ("ADD", [var, em.b.constant(f"{name}/epsilon", np.asarray([eps], dtype=np.float32))], var_eps, options("AddOptions")),
+        ("RSQRT", [var_eps], inv, None),
+        ("MUL", [centered, inv], normed, options("MulOptions")),
+        ("MUL", [normed, em.b.constant(f"{name}/gamma", real(scale, 1.0))], scaled, options("MulOptions")),
+        ("ADD", [scaled, em.b.constant(f"{name}/beta", real(bias, 0.0))], shifted, options("AddOptions")),
+    ]
+    for op, inputs, output, opts in steps:
+        em.b.op(op, inputs, [output], opts, origin=node.name)
+    y = em.new(node.output[0], identity(rank))
+    em.b.op("QUANTIZE", [shifted], [y], origin=node.name)
+
+
 def _leaky_alpha(em, node):
     return float(em.g.attr(node, "alpha", 0.01))
 
@@ -712,4 +787,6 @@ HANDLERS = {
     "Pad": pad,
     "Resize": resize,
     "Gather": gather,
+    "Where": where,
+    "LayerNormalization": layer_norm,
 }

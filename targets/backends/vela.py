@@ -25,6 +25,7 @@ from edgeship.targets.backends.tflite_backend import litert_version, self_check,
 VELA_TIMEOUT_S = 600
 _CPU_WARNING = re.compile(r"^Warning: (?:Unsupported TensorFlow Lite semantics for )?(\w+) '(.+?)'.*Placing on CPU instead")
 _CPU_ONLY = re.compile(r"^Info: (\w+) '(.+?)' is a CPU only op")
+_REGOR_WARNING = re.compile(r"^Warning \(supported operators\) operator: (\w+), ofm: '(.+?)'")
 _OP_LINE = re.compile(r"^\s*(CPU|NPU): (\w+) = (.+?)(?: \(outputs .*\))?$")
 
 
@@ -44,9 +45,18 @@ def config_path(name: str) -> str:
 
 def parse_console(text: str) -> tuple[list[dict], dict[str, list[str]]]:
     """(ops listed by --show-cpu-operations with their unit, CPU reasons by output tensor name)."""
-    ops, reasons = [], {}
+    ops, reasons, op_types = [], {}, {}
     current = None
     for line in text.splitlines():
+        m = _REGOR_WARNING.match(line)
+        if m:  # Vela 5's compiler: "Warning (supported operators) operator: X, ofm: 'name'" then "Reason: ..."
+            current = m.group(2)
+            op_types[current] = m.group(1)
+            reasons.setdefault(current, [])
+            continue
+        if current and line.startswith("Reason: "):
+            reasons[current].append(line[len("Reason: "):].strip())
+            continue
         m = _CPU_WARNING.match(line) or _CPU_ONLY.match(line)
         if m:
             current = m.group(2)
@@ -60,7 +70,9 @@ def parse_console(text: str) -> tuple[list[dict], dict[str, list[str]]]:
         current = None
         m = _OP_LINE.match(line)
         if m:
-            ops.append({"unit": m.group(1), "op": m.group(2), "name": m.group(3).strip()})
+            name = m.group(3).strip()
+            op = m.group(2) if m.group(2) != "Passthrough" else op_types.get(name, m.group(2)).title().replace("_", "")
+            ops.append({"unit": m.group(1), "op": op, "name": name})
     return ops, reasons
 
 

@@ -144,3 +144,17 @@ def test_roofline_fit_to_vela_brings_the_estimate_within_1_5x(kws_dir):
     sample = Sample("kws", target_graph(ctx, "test"), ctx.report["legalize"], ctx.report["lower"]["latency_ms"])
     fitted = fit([sample], load_target("infineon-psoc-edge-e84"))
     assert fitted["worst_ratio"] <= 1.5, fitted
+
+
+def test_vela_console_of_its_regor_compiler_gives_op_and_reason():
+    from edgeship.targets.backends.vela import parse_console
+
+    text = ("Warning (supported operators) operator: MEAN, ofm: '/ln/mean'\n"
+            "Reason: Operation has tensor with unsupported DataType Float32 (/ln/x)\n"
+            "Feature-map dataTypes must be one of {\"INT8\"}\n\n"
+            "CPU operators = 1 (50.0%)\n"
+            "   CPU: Passthrough = /ln/mean (outputs [1, 16, 1, 1])\n"
+            "   NPU: Conv2D = /conv/out (outputs [1, 5, 25, 64])\n")
+    ops, reasons = parse_console(text)
+    assert ops == [{"unit": "CPU", "op": "Mean", "name": "/ln/mean"}, {"unit": "NPU", "op": "Conv2D", "name": "/conv/out"}]
+    assert reasons["/ln/mean"] == ["Operation has tensor with unsupported DataType Float32 (/ln/x)"]

@@ -47,7 +47,24 @@ CASES = {
                                      [const("roi", np.zeros(0, np.float32)), const("sc", np.asarray([1, 1, 2, 2], np.float32))],
                                      ["roi", "sc"], {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
                                                      "nearest_mode": "floor"}),
+    "layernorm": lambda: one_op("LayerNormalization", [1, 5, 16], [1, 5, 16],
+                                [const("g", 1 + W(16)), const("beta", W(16))], ["g", "beta"], {"axis": -1}, opset=17),
+    "where_const_mask": lambda: where_model(),
 }
+
+
+def where_model():
+    """Where(constant mask, x, constant): the attention mask pattern."""
+    from onnx import TensorProto, helper
+
+    mask = const("mask", np.tril(np.ones((4, 4), dtype=bool)))
+    fill = const("fill", np.asarray(-4.0, dtype=np.float32))
+    node = helper.make_node("Where", ["mask", "x", "fill"], ["y"], name="op")
+    graph = helper.make_graph([node], "where", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], initializer=[mask, fill])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
