@@ -15,6 +15,7 @@ A model the integer emitter cannot lower shows its first per-node reason instead
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,10 @@ TARGETS = ("infineon-psoc-edge-e84", "arm-ethos-u65", "arm-ethos-u85")
 STAGES = ["import", "normalize", "optimize", "quantize", "legalize", "lower", "estimate", "validate"]
 
 
-def _write_pipeline(folder: Path, name: str, model: Path, inputs: dict) -> Path:
+def _write_pipeline(folder: Path, name: str, model: Path, inputs: dict, data: dict | None = None) -> Path:
+    """A pipeline for a real-weight model; `data` (input name -> (N, *shape) array) is written as the
+    calibration and validation .npz, else both are synthetic (said in the report)."""
+    import numpy as np
     import yaml
 
     doc = {"apiVersion": "edgeship/v1", "kind": "Pipeline", "metadata": {"name": name},
@@ -36,6 +40,10 @@ def _write_pipeline(folder: Path, name: str, model: Path, inputs: dict) -> Path:
            "quantization": {"mode": "static", "weights": {"dtype": "int8", "symmetric": True},
                             "activations": {"dtype": "int8"}, "calibration": {"samples": 16, "method": "minmax"}},
            "validation": {"samples": 16}}
+    if data:
+        np.savez(folder / f"{name}-data.npz", **data)
+        doc["quantization"]["calibration"]["data"] = str(folder / f"{name}-data.npz")
+        doc["validation"]["data"] = str(folder / f"{name}-data.npz")
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -60,7 +68,11 @@ def models(folder: Path) -> list[tuple[str, Path]]:
         import magika
 
         mg = Path(magika.__file__).parent / "models" / "standard_v3_3" / "model.onnx"
-        out.append(("magika", _write_pipeline(folder, "magika", mg, {"bytes": [1, 2048]})))
+        import numpy as np
+
+        rng = np.random.default_rng(0)  # byte values as files have them (0-255, 256 = padding)
+        data = {"bytes": rng.integers(0, 257, (32, 1, 2048)).astype(np.int32)}
+        out.append(("magika", _write_pipeline(folder, "magika", mg, {"bytes": [1, 2048]}, data)))
     except ImportError:
         print("(magika not installed: skipped)")
     return out
@@ -89,7 +101,8 @@ def build_one(manifest: Path, target: str) -> dict:
         return row
     rep = result.ctx.report
     lower, est = rep.get("lower") or {}, rep.get("estimate") or {}
-    macs = [(n.get("macs") or 0, n.get("unit")) for n in est.get("per_node", [])]
+    absorbed = set((lower.get("absorbed") or {}))  # e.g. a one-hot MatMul done as a GATHER: no MACs run
+    macs = [(n.get("macs") or 0, n.get("unit")) for n in est.get("per_node", []) if n["name"] not in absorbed]
     total = sum(m for m, _ in macs)
     row.update(npu_mac_pct=100.0 * sum(m for m, u in macs if u == "accelerator") / total if total else 100.0,
                vela_ms=lower.get("latency_ms"), roofline_ms=est.get("roofline_latency_ms"),
@@ -155,12 +168,14 @@ def main(argv=None) -> int:
                      f"{r['sram_kb']:.1f}", f"{r['flash_kb']:.1f}", r["accuracy"], f"{r['self_check']:.1f}",
                      f"{r['seconds']:.1f}"])
         if r["cpu_ops"]:
-            notes.append(f"{name} on {target}: on the CPU: {', '.join(r['cpu_ops'])}")
+            counts = Counter(r["cpu_ops"])
+            notes.append(f"{name} on {target}: on the CPU: " + ", ".join(f"{op} x{n}" for op, n in counts.most_common()))
     print(table(rows))
     print()
     print("\n".join(notes))
     print()
     for target, f in fits.items():
+        print("   " + ", ".join(f"{x['model']} {x['estimate_ms']:.3f}/{x['vela_ms']:.3f}" for x in f["rows"]))
         print(f"{target}: fitted cost_model {f['cost_model']}  (worst ratio {f['worst_ratio']:.2f}x over "
               f"{len(f['rows'])} models)")
     return 0

@@ -155,7 +155,8 @@ def _stride(n: int) -> int | None:
 # ops onnxruntime's QDQ quantizer leaves in float unless asked (Sub is in neither of its registries;
 # the rest are quantized only behind an already quantized input): integer-only backends need them all
 INTEGER_ONLY_EXTRA_OPS = ("Sub", "Div", "HardSigmoid", "HardSwish", "Tanh", "Sigmoid", "LeakyRelu", "Relu", "Clip",
-                          "ReduceMean", "Max", "Min")
+                          "ReduceMean", "ReduceSum", "ReduceMax", "Max", "Min", "Sqrt", "Reciprocal", "Exp", "Log",
+                          "Expand", "GlobalMaxPool")
 
 
 def op_types_to_quantize(policy) -> list[str] | None:

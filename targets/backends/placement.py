@@ -48,12 +48,16 @@ def vendor_placement(section: dict, report: dict, graph=None, profile=None) -> d
     for op in report.get("cpu_ops") or []:
         if op.get("onnx_node"):
             cpu.setdefault(op["onnx_node"], []).extend(op.get("reasons") or [f"{op['op']} left on the CPU by {report.get('tool')}"])
+    absorbed = report.get("absorbed") or {}
     for row in section["nodes"]:
         if row["unit"] == REJECTED:
             continue
-        if row["name"] in cpu:
+        owner = absorbed.get(row["name"])
+        if owner:  # computed by another node's operators (a fused Relu, a one-hot MatMul done as GATHER)
+            row["absorbed_into"] = owner
+        if (owner or row["name"]) in cpu:
             row["unit"] = HOST
-            row["reasons"] = [{"kind": "vendor", "message": m, "fix": ""} for m in (cpu[row["name"]] or ["CPU"])]
+            row["reasons"] = [{"kind": "vendor", "message": m, "fix": ""} for m in (cpu[owner or row["name"]] or ["CPU"])]
         else:
             row["unit"] = ACCELERATOR
             row["reasons"] = []

@@ -35,7 +35,9 @@ class QConst:
             shape = [1] * self.values.ndim
             shape[self.qparams.axis] = -1
             scale, zp = scale.reshape(shape), zp.reshape(shape)
-        return (self.values.astype(np.float64) - zp) * scale
+        with np.errstate(invalid="ignore", over="ignore"):  # a +-inf constant quantized with an inf scale
+            real = (self.values.astype(np.float64) - zp) * scale
+        return np.where(np.isnan(real), 0.0, real)
 
 
 @dataclass

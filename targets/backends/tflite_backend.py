@@ -24,7 +24,7 @@ def _synthetic_feeds(io: dict, n: int, seed: int = 0) -> list[dict[str, np.ndarr
         feed = {}
         for spec in io["inputs"]:
             if spec.get("scale") is None:
-                feed[spec["name"]] = rng.integers(0, 2, spec["shape"]).astype(spec["dtype"])
+                feed[spec["name"]] = rng.integers(0, 10, spec["shape"]).astype(spec["dtype"])  # as pipelines.data does
             else:  # values across the input's calibrated range
                 info = np.iinfo(spec["dtype"])
                 lo = (info.min - spec["zero_point"]) * spec["scale"]
@@ -67,7 +67,8 @@ def write_tflite(model: Path, workdir: Path) -> tuple[Path, dict, dict]:
     path = workdir / "model.tflite"
     path.write_bytes(result.data)
     (workdir / IO_FILE).write_text(json.dumps(result.io, indent=2))
-    return path, result.io, {"tensor_origin": result.tensor_origin, "operators": len(result.op_origin)}
+    return path, result.io, {"tensor_origin": result.tensor_origin, "operators": len(result.op_origin),
+                             "absorbed": result.absorbed}
 
 
 def litert_version() -> str:

@@ -45,6 +45,7 @@ class EmitResult:
     io: dict  # {"inputs": [...], "outputs": [...]}: name, shape, tflite_shape, perm, dtype, scale, zero_point
     op_origin: list[str]  # per TFLite operator, the ONNX node it came from
     tensor_origin: dict[str, str] = field(default_factory=dict)  # TFLite tensor name -> ONNX node
+    absorbed: dict[str, str] = field(default_factory=dict)  # ONNX node -> the node whose operators compute it
 
 
 def identity(rank: int) -> tuple[int, ...]:
@@ -74,6 +75,7 @@ class Emitter:
         self.refs: dict[str, Ref] = {}
         self.converted: dict[tuple[str, tuple], int] = {}
         self.done: set[str] = set()  # nodes folded into another (fused activations)
+        self.absorbed: dict[str, str] = {}  # node -> the node whose TFLite operators compute it
         self.io: dict = {"inputs": [], "outputs": []}
         self.node = None
 
@@ -216,6 +218,7 @@ class Emitter:
         if code is None:
             return out, S.ActivationFunctionType.NONE
         self.done.add(user.name)
+        self.absorbed[user.name] = self.node.name if self.node is not None else ""
         return user.output[0], code
 
     def finish(self) -> None:
@@ -321,4 +324,4 @@ def emit(model_path: Path) -> EmitResult:
     except Unsupported as err:
         raise BuildError(f"model output: {err.message}") from None
     origin = {em.b.name_of(op.outputs[0]): em.b.op_origin[i] for i, op in enumerate(em.b.operators) if op.outputs}
-    return EmitResult(em.b.pack(), em.io, list(em.b.op_origin), origin)
+    return EmitResult(em.b.pack(), em.io, list(em.b.op_origin), origin, dict(em.absorbed))

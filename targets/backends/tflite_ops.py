@@ -48,6 +48,13 @@ def requantize(em: Emitter, node) -> None:
     em.b.op("QUANTIZE", [r.index], [y], origin=node.name)
 
 
+def _quantized(real, qp: QParams, dtype: str) -> np.ndarray:
+    """Real values quantized with per-tensor `qp`, saturating (+-inf constants become the int limits)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = np.nan_to_num(np.round(np.asarray(real, dtype=np.float64) / qp.scale[0]), nan=0.0, posinf=1e9, neginf=-1e9)
+    return np.clip(q + qp.zero_point[0], *_limits(dtype))
+
+
 def _limits(dtype: str) -> tuple[int, int]:
     info = np.iinfo(dtype)
     return int(info.min), int(info.max)
@@ -356,18 +363,38 @@ def _operands(em: Emitter, node, inputs: list[str], out_rank: int) -> tuple[list
     return out, perm
 
 
-def binary(op: str, fusable: bool = True):
+def min_max(op: str):
+    """MAXIMUM/MINIMUM: TFLite's integer kernels compare raw integers, so every operand is brought to
+    the output's quantization first (constants quantized straight to it)."""
+    def handler(em: Emitter, node) -> None:
+        out = node.output[0]
+        rank = len(em.g.shape(out))
+        qp, dtype = em.int_dtype(out)
+        acts = [n for n in node.input if _is_activation(em, n)]
+        perm = NHWC if rank == 4 and acts and all(em.ref(n).perm == NHWC for n in acts) else identity(rank)
+        srcs = []
+        for name in node.input[:2]:
+            if _is_activation(em, name):
+                srcs.append(_requantized_to(em, em.act(name, perm if len(em.g.shape(name)) == rank else None), qp))
+            else:
+                real = em.g.qconsts[name].real() if name in em.g.qconsts else np.asarray(em.g.consts[name], dtype=np.float64)
+                real = real.reshape([1] * (rank - real.ndim) + list(real.shape)) if real.ndim < rank else real
+                if perm != identity(rank):
+                    real = np.transpose(real, perm)
+                q = _quantized(real, qp, dtype).astype(dtype)
+                srcs.append(em.b.constant(f"{name}/as_{out}", q, qp))
+        y = em.new(out, perm, qp, dtype)
+        em.b.op(op, srcs, [y], options("MaximumMinimumOptions"), origin=node.name)
+    return handler
+
+
+def binary(op: str):
     def handler(em: Emitter, node) -> None:
         rank = len(em.g.shape(node.output[0]))
         srcs, perm = _operands(em, node, list(node.input[:2]), rank)
-        if fusable:
-            out_name, fused = em.fused_activation(node.output[0])
-        else:
-            out_name, fused = node.output[0], 0
+        out_name, fused = em.fused_activation(node.output[0])
         y = em.new(out_name, perm)
-        opts = options(f"{op.title()}Options", fusedActivationFunction=fused) if fusable else options(
-            {"MAXIMUM": "MaximumMinimumOptions", "MINIMUM": "MaximumMinimumOptions"}[op])
-        em.b.op(op, srcs, [y], opts, origin=node.name)
+        em.b.op(op, srcs, [y], options(f"{op.title()}Options", fusedActivationFunction=fused), origin=node.name)
     return handler
 
 
@@ -388,8 +415,7 @@ def div(em: Emitter, node) -> None:
         y = em.new(node.output[0], perm)
         em.b.op("MUL", srcs, [y], options("MulOptions"), origin=node.name)
         return
-    raise Unsupported("Div of two activations: TFLite has no int8 DIV kernel",
-                      "multiply by a precomputed reciprocal, or keep the division out of the integer model")
+    float_island("DIV", "DivOptions")(em, node)  # no int8 DIV in TFLite: in float, on the CPU
 
 
 def unary(op: str, opts_name: str | None = None, fixed: bool = False, **fields):
@@ -689,7 +715,7 @@ def where(em: Emitter, node) -> None:
             srcs.append(_requantized_to(em, em.act(name, identity(len(em.g.shape(name)))), qp))
         else:
             real = em.g.qconsts[name].real() if name in em.g.qconsts else np.asarray(em.g.consts[name], dtype=np.float64)
-            q = np.clip(np.round(real / qp.scale[0]) + qp.zero_point[0], *_limits(dtype)).astype(dtype)
+            q = _quantized(real, qp, dtype).astype(dtype)
             srcs.append(em.b.constant(f"{name}/as_{node.name}", q, qp))
     y = em.new(out, identity(rank), qp, dtype)
     em.b.op("SELECT_V2", srcs, [y], options("SelectV2Options"), origin=node.name)
@@ -749,6 +775,122 @@ def layer_norm(em: Emitter, node) -> None:
     em.b.op("QUANTIZE", [shifted], [y], origin=node.name)
 
 
+def _float_view(em: Emitter, name: str, rank: int) -> int:
+    """A float32 copy of an input: DEQUANTIZE of an activation, or the constant's real values."""
+    if _is_activation(em, name):
+        src = em.act(name, identity(len(em.g.shape(name))))
+        if em.b.qparams_of(src) is None:
+            raise Unsupported(f"{name} is not quantized")
+        out = em.b.tensor(f"{name}/float", em.b.shape_of(src), "float32")
+        em.b.op("DEQUANTIZE", [src], [out], origin=em.node.name)
+        return out
+    real = em.g.qconsts[name].real() if name in em.g.qconsts else em.g.consts[name]
+    arr = np.asarray(real, dtype=np.float32)
+    return em.b.constant(f"{name}/float", arr.reshape([1] * (rank - arr.ndim) + list(arr.shape)) if arr.ndim < rank else arr)
+
+
+def float_island(op: str, opts: str | None = None, numerator: float | None = None):
+    """Ops with no integer TFLite kernel (Div, Exp, Sqrt, ...): DEQUANTIZE, the float kernel, QUANTIZE.
+    Exact in float; on an Ethos-U they run on the Cortex-M, which Vela reports per node."""
+    def handler(em: Emitter, node) -> None:
+        out = node.output[0]
+        rank = len(em.g.shape(out))
+        inputs = [i for i in node.input if i]
+        srcs = [_float_view(em, name, rank) for name in inputs]
+        if numerator is not None:  # Reciprocal(x) = 1 / x
+            srcs = [em.b.constant(f"{node.name}/one", np.asarray([numerator], dtype=np.float32))] + srcs
+        result = em.b.tensor(f"{out}/float", em.g.shape(out), "float32")
+        em.b.op(op, srcs, [result], options(opts) if opts else None, origin=node.name)
+        y = em.new(out, identity(rank))
+        em.b.op("QUANTIZE", [result], [y], origin=node.name)
+    return handler
+
+
+def reduce_sum(em: Emitter, node) -> None:
+    """ReduceSum in float (an int8 SUM would need the sum's range, which the QDQ output scale has but the
+    kernel rescales differently): DEQUANTIZE, SUM, QUANTIZE."""
+    x, out = node.input[0], node.output[0]
+    rank = len(em.g.shape(x))
+    axes = _ints(em, node, 1, "axes")
+    if axes is None:
+        if int(em.g.attr(node, "noop_with_empty_axes", 0)):
+            identity_op(em, node)
+            return
+        axes = list(range(rank))
+    keep = bool(em.g.attr(node, "keepdims", 1))
+    src = _float_view(em, x, rank)
+    result = em.b.tensor(f"{out}/float", em.g.shape(out), "float32")
+    em.b.op("SUM", [src, em.b.constant(f"{out}/axes", np.asarray(sorted(a % rank for a in axes), dtype=np.int32))],
+            [result], options("ReducerOptions", keepDims=keep), origin=node.name)
+    y = em.new(out, identity(len(em.g.shape(out))))
+    em.b.op("QUANTIZE", [result], [y], origin=node.name)
+
+
+def reduce_max(em: Emitter, node, axes: list[int] | None = None, keep: bool | None = None) -> None:
+    x, out = node.input[0], node.output[0]
+    rank = len(em.g.shape(x))
+    if axes is None:
+        axes = _ints(em, node, 1, "axes") or list(range(rank))
+    keep = bool(em.g.attr(node, "keepdims", 1)) if keep is None else keep
+    src = em.act(x, identity(rank))
+    y, after = passthrough_output(em, out, identity(len(em.g.shape(out))), src)
+    em.b.op("REDUCE_MAX", [src, em.b.constant(f"{out}/axes", np.asarray(sorted(a % rank for a in axes), dtype=np.int32))],
+            [y], options("ReducerOptions", keepDims=keep), origin=node.name)
+    after()
+
+
+def global_max_pool(em: Emitter, node) -> None:
+    rank = len(em.g.shape(node.input[0]))
+    reduce_max(em, node, list(range(2, rank)), True)
+
+
+def expand(em: Emitter, node) -> None:
+    x, out = node.input[0], node.output[0]
+    shape = em.g.shape(out)
+    src = em.act(x, identity(len(em.g.shape(x))))
+    y, after = passthrough_output(em, out, identity(len(shape)), src)
+    em.b.op("BROADCAST_TO", [src, em.b.constant(f"{out}/shape", np.asarray(shape, dtype=np.int32))], [y], origin=node.name)
+    after()
+
+
+def one_hot_matmul(em: Emitter, node) -> None:
+    """Equal(ids, arange(K)) -> Cast -> [Q/DQ] -> MatMul(W[K, N]): a one-hot embedding, lowered as
+    GATHER of W's rows (exact: the one-hot's 1 dequantizes to 1.0), requantized to the MatMul's output."""
+    ids, table = node.input
+    if _is_activation(em, table) and not _is_activation(em, ids):
+        ids, table = table, ids
+    values = em.g.consts.get(table)
+    if values is None or values.shape[-1] != np.prod(values.shape) or not np.array_equal(values.reshape(-1), np.arange(values.size)):
+        raise Unsupported("Equal: only the one-hot pattern Equal(ids, arange(K)) feeding a MatMul is lowered")
+    chain, name = [], node.output[0]
+    for expected in ("Cast", "QuantizeLinear", "DequantizeLinear", "MatMul"):
+        user = em.g.only_consumer(name)
+        if user is None or user.op_type != expected:
+            if expected in ("QuantizeLinear", "DequantizeLinear") and user is not None and user.op_type == "MatMul":
+                continue
+            raise Unsupported("Equal: only the one-hot pattern Equal(ids, arange(K)) -> Cast -> MatMul is lowered")
+        chain.append(user)
+        name = user.output[0]
+    matmul = chain[-1]
+    weights = matmul.input[1]
+    if weights not in em.g.qconsts or em.g.shape(weights)[0] != values.size:
+        raise Unsupported("one-hot MatMul without constant [K, N] weights")
+    id_shape = [d for d in em.g.shape(ids)]
+    idx = em.act(ids, identity(len(id_shape)))
+    flat = id_shape[:-1] if id_shape[-1] == 1 else id_shape
+    idx_flat = em.b.tensor(f"{ids}/ids", flat, em.b.dtype_of(idx))
+    em.reshape_op(idx, idx_flat, flat)
+    out = matmul.output[0]
+    qp, dtype = em.int_dtype(out)  # the table is W's rows already quantized as the MatMul's output
+    rows = em.g.qconsts[weights].real()
+    table_q = np.clip(np.round(rows / qp.scale[0]) + qp.zero_point[0], *_limits(dtype)).astype(dtype)
+    params = em.b.constant(f"{weights}/as_rows_of_{out}", table_q, qp)
+    y = em.new(out, identity(len(em.g.shape(out))), qp, dtype)
+    em.b.op("GATHER", [params, idx_flat], [y], options("GatherOptions", axis=0), origin=node.name)
+    em.done.update(n.name for n in chain)
+    em.absorbed.update({n.name: node.name for n in chain})
+
+
 def _leaky_alpha(em, node):
     return float(em.g.attr(node, "alpha", 0.01))
 
@@ -764,8 +906,8 @@ HANDLERS = {
     "Add": binary("ADD"),
     "Sub": binary("SUB"),
     "Mul": binary("MUL"),
-    "Max": binary("MAXIMUM", fusable=False),
-    "Min": binary("MINIMUM", fusable=False),
+    "Max": min_max("MAXIMUM"),
+    "Min": min_max("MINIMUM"),
     "Div": div,
     "Relu": activation,
     "Clip": activation,
@@ -789,4 +931,13 @@ HANDLERS = {
     "Gather": gather,
     "Where": where,
     "LayerNormalization": layer_norm,
+    "Equal": one_hot_matmul,
+    "Expand": expand,
+    "ReduceMax": reduce_max,
+    "GlobalMaxPool": global_max_pool,
+    "ReduceSum": reduce_sum,
+    "Exp": float_island("EXP"),
+    "Sqrt": float_island("SQRT"),
+    "Reciprocal": float_island("DIV", "DivOptions", numerator=1.0),
+    "Log": float_island("LOG"),
 }

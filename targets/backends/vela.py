@@ -179,6 +179,7 @@ class VelaBackend:
             "cpu_ops": [{"name": p["name"], "op": p["op"], "onnx_node": p["onnx_node"],
                          "reasons": reasons.get(p["name"], [])} for p in cpu],
             "per_layer": layers,
+            "absorbed": facts["absorbed"],
             "self_check": self_check(model, tflite, io),
         }
         return Lowered(files, "tflite-micro+ethos-u", report, io)

@@ -94,7 +94,18 @@ def test_unsupported_op_is_a_per_node_reason(tmp_path):
     require_module("ai_edge_litert")
     from edgeship.targets.backends.tflite_emit import unsupported_nodes
 
-    model = one_op("Div", [1, 8], [1, 8], second_input=[1, 8])
+    model = one_op("Conv", [1, 4, 6, 6], [1, 4, 6, 6], [const("w", W(4, 2, 3, 3)), const("b", W(4))], ["w", "b"],
+                   {"pads": [1, 1, 1, 1], "group": 2})
     problems = unsupported_nodes(quantize(model, tmp_path))
     assert list(problems) == ["op"]
-    assert "Div of two activations" in problems["op"].message
+    assert "grouped Conv" in problems["op"].message and problems["op"].fix
+
+
+def test_division_of_activations_runs_in_float_and_matches(tmp_path):
+    require_module("ai_edge_litert")
+    from edgeship.targets.backends.tflite_backend import self_check, write_tflite
+
+    qdq = quantize(one_op("Div", [1, 8], [1, 8], second_input=[1, 8]), tmp_path)
+    tflite, io, _ = write_tflite(qdq, tmp_path / "out")
+    feeds = [{k: np.abs(v) + 0.5 for k, v in f.items()} for f in feeds_for(qdq)]
+    assert self_check(qdq, tflite, io, feeds)["within_1_lsb_pct"] >= 99.0
