@@ -342,6 +342,8 @@ def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
     unknown: list[str] = []
     for n in g.active_nodes():
         placed = where.get(n.name, {})
+        if placed.get("absorbed_into"):  # a backend computes it inside another node's operators (e.g. GATHER)
+            continue
         unit = placed.get("unit", "accelerator")
         if unit == "rejected":
             unit = "host"
