@@ -117,12 +117,17 @@ class Emitter:
             qp = None
         else:
             qp, dtype = self.int_dtype(name)
-            index = self.b.tensor(name, shape, dtype, qp)
+        # images arrive NHWC on a device (camera buffers, TFLM convention): a 4-D input is stored NHWC and
+        # io["inputs"][i]["perm"] tells a runner how to lay out an NCHW array
+        perm = NHWC if len(shape) == 4 and qp is not None else identity(len(shape))
+        stored = [shape[p] for p in perm]
+        if qp is not None:
+            index = self.b.tensor(name, stored, dtype, qp)
         self.b.inputs.append(index)
-        self.io["inputs"].append({"name": name, "shape": shape, "tflite_shape": shape, "perm": list(identity(len(shape))),
+        self.io["inputs"].append({"name": name, "shape": shape, "tflite_shape": stored, "perm": list(perm),
                                   "dtype": dtype, "scale": qp.scale[0] if qp else None,
                                   "zero_point": qp.zero_point[0] if qp else None})
-        self.refs[name] = Ref(index, identity(len(shape)))
+        self.refs[name] = Ref(index, tuple(perm))
         return self.refs[name]
 
     def ref(self, name: str) -> Ref:

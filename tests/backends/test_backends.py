@@ -158,3 +158,25 @@ def test_vela_console_of_its_regor_compiler_gives_op_and_reason():
     ops, reasons = parse_console(text)
     assert ops == [{"unit": "CPU", "op": "Mean", "name": "/ln/mean"}, {"unit": "NPU", "op": "Conv2D", "name": "/conv/out"}]
     assert reasons["/ln/mean"] == ["Operation has tensor with unsupported DataType Float32 (/ln/x)"]
+
+
+def test_third_party_backend_registers_by_entry_point(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from edgeship.targets import backends
+
+    class MyChipBackend:
+        name, version, integer_only = "mychip", "1", False
+
+        def __init__(self, level: int = 0):
+            self.level = level
+
+        def lower(self, model, target, workdir):
+            return backends.Lowered({"model.bin": model}, "mychip-runtime", {"level": self.level})
+
+    ep = SimpleNamespace(name="mychip", value="mypkg.backend:MyChipBackend", load=lambda: MyChipBackend)
+    monkeypatch.setattr(backends, "_registry", {})
+    monkeypatch.setattr(backends.metadata, "entry_points", lambda group: [ep] if group == backends.ENTRY_POINT_GROUP else [])
+    instance = backends.backend_for({"backend": {"name": "mychip", "options": {"level": 3}}})
+    lowered = instance.lower(tmp_path / "m.onnx", None, tmp_path)
+    assert lowered.runtime == "mychip-runtime" and lowered.report == {"level": 3}

@@ -109,3 +109,12 @@ def test_division_of_activations_runs_in_float_and_matches(tmp_path):
     tflite, io, _ = write_tflite(qdq, tmp_path / "out")
     feeds = [{k: np.abs(v) + 0.5 for k, v in f.items()} for f in feeds_for(qdq)]
     assert self_check(qdq, tflite, io, feeds)["within_1_lsb_pct"] >= 99.0
+
+
+def test_image_input_is_stored_nhwc_so_a_conv_needs_no_transpose(tmp_path):
+    require_module("ai_edge_litert")
+    from edgeship.targets.backends.tflite_emit import emit
+
+    result = emit(quantize(CASES["conv"](), tmp_path))
+    assert result.io["inputs"][0]["perm"] == [0, 2, 3, 1] and result.io["inputs"][0]["tflite_shape"] == [1, 8, 8, 3]
+    assert len(result.op_origin) == 1  # CONV_2D alone: the layout change happened once, at the input
