@@ -36,7 +36,10 @@ def quantize_input(value: np.ndarray, spec: dict) -> np.ndarray:
 
 
 def dequantize_output(value: np.ndarray, spec: dict) -> np.ndarray:
-    arr = np.asarray(value)
+    """Real values in ONNX's layout (the stored layout undone with the inverse of `perm`)."""
+    arr = np.asarray(value).reshape(spec.get("tflite_shape") or np.shape(value))
+    perm = spec.get("perm") or list(range(arr.ndim))
+    arr = np.transpose(arr, np.argsort(perm))
     if spec.get("scale") is None:
         return arr
     return ((arr.astype(np.float64) - spec["zero_point"]) * spec["scale"]).astype(np.float32)

@@ -227,20 +227,20 @@ class Emitter:
         return user.output[0], code
 
     def finish(self) -> None:
+        """Model outputs: integer tensors in the layout they were computed in (an NHWC feature map stays
+        NHWC; `perm` in the io table tells a runner how to put it back in ONNX order)."""
         for name in self.g.outputs:
             p = self.g.producer.get(name)
             src = p.input[0] if p is not None and p.op_type == "DequantizeLinear" else name
             r = self.ref(src)
-            index = self.act(src, identity(len(self.g.shape(src))))
-            qp, dtype = self.b.qparams_of(index), self.b.dtype_of(index)
+            qp, dtype = self.b.qparams_of(r.index), self.b.dtype_of(r.index)
             if qp is None and dtype.startswith("float"):
                 raise BuildError(f"model output {name} is float")
-            self.b.outputs.append(index)
+            self.b.outputs.append(r.index)
             shape = self.g.shape(src)
-            self.io["outputs"].append({"name": name, "shape": shape, "tflite_shape": shape, "perm": list(identity(len(shape))),
-                                       "dtype": dtype, "scale": qp.scale[0] if qp else None,
+            self.io["outputs"].append({"name": name, "shape": shape, "tflite_shape": [shape[i] for i in r.perm],
+                                       "perm": list(r.perm), "dtype": dtype, "scale": qp.scale[0] if qp else None,
                                        "zero_point": qp.zero_point[0] if qp else None})
-            del r
 
 
 def activation_code(g: QdqGraph, node) -> int | None:
