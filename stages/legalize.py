@@ -37,9 +37,9 @@ def alternatives(section: dict, current: str) -> list[str]:
 
 def backend_judged(ctx, section: dict) -> dict:
     """For a compiler backend (integer TFLite, Vela) its emitter decides what is rejected, per node."""
-    from edgeship.targets.backends import backend_spec, rejects_unlowerable
+    from edgeship.targets.backends import backend_spec, integer_only
 
-    if not rejects_unlowerable(ctx.target_data):
+    if not integer_only(ctx.target_data):
         return section
     from edgeship.targets.backends import get_backend
     from edgeship.targets.backends.placement import backend_legalize
@@ -62,7 +62,7 @@ def target_graph(ctx, stage: str):
 @register
 class LegalizeStage(BaseStage):
     name = "legalize"
-    version = "5"
+    version = "6"
     uses_target = True
 
     def run(self, ctx):

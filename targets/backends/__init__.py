@@ -118,16 +118,12 @@ def backend_for(target_data: dict):
 
 
 def integer_only(target_data: dict) -> bool:
-    """Whether the target's backend needs a fully integer model (read without importing the backend's
-    dependencies, so quantize can ask even where the extra is missing)."""
-    name, _ = backend_spec(target_data)
-    return name in ("tflite", "vela")
-
-
-def rejects_unlowerable(target_data: dict) -> bool:
-    """Whether a node the TFLite emitter cannot write fails legalize (False: the backend falls back)."""
+    """Whether the target's backend needs a fully integer model: quantize leaves nothing in float and
+    legalize rejects a node the TFLite emitter cannot write. False for a backend with a `fallback`
+    (raspberry-pi-5 ships ONNX when the emitter cannot lower the model). Read without importing the
+    backend's dependencies, so quantize can ask even where the extra is missing."""
     name, options = backend_spec(target_data)
-    return integer_only(target_data) and not options.get("fallback")
+    return name in ("tflite", "vela") and not options.get("fallback")
 
 
 __all__ = ["Backend", "Lowered", "get_backend", "backend_for", "backend_spec", "integer_only", "install_hint",

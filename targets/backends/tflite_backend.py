@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeship.targets.backends import Lowered
 from edgeship.targets.backends.litert_run import IO_FILE, LiteRTRunner
-from edgeship.targets.backends.tflite_emit import emit
+from edgeship.targets.backends.tflite_emit import EMITTER_VERSION, emit
 
 SELF_CHECK_SAMPLES = 4
 
@@ -35,12 +35,15 @@ def _synthetic_feeds(io: dict, n: int, seed: int = 0) -> list[dict[str, np.ndarr
 
 
 def self_check(qdq_model: Path, tflite_model: Path, io: dict, feeds: list[dict] | None = None) -> dict:
-    """Outputs of the .tflite (LiteRT) vs the QDQ ONNX (onnxruntime), in output LSBs."""
+    """Outputs of the .tflite (LiteRT) vs the QDQ ONNX (onnxruntime, unoptimized), in output LSBs."""
     import onnxruntime as ort
 
     feeds = feeds or _synthetic_feeds(io, SELF_CHECK_SAMPLES)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # the QDQ model's own semantics (DequantizeLinear -> float op -> QuantizeLinear): onnxruntime's graph
+    # optimizations swap in QLinear kernels whose rounding differs around a layer kept in float
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(qdq_model), options, providers=["CPUExecutionProvider"])
     runner = LiteRTRunner(tflite_model, io)
     total = within = 0
@@ -82,7 +85,7 @@ def litert_version() -> str:
 
 class TFLiteBackend:
     name = "tflite"
-    version = "1"
+    version = "2+emitter" + EMITTER_VERSION
     integer_only = True
 
     def __init__(self, threads: int = 4, delegate: str = "xnnpack", fallback: str | None = None):

@@ -178,14 +178,38 @@ def _weights(em: Emitter, name: str):
     return qc
 
 
+def _kept_float(em: Emitter, weights: str) -> bool:
+    """The quantizer kept this node in float (keep_float, or auto's most sensitive layers): float weights."""
+    return weights in em.g.consts and em.g.consts[weights].dtype.kind == "f"
+
+
+def _real(em: Emitter, name: str | None, size: int, scale: float = 1.0) -> np.ndarray:
+    if not name:
+        return np.zeros(size, dtype=np.float32)
+    value = em.g.qconsts[name].real() if name in em.g.qconsts else em.g.consts[name]
+    return np.broadcast_to(np.asarray(value, dtype=np.float32).reshape(-1) * scale, (size,)).copy()
+
+
+def _float_around(em: Emitter, src: int, out_name: str, perm):
+    """A node kept in float inside an integer graph: (float input, float output, finish) where finish
+    QUANTIZEs the output to the quantization the model gives it. LiteRT runs the float kernel; on an
+    Ethos-U Vela places it on the Cortex-M."""
+    xf = em.b.tensor(f"{em.b.name_of(src)}/float", em.b.shape_of(src), "float32")
+    em.b.op("DEQUANTIZE", [src], [xf], origin=em.node.name)
+    y = em.new(out_name, perm)
+    yf = em.b.tensor(f"{out_name}/float", em.b.shape_of(y), "float32")
+    return xf, yf, lambda: em.b.op("QUANTIZE", [yf], [y], origin=em.node.name)
+
+
 def conv(em: Emitter, node) -> None:
     x, w = node.input[0], node.input[1]
     shape = em.g.shape(x)
     if len(shape) != 4:
         raise Unsupported(f"Conv on a rank-{len(shape)} input: only 2-D convolutions are lowered",
                           "reshape the 1-D convolution to 2-D (H=1) in the export")
-    qc = _weights(em, w)
-    W = qc.values
+    kept_float = _kept_float(em, w)
+    qc = None if kept_float else _weights(em, w)
+    W = em.g.consts[w].astype(np.float32) if kept_float else qc.values
     group = int(em.g.attr(node, "group", 1))
     kernel = list(W.shape[2:])
     strides = list(em.g.attr(node, "strides", [1, 1]))
@@ -196,18 +220,25 @@ def conv(em: Emitter, node) -> None:
         src = _pad_nhwc(em, src, explicit, node.name or x)
     in_qp, dtype = em.b.qparams_of(src), em.b.dtype_of(src)
     out_name, fused = em.fused_activation(node.output[0])
-    y = em.new(out_name, NHWC)
     c_out, c_in = W.shape[0], shape[1]
-    w_scale = np.broadcast_to(np.asarray(qc.qparams.scale), (c_out,))
-    bias = _bias(em, node.input[2] if len(node.input) > 2 else None, c_out, in_qp.scale[0], w_scale, dtype == "int16")
-    wq = QParams.of(w_scale, np.zeros(c_out, dtype=np.int64), 0)
+    bias_name = node.input[2] if len(node.input) > 2 else None
+    if kept_float:
+        src, y, finish = _float_around(em, src, out_name, NHWC)
+        bias = em.b.constant(f"{bias_name or node.name + '/bias'}/float", _real(em, bias_name, c_out))
+        wq = w_axis3 = None
+    else:
+        y, finish = em.new(out_name, NHWC), (lambda: None)
+        w_scale = np.broadcast_to(np.asarray(qc.qparams.scale), (c_out,))
+        bias = _bias(em, bias_name, c_out, in_qp.scale[0], w_scale, dtype == "int16")
+        wq = QParams.of(w_scale, np.zeros(c_out, dtype=np.int64), 0)
+        w_axis3 = QParams(wq.scale, wq.zero_point, 3)
     if group == 1:
         wt = em.b.constant(w, np.ascontiguousarray(W.transpose(0, 2, 3, 1)), wq)
         opts = options("Conv2DOptions", padding=padding, strideH=strides[0], strideW=strides[1],
                        dilationHFactor=dilations[0], dilationWFactor=dilations[1], fusedActivationFunction=fused)
         em.b.op("CONV_2D", [src, wt, bias], [y], opts, origin=node.name)
     elif group == c_in and W.shape[1] == 1:
-        wt = em.b.constant(w, np.ascontiguousarray(W.transpose(1, 2, 3, 0)), QParams(wq.scale, wq.zero_point, 3))
+        wt = em.b.constant(w, np.ascontiguousarray(W.transpose(1, 2, 3, 0)), w_axis3)
         opts = options("DepthwiseConv2DOptions", padding=padding, strideH=strides[0], strideW=strides[1],
                        dilationHFactor=dilations[0], dilationWFactor=dilations[1], depthMultiplier=c_out // c_in,
                        fusedActivationFunction=fused)
@@ -215,6 +246,7 @@ def conv(em: Emitter, node) -> None:
     else:
         raise Unsupported(f"grouped Conv (group={group}, {c_in} input channels): TFLite lowers only regular and depthwise",
                           "split it into per-group convs and a Concat, or use a depthwise + pointwise pair")
+    finish()
 
 
 def pool(em: Emitter, node) -> None:
@@ -297,37 +329,43 @@ def gemm(em: Emitter, node) -> None:
 
 def matmul(em: Emitter, node) -> None:
     a, b = node.input
-    if b in em.g.qconsts:
+    if b in em.g.qconsts or _kept_float(em, b):
         _fully_connected(em, node, a, b, None, transposed=False)
         return
     _batch_matmul(em, node, a, b)
 
 
 def _fully_connected(em: Emitter, node, a: str, b: str, c: str | None, transposed: bool, beta: float = 1.0) -> None:
-    qc = _weights(em, b)
-    W = qc.values
+    kept_float = _kept_float(em, b)
+    qc = None if kept_float else _weights(em, b)
+    W = em.g.consts[b].astype(np.float32) if kept_float else qc.values
     if W.ndim != 2:
         raise Unsupported(f"weights of rank {W.ndim}: FULLY_CONNECTED takes 2-D weights")
     # ONNX y = x @ W ([K, N]) or x @ W.T ([N, K]); TFLite wants [N, K] with per-channel axis 0
-    axis = qc.qparams.axis
+    axis = 0 if kept_float else qc.qparams.axis
     if not transposed:
         W = W.T
         axis = 1 - axis
     n_out = W.shape[0]
-    scales = np.asarray(qc.qparams.scale)
-    if not qc.qparams.per_tensor and axis != 0:
-        raise Unsupported("weights quantized per input channel: TFLite needs per-output-channel")
     src = em.act(a, identity(len(em.g.shape(a))))
     in_qp, dtype = em.b.qparams_of(src), em.b.dtype_of(src)
-    scales = np.broadcast_to(scales, (n_out,))
-    wq = QParams.of(scales, np.zeros(n_out, dtype=np.int64), 0) if not qc.qparams.per_tensor else QParams.of(scales[0], 0)
-    wt = em.b.constant(b, np.ascontiguousarray(W), wq)
-    bias = _bias(em, c, n_out, in_qp.scale[0], scales, dtype == "int16", beta)
     out_name, fused = em.fused_activation(node.output[0])
     rank = len(em.g.shape(out_name))
-    y = em.new(out_name, identity(rank))
+    if kept_float:
+        src, y, finish = _float_around(em, src, out_name, identity(rank))
+        wt = em.b.constant(b, np.ascontiguousarray(W))
+        bias = em.b.constant(f"{c or node.name + '/bias'}/float", _real(em, c, n_out, beta))
+    else:
+        if not qc.qparams.per_tensor and axis != 0:
+            raise Unsupported("weights quantized per input channel: TFLite needs per-output-channel")
+        scales = np.broadcast_to(np.asarray(qc.qparams.scale), (n_out,))
+        wq = QParams.of(scales, np.zeros(n_out, dtype=np.int64), 0) if not qc.qparams.per_tensor else QParams.of(scales[0], 0)
+        wt = em.b.constant(b, np.ascontiguousarray(W), wq)
+        bias = _bias(em, c, n_out, in_qp.scale[0], scales, dtype == "int16", beta)
+        y, finish = em.new(out_name, identity(rank)), (lambda: None)
     opts = options("FullyConnectedOptions", fusedActivationFunction=fused, keepNumDims=rank > 2)
     em.b.op("FULLY_CONNECTED", [src, wt, bias], [y], opts, origin=node.name)
+    finish()
 
 
 def _batch_matmul(em: Emitter, node, a: str, b: str) -> None:

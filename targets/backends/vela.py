@@ -21,6 +21,7 @@ from edgeship.targets.backends import Lowered
 from edgeship.targets.backends.c_array import write_c_array
 from edgeship.targets.backends.litert_run import IO_FILE
 from edgeship.targets.backends.tflite_backend import litert_version, self_check, write_tflite
+from edgeship.targets.backends.tflite_emit import EMITTER_VERSION
 
 VELA_TIMEOUT_S = 600
 _CPU_WARNING = re.compile(r"^Warning: (?:Unsupported TensorFlow Lite semantics for )?(\w+) '(.+?)'.*Placing on CPU instead")
@@ -113,7 +114,7 @@ def read_per_layer(folder: Path) -> list[dict]:
 
 class VelaBackend:
     name = "vela"
-    version = "1"
+    version = "2+emitter" + EMITTER_VERSION
     integer_only = True
 
     def __init__(self, accelerator_config: str, system_config: str | None = None, memory_mode: str | None = None,

@@ -39,7 +39,8 @@ def one_op(op: str, x_shape, y_shape, inits=(), extra_inputs=(), attrs=None, pre
     return onnx.shape_inference.infer_shapes(model)
 
 
-def quantize(model: onnx.ModelProto, folder: Path, activation: str = "int8", samples: int = 16, seed: int = 0) -> Path:
+def quantize(model: onnx.ModelProto, folder: Path, activation: str = "int8", samples: int = 16, seed: int = 0,
+             exclude: tuple[str, ...] = ()) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from edgeship.stages.quant_ort import op_types_to_quantize
@@ -63,7 +64,8 @@ def quantize(model: onnx.ModelProto, folder: Path, activation: str = "int8", sam
                     activation_type=act, weight_type=QuantType.QInt8,
                     extra_options={"ActivationSymmetric": activation == "int16", "WeightSymmetric": True,
                                    "ForceQuantizeNoInputCheck": True},
-                    op_types_to_quantize=op_types_to_quantize(SimpleNamespace(integer_only=True)))
+                    op_types_to_quantize=op_types_to_quantize(SimpleNamespace(integer_only=True)),
+                    nodes_to_exclude=list(exclude))
     return dst
 
 

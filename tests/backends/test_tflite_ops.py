@@ -118,3 +118,25 @@ def test_image_input_is_stored_nhwc_so_a_conv_needs_no_transpose(tmp_path):
     result = emit(quantize(CASES["conv"](), tmp_path))
     assert result.io["inputs"][0]["perm"] == [0, 2, 3, 1] and result.io["inputs"][0]["tflite_shape"] == [1, 8, 8, 3]
     assert len(result.op_origin) == 1  # CONV_2D alone: the layout change happened once, at the input
+
+
+def test_a_layer_kept_in_float_runs_as_a_float_island(tmp_path):
+    """auto's "+floatN" candidates and keep_float leave a Conv in float: DEQUANTIZE, float CONV_2D, QUANTIZE."""
+    require_module("ai_edge_litert")
+    from edgeship.targets.backends.tflite_backend import self_check, write_tflite
+
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="first", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h", "w2", "b2"], ["c"], name="op", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c", "w3", "b3"], ["y"], name="last", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "kept", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              initializer=[const("w1", W(4, 3, 3, 3)), const("b1", W(4)), const("w2", W(4, 4, 3, 3)),
+                                           const("b2", W(4)), const("w3", W(4, 4, 3, 3)), const("b3", W(4))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    qdq = quantize(model, tmp_path, exclude=("op",))
+    tflite, io, facts = write_tflite(qdq, tmp_path / "out")
+    assert facts["operators"] >= 3  # DEQUANTIZE, CONV_2D (float), QUANTIZE
+    assert self_check(qdq, tflite, io, feeds_for(qdq))["within_1_lsb_pct"] >= 99.0
