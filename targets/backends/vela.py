@@ -118,9 +118,12 @@ class VelaBackend:
     integer_only = True
 
     def __init__(self, accelerator_config: str, system_config: str | None = None, memory_mode: str | None = None,
-                 config: str = "Arm/vela.ini", optimise: str = "Performance"):
+                 config: str = "Arm/vela.ini", optimise: str = "Performance", tensor_allocator: str | None = None,
+                 max_block_dependency: int | None = None, arena_cache_size: int | None = None):
         self.accelerator_config, self.system_config, self.memory_mode = accelerator_config, system_config, memory_mode
         self.config, self.optimise = config, optimise
+        self.tensor_allocator, self.max_block_dependency, self.arena_cache_size = (
+            tensor_allocator, max_block_dependency, arena_cache_size)
 
     def command(self, model: Path, out: Path) -> list[str]:
         args = [str(model), "--accelerator-config", self.accelerator_config, "--output-dir", str(out),
@@ -132,6 +135,10 @@ class VelaBackend:
             args += ["--system-config", self.system_config]
         if self.memory_mode:
             args += ["--memory-mode", self.memory_mode]
+        for flag, value in (("--tensor-allocator", self.tensor_allocator), ("--max-block-dependency", self.max_block_dependency),
+                            ("--arena-cache-size", self.arena_cache_size)):
+            if value is not None:
+                args += [flag, str(value)]
         return [sys.executable, "-c", "import sys; from ethosu.vela.vela import main; sys.exit(main(sys.argv[1:]))", *args]
 
     def run_vela(self, model: Path, out: Path) -> str:
@@ -172,7 +179,8 @@ class VelaBackend:
         report = {
             "tool": "Arm Vela", "version": vela_version(), "runtime_version": litert_version(),
             "options": {"accelerator_config": self.accelerator_config, "system_config": self.system_config,
-                        "memory_mode": self.memory_mode, "config": self.config, "optimise": self.optimise},
+                        "memory_mode": self.memory_mode, "config": self.config, "optimise": self.optimise,
+                        "tensor_allocator": self.tensor_allocator, "max_block_dependency": self.max_block_dependency},
             **{k: v for k, v in summary.items() if k != "summary_csv"},
             "latency_ms": summary["inference_time_ms"],
             "operators": {"npu": sum(1 for p in placement if p["unit"] == "NPU"), "cpu": len(cpu)},

@@ -125,8 +125,11 @@ def test_ethos_u_peak_comes_from_the_backend_config_when_the_profile_has_none():
 
     assert macs_per_cycle("ethos-u55-128") == 128 and macs_per_cycle("ethos-u55-128", "int16x8") == 64
     assert macs_per_cycle("ethos-u85-256", "int16") == 256 and macs_per_cycle("cortex-a76") is None
-    peak, note = ProfileView(load_target("infineon-psoc-edge-e84")).peak_ops_per_s("accelerator", "int8")
-    assert peak == 2 * 128 * 400e6 and "Vela accelerator config" in note
+    data = json.loads(json.dumps(load_target("infineon-psoc-edge-e84").data))
+    data["compute"]["accelerator"]["peak_tops"] = {"int8": None, "int16x8": None}  # a profile without a public peak
+    data["backend"]["options"]["accelerator_config"] = "ethos-u55-64"
+    peak, note = ProfileView(data).peak_ops_per_s("accelerator", "int8")
+    assert peak == 2 * 64 * 400e6 and "Vela accelerator config" in note
 
 
 def test_roofline_fit_to_vela_brings_the_estimate_within_1_5x(kws_dir):
