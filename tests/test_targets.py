@@ -269,7 +269,7 @@ def test_targets_json(capsys):
     records = {r["name"]: r for r in json.loads(out)}
     assert code == 0 and set(records) == set(target_names())
     assert records["dmatrix-corsair"]["peak_format"] == "mxint8"
-    assert records["infineon-psoc-edge-e84"]["peak_int8_tops"] is None
+    assert records["infineon-psoc-edge-e84"]["peak_int8_tops"] == 0.1024
 
 
 def test_targets_show_prints_the_profile(capsys):
