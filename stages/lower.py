@@ -25,6 +25,40 @@ def lowered_files(ctx) -> dict[str, Path]:
     return {k[len(FILE_PREFIX):]: Path(v) for k, v in ctx.files.items() if k.startswith(FILE_PREFIX)}
 
 
+def validation_samples(ctx, workdir: Path) -> Path | None:
+    """The manifest's validation inputs as one .npz for backends that calibrate or check with real data
+    (None: the backend makes synthetic ones and says so)."""
+    import numpy as np
+
+    try:
+        data = ctx.validation
+    except Exception:  # a broken data file is validate's error to report, with its file:line
+        return None
+    if not data:
+        return None
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "validation_samples.npz"
+    np.savez(path, **data)
+    return path
+
+
+def mac_share(graph, placement: dict) -> float:
+    """Percent of the model's MACs on the accelerator (nodes a backend computes inside another, like a
+    one-hot MatMul done as a GATHER, run no MACs and are left out)."""
+    from edgeship.targets.costmodel import node_work
+
+    units = {r["name"]: r for r in placement.get("nodes", [])}
+    total = on = 0
+    for n in graph.active_nodes():
+        row = units.get(n.name, {})
+        if row.get("absorbed_into"):
+            continue
+        macs = node_work(graph, n).macs
+        total += macs
+        on += macs if row.get("unit") == "accelerator" else 0
+    return round(100.0 * on / total, 2) if total else 100.0
+
+
 @register
 class LowerStage(BaseStage):
     name = "lower"
@@ -35,11 +69,19 @@ class LowerStage(BaseStage):
         backend, options = backend_spec(ctx.target_data)
         return {"backend": backend, "backend_version": get_backend(backend).version, "options": options}
 
+    def input_digests(self, ctx) -> dict:
+        digests = super().input_digests(ctx)
+        digests["float_model"] = ctx.digests.get("float_model", "")
+        digests["validation"] = ctx.data_digest("validation")
+        return digests
+
     def run(self, ctx):
         if ctx.model_path is None:
             raise BuildError("no model: the import stage must run first", stage=self.name)
         backend = backend_for(ctx.target_data)
-        lowered = backend.lower(Path(ctx.model_path), ctx.target, ctx.workdir / "lower")
+        workdir = ctx.workdir / "lower"
+        lowered = backend.lower(Path(ctx.model_path), ctx.target, workdir, float_model=ctx.float_model_path,
+                                samples=validation_samples(ctx, workdir))
         for key in [k for k in ctx.files if k.startswith(FILE_PREFIX)]:
             del ctx.files[key]
         for name, path in lowered.files.items():
@@ -56,8 +98,10 @@ class LowerStage(BaseStage):
         if legal and section.get("placement"):
             from edgeship.stages.legalize import target_graph
 
-            ctx.report["legalize"] = vendor_placement(legal, section, target_graph(ctx, self.name), ctx.target)
+            graph = target_graph(ctx, self.name)
+            ctx.report["legalize"] = vendor_placement(legal, section, graph, ctx.target)
             section["placement_applied"] = True
+            section["macs_on_accelerator_pct"] = mac_share(graph, ctx.report["legalize"])
         ctx.report[self.name] = section
         return ctx
 

@@ -50,7 +50,10 @@ class Backend(Protocol):
     version: ClassVar[str]  # part of the lower stage's cache key
     integer_only: ClassVar[bool]  # True: needs a fully integer QDQ model (no float islands)
 
-    def lower(self, model: Path, target: Any, workdir: Path) -> Lowered: ...
+    def lower(self, model: Path, target: Any, workdir: Path, *, float_model: Path | None = None,
+              samples: Path | None = None) -> Lowered: ...
+    # float_model: the normalized float ONNX (for backends that quantize with their own tool);
+    # samples: the validation inputs as one .npz (None: synthetic), for calibration or a vendor self-check
 
 
 _registry: dict[str, type] = {}

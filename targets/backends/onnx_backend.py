@@ -16,7 +16,8 @@ class OnnxRuntimeBackend:
     def __init__(self, **options):
         self.options = options
 
-    def lower(self, model: Path, target, workdir: Path) -> Lowered:
+    def lower(self, model: Path, target, workdir: Path, *, float_model: Path | None = None,
+              samples: Path | None = None) -> Lowered:
         workdir.mkdir(parents=True, exist_ok=True)
         out = workdir / "model.onnx"
         shutil.copyfile(model, out)

@@ -34,10 +34,21 @@ def _synthetic_feeds(io: dict, n: int, seed: int = 0) -> list[dict[str, np.ndarr
     return feeds
 
 
+def sample_feeds(samples: Path | None, n: int = SELF_CHECK_SAMPLES) -> list[dict] | None:
+    """The first `n` validation samples from the lower stage's .npz (None: none given)."""
+    if samples is None:
+        return None
+    with np.load(samples, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    count = min(n, *(len(v) for v in arrays.values())) if arrays else 0
+    return [{k: v[i] for k, v in arrays.items()} for i in range(count)] or None
+
+
 def self_check(qdq_model: Path, tflite_model: Path, io: dict, feeds: list[dict] | None = None) -> dict:
     """Outputs of the .tflite (LiteRT) vs the QDQ ONNX (onnxruntime, unoptimized), in output LSBs."""
     import onnxruntime as ort
 
+    source = "validation data" if feeds else "synthetic (uniform over each input's quantized range)"
     feeds = feeds or _synthetic_feeds(io, SELF_CHECK_SAMPLES)
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -60,7 +71,7 @@ def self_check(qdq_model: Path, tflite_model: Path, io: dict, feeds: list[dict] 
             within += int((lsb <= 1.0 + 1e-3).sum())  # float32 dequantization blurs an exact LSB
             worst = max(worst, float(lsb.max()))
     pct = 100.0 * within / total if total else 100.0
-    return {"samples": len(feeds), "elements": total, "within_1_lsb_pct": round(pct, 3), "max_lsb": round(worst, 3)}
+    return {"samples": len(feeds), "inputs": source, "elements": total, "within_1_lsb_pct": round(pct, 3), "max_lsb": round(worst, 3)}
 
 
 def write_tflite(model: Path, workdir: Path) -> tuple[Path, dict, dict]:
@@ -92,7 +103,8 @@ class TFLiteBackend:
         self.threads, self.delegate = int(threads), str(delegate)
         self.fallback = fallback  # "onnxruntime": a model the emitter cannot write ships as ONNX instead
 
-    def lower(self, model: Path, target, workdir: Path) -> Lowered:
+    def lower(self, model: Path, target, workdir: Path, *, float_model: Path | None = None,
+              samples: Path | None = None) -> Lowered:
         if self.fallback == "onnxruntime":
             from edgeship.targets.backends.onnx_backend import OnnxRuntimeBackend
             from edgeship.targets.backends.tflite_emit import unsupported_nodes
@@ -104,6 +116,6 @@ class TFLiteBackend:
                 return lowered
         path, io, facts = write_tflite(model, workdir)
         report = {"tool": "edgeship integer TFLite emitter", "runtime_version": litert_version(),
-                  "operators": facts["operators"], "self_check": self_check(model, path, io),
+                  "operators": facts["operators"], "self_check": self_check(model, path, io, sample_feeds(samples)),
                   "runtime_options": {"threads": self.threads, "delegate": self.delegate}}
         return Lowered({"model.tflite": path, IO_FILE: workdir / IO_FILE}, "litert", report, io)

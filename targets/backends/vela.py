@@ -20,7 +20,7 @@ from edgeship.errors import BuildError
 from edgeship.targets.backends import Lowered
 from edgeship.targets.backends.c_array import write_c_array
 from edgeship.targets.backends.litert_run import IO_FILE
-from edgeship.targets.backends.tflite_backend import litert_version, self_check, write_tflite
+from edgeship.targets.backends.tflite_backend import litert_version, sample_feeds, self_check, write_tflite
 from edgeship.targets.backends.tflite_emit import EMITTER_VERSION
 
 VELA_TIMEOUT_S = 600
@@ -152,7 +152,8 @@ class VelaBackend:
             raise BuildError(f"Vela failed (exit {proc.returncode}): {' | '.join(tail)}", stage="lower")
         return proc.stdout + "\n" + proc.stderr
 
-    def lower(self, model: Path, target, workdir: Path) -> Lowered:
+    def lower(self, model: Path, target, workdir: Path, *, float_model: Path | None = None,
+              samples: Path | None = None) -> Lowered:
         tflite, io, facts = write_tflite(model, workdir)
         out = workdir / "vela"
         console = self.run_vela(tflite, out)
@@ -189,6 +190,6 @@ class VelaBackend:
                          "reasons": reasons.get(p["name"], [])} for p in cpu],
             "per_layer": layers,
             "absorbed": facts["absorbed"],
-            "self_check": self_check(model, tflite, io),
+            "self_check": self_check(model, tflite, io, sample_feeds(samples)),
         }
         return Lowered(files, "tflite-micro+ethos-u", report, io)
