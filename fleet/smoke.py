@@ -48,8 +48,23 @@ def _load_samples(release: Path, session, count: int) -> list[dict[str, np.ndarr
     return [{i.name: arrays[i.name][n, ...] for i in inputs} for n in range(min(count, available))]
 
 
+def _litert_session(release: Path):
+    """The release's model.tflite in LiteRT (needs the `tflite` extra on the device)."""
+    try:
+        from edgeship.targets.backends.litert_run import LiteRTSession
+
+        return LiteRTSession(release / "model.tflite")
+    except ImportError:
+        raise AgentError("smoke test: LiteRT is not installed: pip install 'edgeship[tflite]'", "smoke-failed") from None
+    except Exception as err:
+        if "pip install" in str(err):
+            raise AgentError(f"smoke test: {err}", "smoke-failed") from None
+        raise
+
+
 def smoke_test(release: Path, config: SmokeConfig) -> dict:
-    """Load the release's model in onnxruntime, run its samples, check outputs and p95 latency.
+    """Load the release's model in the runtime its bundle names (onnxruntime, or LiteRT for a .tflite),
+    run its samples, check outputs and p95 latency. MCU artifacts (TFLite Micro) are refused: they are flashed.
 
     Returns the figures on success; raises AgentError(reason="smoke-failed", figures=...) otherwise.
     """
@@ -61,6 +76,13 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
     except (OSError, ValueError) as err:
         raise AgentError(f"smoke test: bundle.json unreadable: {err}", "smoke-failed") from None
     runtime = meta.get("runtime", "onnxruntime")
+    if runtime.startswith("tflite-micro"):
+        raise AgentError(f"smoke test: this artifact is for runtime {runtime!r} (a microcontroller firmware build: flash "
+                         "model_data.cc/.h with TensorFlow Lite Micro); a Linux device agent cannot run it - build for "
+                         "this device's target instead", "smoke-failed")
+    if runtime not in ("onnxruntime", "litert", "rknn-toolkit-lite2"):
+        raise AgentError(f"smoke test: this agent has no runner for runtime {runtime!r} (it runs onnxruntime, litert "
+                         "and rknn-toolkit-lite2)", "smoke-failed")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -70,6 +92,8 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
             from edgeship.fleet.rknn_runtime import rknn_session
 
             session = rknn_session(release)
+        elif runtime == "litert":
+            session = _litert_session(release)
         else:
             session = ort.InferenceSession(str(release / "model.onnx"), options, providers=["CPUExecutionProvider"])
     except AgentError:

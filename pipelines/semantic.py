@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from edgeship.pipelines.schema_check import Problem, did_you_mean, suggest
 from edgeship.pipelines.selector import matches
 
-DEFAULT_STAGES = ("import", "normalize", "optimize", "quantize", "legalize", "estimate", "validate", "package")
+DEFAULT_STAGES = ("import", "normalize", "optimize", "quantize", "legalize", "lower", "estimate", "validate", "package")
 
 # Fields whose value is a secret: only a ${ENV} reference is allowed.
 SECRET_VALUE_FIELDS = {"password", "token", "secret", "api_key", "passphrase"}

@@ -35,6 +35,22 @@ def alternatives(section: dict, current: str) -> list[str]:
 
 
 
+def backend_judged(ctx, section: dict) -> dict:
+    """For a compiler backend (integer TFLite, Vela) its emitter decides what is rejected, per node."""
+    from edgeship.targets.backends import backend_spec, integer_only
+
+    if not integer_only(ctx.target_data):
+        return section
+    from edgeship.targets.backends import get_backend
+    from edgeship.targets.backends.placement import backend_legalize
+
+    name, _ = backend_spec(ctx.target_data)
+    get_backend(name)  # a missing extra fails here, with the pip line
+    from edgeship.targets.backends.tflite_emit import unsupported_nodes
+
+    return backend_legalize(section, name, unsupported_nodes(ctx.model_path))
+
+
 def target_graph(ctx, stage: str):
     """The current model as a shape-annotated graph for the target: what legalize and estimate both read."""
     if ctx.target is None:
@@ -46,12 +62,13 @@ def target_graph(ctx, stage: str):
 @register
 class LegalizeStage(BaseStage):
     name = "legalize"
-    version = "5"  # 5: accelerator_is_host in the section (the report says "host" on CPU targets)
+    version = "6"  # 5: accelerator_is_host in the section; 6: the backend's own placement (Vela's CPU ops)
     uses_target = True
 
     def run(self, ctx):
         graph = target_graph(ctx, self.name)
         section = legalize(graph, ctx.target)
+        section = backend_judged(ctx, section)
         ctx.report[self.name] = section
         if section["rejected"]:
             n = len(section["rejected"])

@@ -176,10 +176,35 @@ def store(staging: Path, digest: str) -> tuple[Path, Path]:
     return final, tar
 
 
+def copy_lowered(ctx, staging: Path) -> list[str]:
+    """The lower stage's native files (model.tflite, model_vela.tflite, C array, Vela tables) into the artifact."""
+    from edgeship.stages.lower import lowered_files
+
+    names = []
+    for name, path in sorted(lowered_files(ctx).items()):
+        if name == "model.onnx":
+            continue  # the packaged ONNX is written above
+        if not path.is_file():
+            raise BuildError(f"lowered file {name} is missing ({path}): rebuild with --no-cache", stage="package")
+        shutil.copyfile(path, staging / name)
+        names.append(name)
+    return names
+
+
+def backend_tools(ctx) -> dict[str, str]:
+    lowered = ctx.report.get("lower") or {}
+    tools = {}
+    if lowered.get("tool") and lowered.get("version"):
+        tools[str(lowered["tool"])] = str(lowered["version"])
+    if lowered.get("runtime_version"):
+        tools["ai-edge-litert"] = str(lowered["runtime_version"])
+    return tools
+
+
 @register
 class PackageStage(BaseStage):
     name = "package"
-    version = "3"  # 2: report.html opens with the budget verdict; 3: bundle.json carries the release counter
+    version = "4"  # 2: verdict first in report.html; 3: release counter; 4: runtime and native files in bundle.json
 
     def config(self, ctx):
         return {"name": ctx.name, "target": ctx.target_name, "budget": ctx.setting("budget"),
@@ -213,6 +238,7 @@ class PackageStage(BaseStage):
         staging.mkdir(parents=True)
         _write_model(Path(ctx.model_path), staging / "model.onnx")
         inputs, outputs = _io(staging / "model.onnx")
+        native = copy_lowered(ctx, staging)
         samples = ctx.sample_inputs(SMOKE_SAMPLES)
         np.savez(staging / "samples.npz", **samples)
         try:
@@ -236,6 +262,7 @@ class PackageStage(BaseStage):
             "smoke": {"samples": int(next(iter(samples.values())).shape[0]) if samples else 0,
                       "expected_p95_ms": section["expected_p95_ms"]},
             "created": created, "release": release_counter(created), "edgeship_version": __version__,
+            "runtime": ctx.extra.get("runtime", "onnxruntime"), "native_files": native,
         }
         lock = {
             "format": 1,
@@ -248,7 +275,7 @@ class PackageStage(BaseStage):
                 "validation_data": {"path": ctx.setting("validation", "data"), "sha256": ctx.data_digest("validation")},
                 "target": {"name": ctx.target_name, "sha256": ctx.target_digest()},
             },
-            "tools": tool_versions(),
+            "tools": {**tool_versions(), **backend_tools(ctx)},
             "stages": [{"name": r.name, "status": r.status, "key": r.key} for r in ctx.records if r.name != self.name]
                       + [{"name": self.name, "status": "ran", "key": ctx.stage_keys.get(self.name, "")}],
             "model_sha256": model_sha,

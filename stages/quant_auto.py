@@ -136,7 +136,7 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
         quant_ort.quantize_dynamic_int8(pre, path, policy, keep, policy.per_channel_allowed)
         cands.add("dynamic", "dynamic", path, per_channel=policy.per_channel_allowed, float_nodes=None)
 
-    if statics and not any(r["meets_accuracy"] for r in statics):
+    if statics and not any(r["meets_accuracy"] for r in statics) and not policy.integer_only:
         higher = metrics.HIGHER_IS_BETTER[goal["metric"]]
         base = sorted(statics, key=lambda r: r["accuracy"][goal["metric"]], reverse=higher)[0]
         ranking = rank_nodes(Path(ctx.float_model_path or pre), Path(base["path"]), strided(eval_data, SENSITIVITY_SAMPLES), work)
@@ -155,7 +155,7 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
             k *= 2
 
     measurable = bool(ctx.target_data.get("measurable", False))
-    meeting = [r for r in cands.rows if r["meets_accuracy"]]
+    meeting = [r for r in cands.rows if r["meets_accuracy"] and (r["kind"] == "static" or not policy.integer_only)]
     if measurable:
         _measure_latency(cands.rows, quant_measure.first_feed(eval_data))
         best = min(meeting, key=lambda r: r["latency_ms"]) if meeting else cands.rows[0]
@@ -168,7 +168,12 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
         best = min(meeting, key=preference) if meeting else cands.rows[0]
         reason = (f"target {ctx.target_name} is not measurable here: most-quantized candidate meeting "
                   f"{goal['metric']} {goal['direction']} {goal['bound']}")
-    if not meeting:
+    if not meeting and policy.integer_only and statics:  # float cannot ship on this backend: best integer one
+        higher = metrics.HIGHER_IS_BETTER[goal["metric"]]
+        best = sorted(statics, key=lambda r: r["accuracy"][goal["metric"]], reverse=higher)[0]
+        reason = (f"no candidate met the accuracy budget; {ctx.target_name}'s backend runs integer models only, so the "
+                  "most accurate fully integer one is kept (validate will report the miss)")
+    elif not meeting:
         reason = "no candidate met the accuracy budget; float kept (validate will report it)"
     for r in cands.rows:
         r["selected"] = r is best

@@ -152,11 +152,29 @@ def _stride(n: int) -> int | None:
     return next(s for s in range(MINMAX_STRIDE, 0, -1) if n % s == 0)
 
 
+# ops onnxruntime's QDQ quantizer leaves in float unless asked (Sub is in neither of its registries;
+# the rest are quantized only behind an already quantized input): integer-only backends need them all
+INTEGER_ONLY_EXTRA_OPS = ("Sub", "Div", "HardSigmoid", "HardSwish", "Tanh", "Sigmoid", "LeakyRelu", "Relu", "Clip",
+                          "ReduceMean", "ReduceSum", "ReduceMax", "Max", "Min", "Sqrt", "Reciprocal", "Exp", "Log",
+                          "Expand", "GlobalMaxPool")
+
+
+def op_types_to_quantize(policy) -> list[str] | None:
+    """None (onnxruntime's default list), or that list plus the ops an integer-only backend needs."""
+    if not getattr(policy, "integer_only", False):
+        return None
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QDQRegistry) | set(QLinearOpsRegistry) | set(INTEGER_ONLY_EXTRA_OPS))
+
+
 def extra_options(policy) -> dict:
     opts = {
         "ActivationSymmetric": bool(policy.activation_symmetric),
         "WeightSymmetric": bool(policy.weight_symmetric),
     }
+    if getattr(policy, "integer_only", False):  # a MaxPool or Reshape first in the graph is quantized too
+        opts["ForceQuantizeNoInputCheck"] = True
     if policy.method == "percentile":
         opts["CalibPercentile"] = 99.999
     return opts
@@ -185,6 +203,7 @@ def quantize_static_qdq(src: Path, dst: Path, policy, calibration: dict[str, np.
                 activation_type=QUANT_TYPES[policy.activation_dtype],
                 weight_type=QUANT_TYPES[policy.weight_dtype],
                 nodes_to_exclude=list(nodes_to_exclude),
+                op_types_to_quantize=op_types_to_quantize(policy),
                 calibrate_method=METHODS[policy.method],
                 extra_options=opts,
                 calibration_cache_path=str(cache),

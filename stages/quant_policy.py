@@ -35,6 +35,7 @@ class QuantPolicy:
     per_tensor_allowed: bool = True
     dynamic_allowed: bool = True
     integer_allowed: bool = True  # the target runs at least one integer format this quantizer emits
+    integer_only: bool = False  # the target's backend (integer TFLite, Vela) needs every op quantized
     alternative_activation_dtypes: tuple[str, ...] = ()  # auto may also try these (activation dtype not pinned)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -70,6 +71,12 @@ class _Errors:
     def raise_if_any(self) -> None:
         if self.messages:
             raise BuildError("; ".join(self.messages), stage="quantize")
+
+
+def backend_integer_only(target_data: dict) -> bool:
+    from edgeship.targets.backends import integer_only
+
+    return integer_only(target_data)
 
 
 def resolve_policy(spec: dict, target_data: dict, where=None) -> QuantPolicy:
@@ -145,6 +152,7 @@ def resolve_policy(spec: dict, target_data: dict, where=None) -> QuantPolicy:
                        samples=samples, keep_float=keep, power_of_two=power_of_two,
                        per_channel_allowed=per_channel_ok, per_tensor_allowed=per_tensor_ok,
                        dynamic_allowed=dynamic_ok, integer_allowed=any(d in QUANTIZER_DTYPES for d in allowed),
+                       integer_only=backend_integer_only(target_data),
                        alternative_activation_dtypes=tuple(
                            d for d in act_allowed if d in ("int8", "uint8") and d != act_dtype
                        ) if _get(q, "activations", "dtype") is None else (),

@@ -64,7 +64,7 @@ def calibration_data(ctx, policy: QuantPolicy) -> tuple[dict, dict]:
 @register
 class QuantizeStage(BaseStage):
     name = "quantize"
-    version = "1"
+    version = "3"
     uses_target = True
 
     def _auto(self, ctx) -> bool:

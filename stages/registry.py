@@ -18,7 +18,7 @@ from importlib import metadata
 from edgeship.errors import BuildError
 
 ENTRY_POINT_GROUP = "edgeship.stages"
-DEFAULT_ORDER = ("import", "normalize", "optimize", "quantize", "legalize", "estimate", "validate", "package")
+DEFAULT_ORDER = ("import", "normalize", "optimize", "quantize", "legalize", "lower", "estimate", "validate", "package")
 # stage name -> module under edgeship.stages that defines it
 BUILTIN_MODULES = {
     "import": "importer",
@@ -26,6 +26,7 @@ BUILTIN_MODULES = {
     "optimize": "optimize",
     "quantize": "quantize",
     "legalize": "legalize",
+    "lower": "lower",
     "estimate": "estimate",
     "validate": "validate",
     "package": "package",

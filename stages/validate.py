@@ -161,10 +161,23 @@ def validation_inputs(ctx) -> tuple[dict, dict]:
                                                      "warning": SYNTHETIC_WARNING}
 
 
+def shipped_session(ctx, report: dict):
+    """What ships is the reference: a LiteRT session on the lowered .tflite when the backend made one."""
+    from edgeship.stages.lower import lowered_files
+
+    shipped = lowered_files(ctx).get("model.tflite")
+    if shipped is None:
+        return None
+    from edgeship.targets.backends.litert_run import LiteRTSession
+
+    report["candidate"], report["runtime"] = "model.tflite", "LiteRT"
+    return LiteRTSession(shipped)
+
+
 @register
 class ValidateStage(BaseStage):
     name = "validate"
-    version = "2"
+    version = "3"
     uses_target = True
 
     def config(self, ctx) -> dict:
@@ -177,6 +190,9 @@ class ValidateStage(BaseStage):
         digests["validation"] = ctx.data_digest("validation")
         estimate = ctx.report.get("estimate") or {}
         digests["estimate"] = [estimate.get("latency_ms"), estimate.get("peak_memory_kb")]
+        from edgeship.stages.lower import lowered_files
+
+        digests["shipped"] = ctx.file_digest("shipped_tflite", lowered_files(ctx).get("model.tflite"))
         return digests
 
     @staticmethod
@@ -204,7 +220,7 @@ class ValidateStage(BaseStage):
         data, report["data"] = validation_inputs(ctx)
 
         ref_sess = quant_measure.session(reference, threads=0)
-        cand_sess = quant_measure.session(candidate, threads=0)
+        cand_sess = shipped_session(ctx, report) or quant_measure.session(candidate, threads=0)
         names = quant_measure.output_names(ref_sess)
         if names != quant_measure.output_names(cand_sess):
             raise BuildError(f"candidate outputs {quant_measure.output_names(cand_sess)} differ from the "

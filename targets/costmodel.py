@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edgeship.targets.graphinfo import VIEW_OPS, GraphInfo, NodeInfo
+from edgeship.targets.graphinfo import QDQ_OPS, VIEW_OPS, GraphInfo, NodeInfo
 from edgeship.targets.profileview import ProfileView
 
 ELEMENTWISE_FLOPS = {
@@ -289,6 +289,12 @@ def efficiency_key(work: NodeWork) -> str:
     return work.op_type
 
 
+def compiles_qdq_away(profile: ProfileView) -> bool:
+    from edgeship.targets.backends import integer_only
+
+    return integer_only(profile.data)
+
+
 def node_time(work: NodeWork, unit: str, profile: ProfileView) -> tuple[float, float, float, str, str]:
     """(compute_us, memory_us, total_us, bound, note) for one node on one unit."""
     fmt = work.fmt
@@ -298,11 +304,15 @@ def node_time(work: NodeWork, unit: str, profile: ProfileView) -> tuple[float, f
         fmt = "float32"
     peak, note = profile.peak_ops_per_s(unit, fmt)
     key = efficiency_key(work)
+    if work.depthwise and profile.has_efficiency("DepthwiseConv"):  # NPUs reach a fraction of their dense rate
+        key = "DepthwiseConv"
     eff = profile.efficiency(key) if profile.has_efficiency(key) else profile.efficiency(work.op_type)
     compute_us = work.flops / (peak * eff) * 1e6 if (peak and work.flops) else 0.0
     bw = profile.bandwidth_bytes_per_s()
     memory_us = work.external_bytes / (bw * profile.bandwidth_efficiency()) * 1e6 if (bw and work.external_bytes) else 0.0
     overhead = profile.per_node_overhead_us()
+    if work.op_type in QDQ_OPS and unit == "accelerator" and compiles_qdq_away(profile):
+        overhead = 0.0  # an integer compiler (Vela, the TFLite emitter) folds (de)quantization into its neighbours
     body = max(compute_us, memory_us)
     bound = "overhead" if body < overhead else ("compute" if compute_us >= memory_us else "memory")
     return compute_us, memory_us, body + overhead, bound, note
@@ -332,6 +342,8 @@ def estimate(g: GraphInfo, profile, placement: dict | None = None) -> dict:
     unknown: list[str] = []
     for n in g.active_nodes():
         placed = where.get(n.name, {})
+        if placed.get("absorbed_into"):  # a backend computes it inside another node's operators (e.g. GATHER)
+            continue
         unit = placed.get("unit", "accelerator")
         if unit == "rejected":
             unit = "host"

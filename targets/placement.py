@@ -267,26 +267,10 @@ def _unit_of_tensor(g: GraphInfo, tensor: str, units: dict[str, str]) -> str | N
     return units.get(p.name) if p is not None else None
 
 
-def legalize(g: GraphInfo, profile) -> dict:
-    """The `legalize` report section. Rejected nodes are listed, not raised: the stage decides."""
-    view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
-    rows: list[dict] = []
-    units: dict[str, str] = {}
-    downcast = 0
-    for n in g.active_nodes():
-        unit, reasons = place_node(g, n, view)
-        units[n.name] = unit
-        fmt = g.compute_format(n)
-        row = {"name": n.name, "op_type": n.op_type, "format": fmt, "unit": unit,
-               "reasons": [r.as_dict() for r in reasons], "partition": None}
-        if unit == ACCELERATOR and n.op_type not in VIEW_OPS:
-            limits = view.op_limits(n.op_type) or {}
-            as_fmt = runs_as(fmt, {canonical_format(f) for f in (limits.get("dtypes") or [])} or view.formats())
-            if as_fmt:
-                row["runs_as"] = as_fmt
-                downcast += 1
-        rows.append(row)
-    fused = [{"name": n.name, "op_type": n.op_type, "into": n.fused_into} for n in g.nodes if n.fused_into]
+def partition(g: GraphInfo, view: ProfileView, rows: list[dict]) -> tuple[list, list[dict], int, list[dict]]:
+    """(schedule, accelerator partitions, host round trips, boundary transfers) for placed `rows`
+    (each row's "partition" is filled in). Shared by legalize and by a vendor compiler's placement."""
+    units = {r["name"]: (r["unit"] if r["unit"] in (ACCELERATOR, HOST, REJECTED) else HOST) for r in rows}
     order = _schedule(g, units)
     by_name = {r["name"]: r for r in rows}
     partitions: list[dict] = []
@@ -322,6 +306,30 @@ def legalize(g: GraphInfo, profile) -> dict:
             if src == ACCELERATOR and (t, HOST) not in seen:
                 seen.add((t, HOST))
                 transfers.append({"tensor": t, "from": ACCELERATOR, "to": HOST, "bytes": int(g.effective_bytes(t) or 0)})
+    return order, partitions, round_trips, transfers
+
+
+def legalize(g: GraphInfo, profile) -> dict:
+    """The `legalize` report section. Rejected nodes are listed, not raised: the stage decides."""
+    view = profile if isinstance(profile, ProfileView) else ProfileView(profile)
+    rows: list[dict] = []
+    units: dict[str, str] = {}
+    downcast = 0
+    for n in g.active_nodes():
+        unit, reasons = place_node(g, n, view)
+        units[n.name] = unit
+        fmt = g.compute_format(n)
+        row = {"name": n.name, "op_type": n.op_type, "format": fmt, "unit": unit,
+               "reasons": [r.as_dict() for r in reasons], "partition": None}
+        if unit == ACCELERATOR and n.op_type not in VIEW_OPS:
+            limits = view.op_limits(n.op_type) or {}
+            as_fmt = runs_as(fmt, {canonical_format(f) for f in (limits.get("dtypes") or [])} or view.formats())
+            if as_fmt:
+                row["runs_as"] = as_fmt
+                downcast += 1
+        rows.append(row)
+    fused = [{"name": n.name, "op_type": n.op_type, "into": n.fused_into} for n in g.nodes if n.fused_into]
+    order, partitions, round_trips, transfers = partition(g, view, rows)
     counts = {u: sum(1 for r in rows if r["unit"] == u) for u in (ACCELERATOR, HOST, REJECTED)}
     total = max(1, len(rows))
     return {

@@ -40,6 +40,12 @@ class ProfileView:
             return peak, ""
         cu = self.data.get("compute", {}).get(unit) or {}
         known = {canonical_format(k): float(v) * 1e12 for k, v in (cu.get("peak_tops") or {}).items() if v}
+        if not known and unit == "accelerator":
+            from edgeship.targets.backends.ethos_u import backend_peak_ops_per_s
+
+            backend_peak = backend_peak_ops_per_s(self.data, canonical_format(fmt))
+            if backend_peak:
+                return backend_peak, "accelerator peak from the Vela accelerator config the backend compiles for"
         if not known:
             return None, f"{unit} peak compute not public: compute time not estimated (bandwidth and overhead only)"
         if "float32" in known and not fmt.startswith("int"):

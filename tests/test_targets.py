@@ -142,7 +142,7 @@ def test_ethos_defaults_and_depthwise_overrides_merge():
     dw = psoc.supports_op("Conv", depthwise=True)
     assert dw["stride_max"] == 3 and "depthwise" not in dw
     assert psoc.allows("int16", role="activations") and not psoc.allows("int16", role="weights")
-    assert psoc.peak_ops_per_s("int8") is None  # not public: null, never invented
+    assert psoc.peak_ops_per_s("int8") == 2 * 128 * 400e6  # U55-128 at 400 MHz, read from Infineon's compiled model
     assert psoc.host_runs("Gather") and not psoc.host_runs("Einsum")  # TFLM kernels only
 
 
@@ -269,7 +269,7 @@ def test_targets_json(capsys):
     records = {r["name"]: r for r in json.loads(out)}
     assert code == 0 and set(records) == set(target_names())
     assert records["dmatrix-corsair"]["peak_format"] == "mxint8"
-    assert records["infineon-psoc-edge-e84"]["peak_int8_tops"] is None
+    assert records["infineon-psoc-edge-e84"]["peak_int8_tops"] == 0.1024
 
 
 def test_targets_show_prints_the_profile(capsys):

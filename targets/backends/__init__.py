@@ -52,7 +52,10 @@ class Backend(Protocol):
     version: ClassVar[str]  # part of the lower stage's cache key
     integer_only: ClassVar[bool]  # True: needs a fully integer QDQ model (no float islands)
 
-    def lower(self, model: Path, target: Any, workdir: Path) -> Lowered: ...
+    def lower(self, model: Path, target: Any, workdir: Path, *, float_model: Path | None = None,
+              samples: Path | None = None) -> Lowered: ...
+    # float_model: the normalized float ONNX (for backends that quantize with their own tool);
+    # samples: the validation inputs as one .npz (None: synthetic), for calibration or a vendor self-check
 
 
 _registry: dict[str, type] = {}
@@ -120,10 +123,12 @@ def backend_for(target_data: dict):
 
 
 def integer_only(target_data: dict) -> bool:
-    """Whether the target's backend needs a fully integer model (read without importing the backend's
-    dependencies, so quantize can ask even where the extra is missing)."""
-    name, _ = backend_spec(target_data)
-    return name in ("tflite", "vela")
+    """Whether the target's backend needs a fully integer model: quantize leaves nothing in float and
+    legalize rejects a node the TFLite emitter cannot write. False for a backend with a `fallback`
+    (raspberry-pi-5 ships ONNX when the emitter cannot lower the model). Read without importing the
+    backend's dependencies, so quantize can ask even where the extra is missing."""
+    name, options = backend_spec(target_data)
+    return name in ("tflite", "vela") and not options.get("fallback")
 
 
 __all__ = ["Backend", "Lowered", "get_backend", "backend_for", "backend_spec", "integer_only", "install_hint",

@@ -27,7 +27,7 @@ def test_rollout_builds_its_pipeline(tmp_path, capsys):
     (tmp_path / "rollout.yaml").write_text(yaml.safe_dump(rollout))
     assert main(["apply", str(tmp_path / "rollout.yaml")]) == 0, capsys.readouterr().err
     out, err = capsys.readouterr()
-    assert "build kws-host: [8/8] package" in err and "Rollout kws-built: done" in out
+    assert "build kws-host: [9/9] package" in err and "Rollout kws-built: done" in out
     digests = {current_of(tmp_path, d) for d in ids}
     assert len(digests) == 1 and None not in digests
     assert main(["apply", str(tmp_path / "rollout.yaml")]) == 0
