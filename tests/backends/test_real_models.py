@@ -31,6 +31,9 @@ def _build(manifest: Path, target: str = "infineon-psoc-edge-e84"):
 
 
 def _pipeline(folder: Path, name: str, model: Path, inputs: dict, data: dict | None = None) -> Path:
+    local = folder / f"{name}.onnx"  # beside the manifest: a model outside its folder is refused
+    shutil.copyfile(model, local)
+    model = local
     doc = {"apiVersion": "edgeship/v1", "kind": "Pipeline", "metadata": {"name": name},
            "model": {"path": str(model), "inputs": inputs, "task": "classification"},
            "target": "infineon-psoc-edge-e84",
