@@ -47,6 +47,16 @@ class Platform:
     def tag(self) -> str:
         return f"cp{self.python.replace('.', '')}-{self.arch}"
 
+    def pip_platforms(self) -> list[str]:
+        """Every manylinux tag a board with this glibc can install: pip 23 does not widen
+        `--platform manylinux_2_36_x86_64` to the older tags most wheels carry, so list them all."""
+        major, minor = (_glibc_key(self.glibc) + (0, 0))[:2]
+        tags = [f"manylinux_{major}_{m}_{self.arch}" for m in range(minor, 16, -1)] if major == 2 else []
+        tags.append(f"manylinux2014_{self.arch}")
+        if self.arch in ("x86_64", "i686"):
+            tags += [f"manylinux2010_{self.arch}", f"manylinux1_{self.arch}"]
+        return tags
+
     @classmethod
     def parse(cls, text: str) -> "Platform":
         """`3.11:aarch64` or `3.11:aarch64:2.31` (Python version, machine, glibc)."""
@@ -104,7 +114,7 @@ def build_platform(out: Path, platform: Platform, edgeship_wheel: Path | None, e
                 os.link(wheel, staging / wheel.name) if _same_fs(wheel, staging) else shutil.copyfile(wheel, staging / wheel.name)
     requirement = f"{edgeship_wheel}[{extras}]" if edgeship_wheel else f"edgeship[{extras}]=={__version__}"
     args = ["download", "-d", str(staging), "--only-binary=:all:", "--implementation", "cp",
-            "--python-version", platform.python, "--platform", f"manylinux_{platform.glibc.replace('.', '_')}_{platform.arch}",
+            "--python-version", platform.python, *[a for tag in platform.pip_platforms() for a in ("--platform", tag)],
             requirement, "pip"]
     output = _pip(args, f"wheels for {platform.tag} (glibc {platform.glibc})")
     wanted = {Path(m.group(1)).name for line in output.splitlines() if (m := _SAVED.match(line.strip()))}
