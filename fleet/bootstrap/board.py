@@ -114,8 +114,8 @@ class Bootstrapper:
             self._bootstrap(device, outcome)
         except (BoardError, wheelhouse.WheelhouseError) as err:
             outcome.ok, outcome.error = False, str(err)
-        except TransportError as err:
-            outcome.ok, outcome.error = False, err.args[0] if len(err.args) == 1 else str(err).split(": ", 1)[-1]
+        except TransportError as err:  # its text starts with the device id, which the line already names
+            outcome.ok, outcome.error = False, str(err).removeprefix(f"{device.id}: ")
         return outcome
 
     def _bootstrap(self, device: Device, outcome: Outcome) -> None:

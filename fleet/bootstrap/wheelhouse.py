@@ -14,7 +14,6 @@ it from its wheel (`python pip-*.whl/pip install ...`), so a board Python withou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeship import __version__
+from edgeship.artifact import sha256_file
 from edgeship.errors import UsageError
 
 MANIFEST = "wheelhouse.json"
@@ -64,14 +64,6 @@ class Platform:
         if len(parts) not in (2, 3) or not re.fullmatch(r"3\.\d+", parts[0]) or not parts[1]:
             raise UsageError(f"--board {text!r}: use PYTHON:ARCH[:GLIBC], e.g. 3.11:aarch64:2.31")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else DEFAULT_GLIBC)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def source_checkout() -> Path | None:

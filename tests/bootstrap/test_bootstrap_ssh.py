@@ -90,7 +90,7 @@ def _variant(src_tag: Path, dest: Path, edit) -> Path:
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zout:
         for n, data in files.items():
             zout.writestr(n, data)
-    manifest["wheels"][wheel.name] = wheelhouse.sha256_file(wheel)
+    manifest["wheels"][wheel.name] = artifact.sha256_file(wheel)
     (folder / wheelhouse.MANIFEST).write_text(json.dumps(manifest))
     return dest
 
@@ -159,3 +159,33 @@ def test_bootstrap_offline_board_then_rollout_then_upgrades(tmp_path, wheelhouse
         assert _link(home0) != before and _link(home0, "previous") == before
         assert main(["fleet", "status", str(fleet_ssh)]) == 0
         assert artifact.bundle_digest(v1).split(":")[1][:12] in capsys.readouterr().out
+
+
+def test_wheelhouse_asks_the_boards_and_bootstrap_refusals_are_one_line(tmp_path, wheelhouse_dir, capsys):
+    with SshdFarm(tmp_path / "sshd", count=1) as farm:
+        _, pub = signing_keys(tmp_path)
+        dev = _board(tmp_path, farm, 0, "ssh")
+        fleet = _fleet(tmp_path, farm, pub, "one", [dev])
+        tag = f"cp{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}"
+
+        # the wheelhouse command probes the board over SSH for its platform (wheels already there are reused)
+        assert main(["fleet", "wheelhouse", str(fleet), "--out", str(wheelhouse_dir)]) == 0, capsys.readouterr().err
+        assert f"{tag}: " in capsys.readouterr().out
+
+        # no wheels for the board's platform: says which command makes them, the board is untouched
+        assert main(["fleet", "bootstrap", str(fleet), "--wheelhouse", str(tmp_path / "empty")]) == 1
+        err = capsys.readouterr().err
+        assert f"no wheelhouse for {tag}" in err and "edgeship fleet wheelhouse" in err and "Traceback" not in err
+        assert not Path(dev["options"]["agent_home"]).exists()
+
+        # a board without room: refused before anything is pushed
+        dev["options"]["bootstrap_min_free_mb"] = 10**9
+        fleet = _fleet(tmp_path, farm, pub, "full-disk", [dev])
+        assert main(["fleet", "bootstrap", str(fleet), "--wheelhouse", str(wheelhouse_dir)]) == 1
+        assert "board not ready" in capsys.readouterr().err and not Path(dev["options"]["agent_home"]).exists()
+
+        # an unknown host key: refused, never added
+        farm.known_hosts.write_text("")
+        assert main(["fleet", "bootstrap", str(fleet), "--wheelhouse", str(wheelhouse_dir)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("dev-00: error: host key for") and "refusing to connect" in err and err.count("\n") == 1
