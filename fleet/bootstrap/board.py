@@ -24,6 +24,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paramiko
 import yaml
 
 from edgeship.errors import TransportError
@@ -116,6 +117,8 @@ class Bootstrapper:
             outcome.ok, outcome.error = False, str(err)
         except TransportError as err:  # its text starts with the device id, which the line already names
             outcome.ok, outcome.error = False, str(err).removeprefix(f"{device.id}: ")
+        except (OSError, paramiko.SSHException) as err:  # an SFTP write refused (not root for /etc), a dropped link
+            outcome.ok, outcome.error = False, f"on the board: {type(err).__name__}: {err}"
         return outcome
 
     def _bootstrap(self, device: Device, outcome: Outcome) -> None:
