@@ -124,6 +124,9 @@ def test_bootstrap_offline_board_then_rollout_then_upgrades(tmp_path, wheelhouse
         assert main(["fleet", "bootstrap", str(fleet_all), "--wheelhouse", str(wheelhouse_dir)]) == 0
         lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
         assert lines["dev-00"] == "unchanged" and lines["dev-01"].startswith("unchanged;"), lines
+        assert main(["fleet", "bootstrap", str(fleet_ssh), "--wheelhouse", str(wheelhouse_dir), "--json"]) == 0
+        (report,) = json.loads(capsys.readouterr().out)
+        assert report["ok"] and not report["changed"] and report["agent"]["ok"] and report["board"]["arch"] == platform.machine()
 
         # 3. the bootstrapped board takes a rollout over SSH, run by its own agent
         v1 = make_bundle(tmp_path, "kws", seed=1)
