@@ -14,6 +14,9 @@ import sys
 from edgeship import __version__
 from edgeship.errors import EdgeshipError, ManifestError
 
+# Top-level modules of the `full` extra: a device install (`edgeship[agent]`) lacks them on purpose.
+FULL_ONLY = {"onnx", "jsonschema", "fabric", "paramiko", "invoke"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -30,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"edgeship.commands.{info.name}")
         module.register(sub)
     return parser
+
+
+def _missing_extra(err: Exception) -> str:
+    """For a module of an extra that this install lacks: what it is and the pip line that adds it."""
+    top = (getattr(err, "name", None) or "").split(".")[0] if isinstance(err, ModuleNotFoundError) else ""
+    if top == "onnxruntime":
+        return "the ONNX runtime (onnxruntime is not installed): pip install 'edgeship[agent]'"
+    if top in FULL_ONLY:
+        return f"the full install ({top} is not installed; a device install carries only the agent): pip install 'edgeship[full]'"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except Exception as err:  # a bug in edgeship: one line unless debugging
+        missing = _missing_extra(err)
+        if missing:
+            print(f"edgeship: error: `edgeship {args.command}` needs {missing}", file=sys.stderr)
+            return 2
         if os.environ.get("EDGESHIP_DEBUG"):
             raise
         print(f"edgeship: internal error: {type(err).__name__}: {err} (set EDGESHIP_DEBUG=1 for a traceback)", file=sys.stderr)

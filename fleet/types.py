@@ -76,6 +76,7 @@ class DeviceState:
     last_seen: float | None = None  # unix time
     disk_bytes: int | None = None  # bytes used under the device root
     releases: list[str] = field(default_factory=list)
+    device: dict[str, Any] | None = None  # device_info: agent and runtime versions, free disk and memory
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

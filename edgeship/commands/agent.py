@@ -44,7 +44,10 @@ def _rollback(args) -> int:
 
 
 def _status(args) -> int:
-    print(json.dumps(_agent(args).status(), indent=None if args.compact else 2, sort_keys=True))
+    from edgeship.fleet.device_info import device_info
+
+    status = {**_agent(args).status(), "device": device_info(Path(args.root))}
+    print(json.dumps(status, indent=None if args.compact else 2, sort_keys=True))
     return 0
 
 
@@ -135,4 +138,7 @@ def register(sub) -> None:
     from edgeship.fleet.mqtt.serve_cli import add_serve_parser
 
     add_serve_parser(agent_sub)
+    from edgeship.fleet.device_info import add_selftest_parser  # run by `fleet bootstrap` before a switch
+
+    add_selftest_parser(agent_sub)
     # ------------------------------------------------------------------------------------------

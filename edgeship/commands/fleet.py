@@ -3,6 +3,8 @@
     edgeship fleet status FLEET.yaml [--json]          online/offline, release, last seen per device
     edgeship fleet credentials FLEET.yaml --out DIR    mosquitto password file + ACL + per-device secrets
     edgeship fleet certs --out DIR [--host H ...]      a CA and a broker certificate for mqtts://
+    edgeship fleet wheelhouse FLEET.yaml               the agent's wheels for the boards' platforms
+    edgeship fleet bootstrap FLEET.yaml [--upgrade]    install the agent on boards over SSH
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ def _ago(ts: float | None) -> str:
     return f"{secs / 86400:.0f}d ago"
 
 
+def _size(n) -> str:
+    return "?" if not isinstance(n, (int, float)) else f"{n / 2**30:.1f}G" if n >= 2**30 else f"{n / 2**20:.0f}M"
+
+
+def _device_cells(info: dict | None) -> tuple[str, str]:
+    """AGENT (`0.1.0 onnxruntime 1.20.1`) and FREE DISK/MEM (`12.3G/1.5G`) from a device's device_info."""
+    if not info:
+        return "-", "-"
+    runtimes = " ".join(f"{k} {v}" for k, v in sorted((info.get("runtimes") or {}).items()) if k != "numpy")
+    agent = " ".join(x for x in (str(info.get("agent_version") or "?"), runtimes) if x)
+    return agent, f"{_size(info.get('free_bytes'))}/{_size(info.get('mem_available_bytes'))}"
+
+
 def _status(args) -> int:
     from edgeship.fleet.inventory import load_fleet
     from edgeship.fleet.rollout.devices import failure_reason
@@ -47,7 +62,7 @@ def _status(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True, default=str))
         return 0
-    table = [("DEVICE", "TRANSPORT", "STATE", "RELEASE", "LAST SEEN", "LAST RESULT")]
+    table = [("DEVICE", "TRANSPORT", "STATE", "RELEASE", "LAST SEEN", "AGENT", "FREE DISK/MEM", "LAST RESULT")]
     for r in rows:
         last = r.get("last_result") or {}
         result = "" if not last else ("ok" if last.get("ok") else f"failed: {last.get('reason')}")
@@ -56,7 +71,7 @@ def _status(args) -> int:
         release = (r.get("current") or "-").split(":", 1)[-1][:12]
         state = r["reason"] if r.get("error") else "online" if r.get("online") else "offline"
         seen = "-" if r.get("error") else _ago(r.get("last_seen"))  # unknown, not "never"
-        table.append((r["device_id"], r["transport"], state, release, seen, result))
+        table.append((r["device_id"], r["transport"], state, release, seen, *_device_cells(r.get("device")), result))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -119,3 +134,7 @@ def register(sub) -> None:
     p.add_argument("--host", action="append", help="host name or IP the broker is reached by; repeatable")
     p.add_argument("--days", type=int, default=825, help="server certificate validity (default 825)")
     p.set_defaults(func=_certs)
+
+    from edgeship.fleet.bootstrap.cli import add_parsers  # wheelhouse, bootstrap: putting the agent on boards
+
+    add_parsers(fleet_sub)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import yaml
+from typing import TYPE_CHECKING
 
 from edgeship.errors import TargetError
-from edgeship.targets import TargetProfile, load_target, target_names
+
+if TYPE_CHECKING:  # the catalog (jsonschema) loads when a targets command runs, not with every command
+    from edgeship.targets import TargetProfile
 
 COLUMNS = ("NAME", "VENDOR", "ACCELERATOR", "PEAK INT8 TOPS", "MEMORY", "FORMATS", "RUNTIME", "MEASURABLE")
 
@@ -141,6 +142,8 @@ def _quiet_broken_pipe(func):
 @_quiet_broken_pipe
 def run_list(args: argparse.Namespace) -> int:
     """The table; a broken profile or override is reported on stderr without hiding the others."""
+    from edgeship.targets import load_target, target_names
+
     profiles, broken = [], []
     for name in target_names():
         try:
@@ -160,6 +163,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 @_quiet_broken_pipe
 def run_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from edgeship.targets import load_target
+
     profile = load_target(args.name)
     if args.json:
         json.dump(profile.data, sys.stdout, indent=2)

@@ -14,7 +14,9 @@ reported (retained), written by the device:
     {"device_id", "seq" (last desired handled), "current", "previous", "releases", "staged",
      "last_result": Result.to_dict(), "transfer": {...figures of the last fetch...}, "ts"}
 
-status (retained): {"state": "online"|"offline", "ts"}; the offline one is the device's last will.
+status (retained): {"state": "online"|"offline", "ts"}; the offline one is the device's last will. The
+    online ones (birth and heartbeat) add "device": {agent_version, python, arch, runtimes, free_bytes,
+    mem_total_bytes, mem_available_bytes} (fleet/device_info.py); `reported` carries it too.
 req: {"digest", "chunks": [ids], "rid"}   chunks: binary frames (chunks.encode_frame)
 """
 
@@ -68,5 +70,6 @@ def check_desired(doc: dict) -> dict:
     return doc
 
 
-def status_doc(state: str) -> bytes:
-    return dumps({"state": state, "ts": round(time.time(), 3)})
+def status_doc(state: str, device: dict | None = None) -> bytes:
+    """`device`: the birth and heartbeat messages carry device_info (versions, free disk, memory)."""
+    return dumps({"state": state, "ts": round(time.time(), 3), **({"device": device} if device else {})})

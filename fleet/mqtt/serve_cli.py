@@ -40,6 +40,7 @@ def serve(args: argparse.Namespace) -> int:
     from edgeship.fleet.agent_config import config_for_root
     from edgeship.fleet.mqtt.service import DeviceService, Ticker
     from edgeship.fleet.mqtt.topics import valid_device_id
+    from edgeship.fleet.sdnotify import Notifier
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -70,13 +71,21 @@ def serve(args: argparse.Namespace) -> int:
     service.start()
     ticker = Ticker([service], interval=1.0)
     print(f"edgeship agent serve: {args.device_id} -> {args.broker} (prefix {args.prefix})", flush=True)
+    systemd = Notifier()
+    systemd.ready(f"serving {args.device_id} -> {args.broker}")
+    pinged = threading.Event()
+    pinged.set()
     while not done.wait(0.5):
+        if pinged.is_set():  # the ping runs on the worker: a stuck worker stops it, and systemd restarts us
+            pinged.clear()
+            service.client.worker.submit(lambda: (systemd.watchdog(), pinged.set()))
         if service.client.refused and service.client._stopped:
             print(f"edgeship: error: {args.device_id}: broker refused the connection: {service.client.refused}",
                   flush=True)
             ticker.stop()
             service.client.stop(clean=False)
             return 1
+    systemd.stopping()
     ticker.stop()
     service.stop()
     return 0

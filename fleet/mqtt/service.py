@@ -29,6 +29,7 @@ from pathlib import Path
 from edgeship import artifact
 from edgeship.errors import AgentError, ArtifactError
 from edgeship.fleet import desired_state
+from edgeship.fleet.device_info import device_info
 from edgeship.fleet.mqtt import protocol
 from edgeship.fleet.mqtt.chunks import ChunkStore, Recipe, chunk_bundle, decode_frame, save_recipe
 from edgeship.fleet.mqtt.client import Incoming, MqttClient, SharedLoop, Worker
@@ -125,7 +126,7 @@ class DeviceService:
                      self.device_id, _short(self._current_on_disk()))
             self.report()
         if self.heartbeat.due():
-            self.client.publish(self.topics.device(self.device_id, "status"), protocol.status_doc("online"),
+            self.client.publish(self.topics.device(self.device_id, "status"), protocol.status_doc("online", device_info(self.root)),
                                 retain=True)
         t = self.transfer
         if t is None:
@@ -168,7 +169,7 @@ class DeviceService:
         doc = {"device_id": self.device_id, "seq": self._handled_seq, "current": status.get("current"),
                "previous": status.get("previous"), "releases": status.get("releases", []), "staged": staged,
                "last_result": self.last_result or status.get("last_result"), "transfer": self.last_transfer,
-               "disk_bytes": status.get("disk_bytes"), "protocol": "5" if self.client.v5 else "3.1.1",
+               "disk_bytes": status.get("disk_bytes"), "device": device_info(self.root), "protocol": "5" if self.client.v5 else "3.1.1",
                "ts": round(time.time(), 3)}
         self.client.publish(self.topics.device(self.device_id, "reported"), protocol.dumps(doc), retain=True)
 
@@ -177,7 +178,7 @@ class DeviceService:
     def _on_connected(self, session_present: bool) -> None:
         log.info("%s: connected to the broker (MQTT %s)", self.device_id, "5" if self.client.v5 else "3.1.1")
         self.heartbeat.beaten()
-        self.client.publish(self.topics.device(self.device_id, "status"), protocol.status_doc("online"), retain=True)
+        self.client.publish(self.topics.device(self.device_id, "status"), protocol.status_doc("online", device_info(self.root)), retain=True)
         self.report()
         if self.transfer is not None:  # answers in flight may be lost with the old connection
             self._request(list(self.transfer.outstanding) or self._next_wanted())

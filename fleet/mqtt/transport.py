@@ -328,7 +328,7 @@ class MqttManager:
         return DeviceState(device_id, online=st.get("state") == "online", current=rep.get("current"),
                            previous=rep.get("previous"), last_result=rep.get("last_result"),
                            last_seen=seen or None, disk_bytes=rep.get("disk_bytes"),
-                           releases=list(rep.get("releases") or []))
+                           releases=list(rep.get("releases") or []), device=st.get("device") or rep.get("device"))
 
 
 class MqttTransport:

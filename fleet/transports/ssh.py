@@ -11,7 +11,7 @@ Upload: to `<root>/incoming/<hex>.tar.<writer>.part` (one per manager state fold
 dropped connection (resumable), then the remote sha256 is checked against the local file before the
 part is renamed into place; a mismatch deletes the part and re-sends. Activation runs
 `<python> -m edgeship agent activate sha256:<hex> --root <root> --json` on the device, so devices
-need `pip install edgeship` (Python 3.10+, onnxruntime).
+need the agent: `pip install 'edgeship[agent]'` (Python 3.10+), or `edgeship fleet bootstrap`.
 
 Settings (`transports.ssh` in the Fleet, each overridable per device in `options`):
 user, identity_file, password (a ${ENV} reference), known_hosts, port (22), connect_timeout_s (10), command_timeout_s (300),
@@ -363,7 +363,7 @@ class SshTransport:
                     break
         detail = (err.strip().splitlines() or [f"exit status {code}"])[-1][:300]
         reason = "agent-missing" if code == 127 or "No module named edgeship" in err else "error"
-        hint = " (devices need `pip install edgeship`; set transports.ssh.python)" if reason == "agent-missing" else ""
+        hint = " (install the agent with `edgeship fleet bootstrap`; set transports.ssh.python)" if reason == "agent-missing" else ""
         return Result(False, device.id, digest, reason, f"remote agent failed: {detail}{hint}")
 
     def activate(self, device: Device, digest: str) -> Result:
@@ -386,4 +386,5 @@ class SshTransport:
             return DeviceState(device.id, online=True, last_result=self._result(device, "", code, out, err).to_dict())
         return DeviceState(device.id, online=True, current=data.get("current"), previous=data.get("previous"),
                            last_result=data.get("last_result"), last_seen=time.time(),
-                           disk_bytes=data.get("disk_bytes"), releases=data.get("releases") or [])
+                           disk_bytes=data.get("disk_bytes"), releases=data.get("releases") or [],
+                           device=data.get("device"))
