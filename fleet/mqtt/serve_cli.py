@@ -70,6 +70,8 @@ def serve(args: argparse.Namespace) -> int:
     service.start()
     ticker = Ticker([service], interval=1.0)
     print(f"edgeship agent serve: {args.device_id} -> {args.broker} (prefix {args.prefix})", flush=True)
+    for note in agent.config.warnings() if agent.config.source else []:
+        print(f"edgeship: warning: {note}", flush=True)
     while not done.wait(0.5):
         if service.client.refused and service.client._stopped:
             print(f"edgeship: error: {args.device_id}: broker refused the connection: {service.client.refused}",

@@ -96,6 +96,9 @@ class DeviceService:
         self.client.subscribe(self.topics.device(device_id, "desired"), self._on_desired, qos=0)
         self.client.subscribe(self.topics.device(device_id, "chunks"), self._on_chunk)
         self.client.subscribe(self.topics.manager_status(), self._on_manager_status)
+        # Trust chains: retained, self-authenticating (fleet/trust.py); an older one changes nothing.
+        self.client.subscribe(self.topics.fleet_trust(), self._on_trust)
+        self.client.subscribe(self.topics.device(device_id, "trust"), self._on_trust)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -169,6 +172,7 @@ class DeviceService:
                "previous": status.get("previous"), "releases": status.get("releases", []), "staged": staged,
                "last_result": self.last_result or status.get("last_result"), "transfer": self.last_transfer,
                "disk_bytes": status.get("disk_bytes"), "protocol": "5" if self.client.v5 else "3.1.1",
+               "trust": status.get("trust"),
                "ts": round(time.time(), 3)}
         self.client.publish(self.topics.device(self.device_id, "reported"), protocol.dumps(doc), retain=True)
 
@@ -181,6 +185,18 @@ class DeviceService:
         self.report()
         if self.transfer is not None:  # answers in flight may be lost with the old connection
             self._request(list(self.transfer.outstanding) or self._next_wanted())
+
+    def _on_trust(self, msg: Incoming) -> None:
+        """A trust chain (fleet-wide or for this device): the agent checks it against its root."""
+        if not msg.payload:
+            return
+        result = self.agent.accept_trust(msg.payload)
+        if result.ok:
+            log.info("%s: %s", self.device_id, result.message)
+        else:
+            log.warning("%s: trust chain on %s REFUSED: %s: %s", self.device_id, msg.topic, result.reason, result.message)
+            self._event("trust-refused", reason=result.reason, message=result.message)
+        self.report()
 
     def _on_manager_status(self, msg: Incoming) -> None:
         """The manager (re)connected: requests sent while it was away are lost, ask again now."""
@@ -205,7 +221,8 @@ class DeviceService:
             return
         config = self.agent.config
         try:  # before anything else: an unsigned or foreign intent changes nothing, not even the seq
-            desired_state.verify(doc, self.device_id, config.trusted_keys, config.require_signature)
+            keys = self.agent.trust().desired_ring() if config.require_signature else config.trusted_keys
+            desired_state.verify(doc, self.device_id, keys, config.require_signature)
         except AgentError as err:
             self._finish(None, Result(False, self.device_id, str(doc.get("digest") or ""), err.reason, f"desired: {err}"))
             return

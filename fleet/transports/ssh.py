@@ -7,6 +7,9 @@ key is refused with a clear error, never added. Authentication: `identity_file` 
 password from a ${ENV} reference when set; otherwise, like `ssh`, the SSH agent and the default keys in
 ~/.ssh (id_ed25519, id_ecdsa, id_rsa). ~/.ssh/config is never read.
 
+The fleet's trust chain (`trust.document`) is uploaded with every push as
+`<root>/incoming/trust-chain.json`; the remote agent takes it before the bundle.
+
 Upload: to `<root>/incoming/<hex>.tar.<writer>.part` (one per manager state folder: writer.py), appended from the size already on the device after a
 dropped connection (resumable), then the remote sha256 is checked against the local file before the
 part is renamed into place; a mismatch deletes the part and re-sends. Activation runs
@@ -35,6 +38,8 @@ from edgeship import artifact
 from edgeship.errors import ArtifactError, TransportError
 from edgeship.fleet.agent import digest_hex
 from edgeship.fleet.agent_config import CONFIG_NAME, AgentConfig
+from edgeship.fleet.device_trust import INCOMING_FILE
+from edgeship.fleet.trust_delivery import fleet_chain_bytes
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports import register
 from edgeship.fleet.transports.writer import part_name, writer_id
@@ -275,6 +280,27 @@ class SshTransport:
             fh.write(yaml.safe_dump(config, sort_keys=False))
         sftp.posix_rename(f"{root}/{CONFIG_NAME}.tmp", f"{root}/{CONFIG_NAME}")
 
+    def _upload_trust(self, sftp: paramiko.SFTPClient, root: str, data: bytes | None) -> None:
+        """Put the trust chain where the next agent operation takes it (written whole, then renamed)."""
+        if data is None:
+            return
+        part = f"{root}/incoming/{INCOMING_FILE}.{self.writer}.part"
+        with sftp.open(part, "wb") as fh:
+            fh.write(data)
+        sftp.posix_rename(part, f"{root}/incoming/{INCOMING_FILE}")
+
+    def deliver_trust(self, device: Device, data: bytes) -> Result:
+        """Upload the chain and have the remote agent take it now (`edgeship agent trust`)."""
+        root = self.settings(device)["root"].rstrip("/") or "/"
+
+        def attempt(conn: Connection, n: int) -> None:
+            sftp = conn.sftp()
+            self._makedirs(sftp, f"{root}/incoming")
+            self._upload_trust(sftp, root, data)
+
+        self._with_retries(device, "trust upload", attempt)
+        return self._result(device, "", *self._agent(device, "trust", "--json"))
+
     def _upload(self, conn: Connection, sftp: paramiko.SFTPClient, bundle: Path, part: str, offset: int,
                 sent: dict) -> None:
         """Append bundle[offset:] to the remote `part`, counting the bytes in sent["bytes"].
@@ -318,6 +344,7 @@ class SshTransport:
             sftp.get_channel().settimeout(float(self.settings(device)["io_timeout_s"]))
             self._makedirs(sftp, f"{root}/incoming")
             self._provision(sftp, root)
+            self._upload_trust(sftp, root, fleet_chain_bytes(self.fleet))
             if self._exists(sftp, f"{root}/releases/{hexd}/{artifact.SUMS}"):
                 return PushResult(sent["bytes"], sent["bytes"] == 0, device.id, digest, 0, n)
             existing = self._exists(sftp, target)
