@@ -177,17 +177,14 @@ def add(signed: dict, role: str, new: Role) -> None:
 
 
 def revoke(signed: dict, kid: str) -> None:
-    """Remove a key from the artifact and desired-state roles and list it as revoked."""
-    found = False
+    """Remove a key from the artifact and desired-state roles and list it as revoked (a key rotated
+    out earlier may be revoked too: it leaked after it was retired)."""
     for role in ("artifacts", "desired_state"):
         if kid in signed[role]["keys"]:
-            found = True
             del signed[role]["keys"][kid]
             if not signed[role]["keys"]:
                 raise UsageError(f"revoking {kid} leaves no {role} key: rotate a new key in first "
                                  f"(`edgeship keys rotate --role {role} --new NEW.pub`)")
-    if not found and kid not in signed.get("revoked", []):
-        raise UsageError(f"key {kid} is not an artifact or desired-state key of this trust chain")
     signed["revoked"] = sorted(set(signed.get("revoked", [])) | {kid})
 
 

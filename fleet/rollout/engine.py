@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from edgeship import artifact
@@ -110,7 +111,14 @@ class Engine:
         return target_binding.refused_devices(self.ship.meta, self.devices)
 
     def _signers_of(self, digest: str) -> list[str]:
-        return signer_ids_of(self.ship.bundle) if digest == self.ship.digest else stored_signers(digest)
+        """Who signed a release a device runs: this shipment, a bundle an earlier rollout shipped
+        (the journal names it), or one in the local artifact store; [] when none is at hand."""
+        if digest == self.ship.digest:
+            return signer_ids_of(self.ship.bundle)
+        for row in self.journal.rollouts():
+            if row.artifact_digest == digest and row.bundle and Path(row.bundle).exists():
+                return signer_ids_of(Path(row.bundle))
+        return stored_signers(digest)
 
     def _refuse_wrong_targets(self) -> None:
         """Nothing is sent when the rollout selects devices the artifact is not built for."""
