@@ -140,6 +140,14 @@ def test_rotate_then_revoke_across_local_mqtt_and_ssh(tmp_path, mosquitto_broker
             assert {s["device"] for s in ends} == set(ids)
             assert all(not s["ok"] and "revoked-key" in (s["detail"] or "") for s in ends), ends
 
+        # a renewed document on its own, to every device over its transport (no bundle)
+        _cli("keys", "trust", "renew", "--repo", repo, "--sign", keys["root1"][0], "--sign", keys["root2"][0])
+        capsys.readouterr()
+        _cli("keys", "trust", "push", fleet)
+        out = capsys.readouterr().out
+        assert out.count(": ok: ") == len(ids), out
+        assert all(trust_version(d) == 4 for d in ids)
+
         # no device was re-provisioned
         assert all((r / "agent.yaml").read_bytes() == provisioned[d] for d, r in device_roots.items())
     finally:
