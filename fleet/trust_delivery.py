@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from edgeship import artifact
 from edgeship.errors import ArtifactError, EdgeshipError, UsageError
 from edgeship.fleet.trust import TrustDocument, chain_bytes, load_chain
@@ -35,6 +37,19 @@ def fleet_chain_bytes(fleet) -> bytes | None:
 def fleet_document(fleet) -> TrustDocument | None:
     chain = fleet_chain(fleet)
     return max(chain, key=lambda d: d.version) if chain else None
+
+
+def first_root_pems(fleet) -> tuple[list[bytes], int] | None:
+    """The root public keys (PEM) and threshold of the chain's first document: what a device gets on
+    first contact (it then walks the chain from there, so later root rotations reach it too)."""
+    chain = fleet_chain(fleet)
+    if not chain:
+        return None
+    root = min(chain, key=lambda d: d.version).role("root")
+    pems = [artifact.public_key_from_raw(raw).public_bytes(serialization.Encoding.PEM,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+            for _, raw in sorted(root.keys.items())]
+    return pems, root.threshold
 
 
 def trusted_artifact_ids(fleet) -> set[str]:
@@ -76,4 +91,4 @@ def deliver(fleet, devices: list, transports) -> list[Result]:
     return results
 
 
-__all__ = ["fleet_chain", "fleet_chain_bytes", "fleet_document", "trusted_artifact_ids", "revoked_ids", "deliver"]
+__all__ = ["fleet_chain", "fleet_chain_bytes", "first_root_pems", "fleet_document", "trusted_artifact_ids", "revoked_ids", "deliver"]

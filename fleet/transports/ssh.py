@@ -39,7 +39,7 @@ from edgeship.errors import ArtifactError, TransportError
 from edgeship.fleet.agent import digest_hex
 from edgeship.fleet.agent_config import CONFIG_NAME, AgentConfig
 from edgeship.fleet.device_trust import INCOMING_FILE
-from edgeship.fleet.trust_delivery import fleet_chain_bytes
+from edgeship.fleet.trust_delivery import first_root_pems, fleet_chain_bytes
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports import register
 from edgeship.fleet.transports.writer import part_name, writer_id
@@ -261,8 +261,9 @@ class SshTransport:
             except (FileNotFoundError, OSError):
                 sftp.mkdir(cur)
 
-    def _provision(self, sftp: paramiko.SFTPClient, root: str) -> None:
-        """A device without agent.yaml gets one trusting the fleet's public keys (first contact).
+    def _provision(self, sftp: paramiko.SFTPClient, root: str, device: Device) -> None:
+        """A device without agent.yaml gets one trusting the fleet's public keys (first contact) and,
+        when the fleet has a trust chain, its first root (keys + threshold) and the device's target.
         An existing agent.yaml is never touched: the device owns its trust."""
         if self._exists(sftp, f"{root}/{CONFIG_NAME}"):
             return
@@ -274,6 +275,14 @@ class SshTransport:
             names.append(name)
         config = AgentConfig().to_yaml_dict()
         config["trusted_keys"] = names
+        roots = first_root_pems(self.fleet)
+        if roots is not None:
+            root_names = [f"trust/root-{i:02d}.pub" for i in range(len(roots[0]))]
+            for name, pem in zip(root_names, roots[0]):
+                with sftp.open(f"{root}/{name}", "wb") as fh:
+                    fh.write(pem)
+            config["trust_root"] = {"keys": root_names, "threshold": roots[1]}
+            config["target"] = device.target
         import yaml
 
         with sftp.open(f"{root}/{CONFIG_NAME}.tmp", "w") as fh:
@@ -343,7 +352,7 @@ class SshTransport:
             sftp = conn.sftp()
             sftp.get_channel().settimeout(float(self.settings(device)["io_timeout_s"]))
             self._makedirs(sftp, f"{root}/incoming")
-            self._provision(sftp, root)
+            self._provision(sftp, root, device)
             self._upload_trust(sftp, root, fleet_chain_bytes(self.fleet))
             if self._exists(sftp, f"{root}/releases/{hexd}/{artifact.SUMS}"):
                 return PushResult(sent["bytes"], sent["bytes"] == 0, device.id, digest, 0, n)
