@@ -82,8 +82,12 @@ def _init(args) -> int:
     root = Path(args.root)
     if (root / CONFIG_NAME).exists() and not args.force:
         raise UsageError(f"{root / CONFIG_NAME}: already exists (use --force to replace it)")
+    if args.root_threshold < 1 or args.root_threshold > max(1, len(args.trust_root or [])):
+        raise UsageError(f"--root-threshold {args.root_threshold}: must be from 1 to the "
+                         f"{len(args.trust_root or [])} --trust-root key(s)")
     trust_dir = root / "trust"
     trust_dir.mkdir(parents=True, exist_ok=True)
+
     def copy_keys(names, prefix):
         copied = []
         for i, key in enumerate(names or []):
@@ -95,8 +99,6 @@ def _init(args) -> int:
 
     keys = copy_keys(args.trust, "")
     roots = copy_keys(args.trust_root, "root-")
-    if args.root_threshold > max(1, len(roots)):
-        raise UsageError(f"--root-threshold {args.root_threshold} is more than the {len(roots)} --trust-root key(s)")
     config = AgentConfig(trusted_keys=keys, keep_releases=args.keep, trust_root=roots, root_threshold=args.root_threshold,
                          target=args.target,
                          smoke=SmokeConfig(latency_tolerance=args.latency_tolerance, max_latency_ms=args.max_latency_ms),
