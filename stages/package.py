@@ -29,7 +29,6 @@ from edgeship.stages.base import BaseStage, canonical_json
 from edgeship.stages.registry import register
 
 SMOKE_SAMPLES = 4
-PACKAGED_RUNTIME = "onnxruntime"  # what runs the model.onnx this stage packages (and profiles above)
 PROFILE_RUNS = 5
 
 
@@ -180,8 +179,7 @@ def store(staging: Path, digest: str) -> tuple[Path, Path]:
 @register
 class PackageStage(BaseStage):
     name = "package"
-    version = "4"  # 2: report.html opens with the budget verdict; 3: bundle.json carries the release counter;
-    # 4: bundle.json names the runtime next to the target (target binding: fleet/target_binding.py)
+    version = "3"  # 2: report.html opens with the budget verdict; 3: bundle.json carries the release counter
 
     def config(self, ctx):
         return {"name": ctx.name, "target": ctx.target_name, "budget": ctx.setting("budget"),
@@ -233,9 +231,7 @@ class PackageStage(BaseStage):
         }
         ctx.report[self.name] = section
         bundle = {
-            # target + runtime are signed: plan, apply and the agent refuse a device of another target
-            "format": 1, "name": ctx.name, "target": ctx.target_name, "runtime": PACKAGED_RUNTIME,
-            "inputs": inputs, "outputs": outputs,
+            "format": 1, "name": ctx.name, "target": ctx.target_name, "inputs": inputs, "outputs": outputs,
             "budget": ctx.setting("budget") or {},
             "smoke": {"samples": int(next(iter(samples.values())).shape[0]) if samples else 0,
                       "expected_p95_ms": section["expected_p95_ms"]},
