@@ -78,6 +78,7 @@ class DeviceState:
     last_seen: float | None = None  # unix time
     disk_bytes: int | None = None  # bytes used under the device root
     releases: list[str] = field(default_factory=list)
+    trust: dict[str, Any] | None = None  # the device's trust document: {mode, version, expires, expired}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -119,6 +119,8 @@ def cmd_show(args) -> int:
     from edgeship.fleet.trust import load_chain
     from edgeship.fleet.trust_repo import describe
 
+    if args.fleet:
+        return _show_fleet(Path(args.fleet))
     if args.file:
         chain = load_chain(Path(args.file))
         draft = None
@@ -134,6 +136,43 @@ def cmd_show(args) -> int:
     if draft is not None:
         print(f"pending draft version {draft.version}: needs {repo.missing_signatures(draft)}")
     return 0
+
+
+def _show_fleet(path: Path) -> int:
+    """Per device: the trust document it holds, against the Fleet's newest (exit 1 when any lags)."""
+    from edgeship.fleet.inventory import load_fleet
+    from edgeship.fleet.rollout.devices import Transports, fetch_statuses
+    from edgeship.fleet.rollout.plan import render_table
+    from edgeship.fleet.trust_delivery import fleet_document
+
+    fleet = load_fleet(path)
+    newest = fleet_document(fleet)
+    transports = Transports(fleet)
+    try:
+        statuses = fetch_statuses(fleet.devices, transports)
+    finally:
+        transports.close()
+    rows, behind = [], 0
+    for device in fleet.devices:
+        state = statuses.get(device.id)
+        trust = getattr(state, "trust", None) or {}
+        if isinstance(state, Exception) or not trust:
+            note = str(state) if isinstance(state, Exception) else "unknown (device did not say)"
+            rows.append((device.id, device.transport, "-", "-", "-", note))
+            behind += 1
+            continue
+        version = trust.get("version")
+        note = "EXPIRED" if trust.get("expired") else ""
+        if trust.get("mode") == "legacy":
+            note = "legacy: trusted_keys only"
+        elif newest is not None and (version or 0) < newest.version:
+            note = f"behind version {newest.version} (`edgeship keys trust push {path}`)"
+        behind += bool(note)
+        rows.append((device.id, device.transport, str(trust.get("mode")), str(version), str(trust.get("expires") or "-"),
+                     note))
+    print(f"fleet {fleet.name}: trust document version {newest.version if newest else '-'}")
+    print(render_table(("DEVICE", "TRANSPORT", "MODE", "VERSION", "EXPIRES", "NOTE"), rows))
+    return 1 if behind else 0
 
 
 def cmd_push(args) -> int:
@@ -223,6 +262,8 @@ def add_lifecycle_commands(keys_sub) -> None:
     p = trust_sub.add_parser("show", help="the newest trust document (and a pending draft)")
     p.add_argument("file", nargs="?", help="a trust chain file (default: --repo's trust.json)")
     p.add_argument("--repo", default="trust", metavar="DIR")
+    p.add_argument("--fleet", metavar="FLEET.yaml",
+                   help="instead: the trust document each device of the fleet holds (exit 1 if any lags or expired)")
     p.set_defaults(func=cmd_show)
     p = trust_sub.add_parser("sign", help="sign the pending draft with a root key (offline)")
     p.add_argument("--key", required=True, metavar="ROOT.key")

@@ -365,7 +365,8 @@ class MqttManager:
         return DeviceState(device_id, online=st.get("state") == "online", current=rep.get("current"),
                            previous=rep.get("previous"), last_result=rep.get("last_result"),
                            last_seen=seen or None, disk_bytes=rep.get("disk_bytes"),
-                           releases=list(rep.get("releases") or []))
+                           releases=list(rep.get("releases") or []),
+                           trust=rep.get("trust") if isinstance(rep.get("trust"), dict) else None)
 
 
 class MqttTransport:

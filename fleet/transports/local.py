@@ -99,4 +99,4 @@ class LocalTransport:
         data = agent.status()
         return DeviceState(device.id, online=True, current=data["current"], previous=data["previous"],
                            last_result=data["last_result"], last_seen=time.time(),
-                           disk_bytes=data["disk_bytes"], releases=data["releases"])
+                           disk_bytes=data["disk_bytes"], releases=data["releases"], trust=data.get("trust"))

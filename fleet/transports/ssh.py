@@ -422,4 +422,5 @@ class SshTransport:
             return DeviceState(device.id, online=True, last_result=self._result(device, "", code, out, err).to_dict())
         return DeviceState(device.id, online=True, current=data.get("current"), previous=data.get("previous"),
                            last_result=data.get("last_result"), last_seen=time.time(),
-                           disk_bytes=data.get("disk_bytes"), releases=data.get("releases") or [])
+                           disk_bytes=data.get("disk_bytes"), releases=data.get("releases") or [],
+                           trust=data.get("trust") if isinstance(data.get("trust"), dict) else None)

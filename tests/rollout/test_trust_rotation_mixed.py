@@ -143,10 +143,16 @@ def test_rotate_then_revoke_across_local_mqtt_and_ssh(tmp_path, mosquitto_broker
         # a renewed document on its own, to every device over its transport (no bundle)
         _cli("keys", "trust", "renew", "--repo", repo, "--sign", keys["root1"][0], "--sign", keys["root2"][0])
         capsys.readouterr()
+        assert main(["keys", "trust", "show", "--fleet", str(fleet)]) == 1  # every device is behind
+        out = capsys.readouterr().out
+        assert out.count("behind version 4") == len(ids), out
         _cli("keys", "trust", "push", fleet)
         out = capsys.readouterr().out
         assert out.count(": ok: ") == len(ids), out
         assert all(trust_version(d) == 4 for d in ids)
+        _cli("keys", "trust", "show", "--fleet", fleet)  # every transport reports version 4
+        table = capsys.readouterr().out.splitlines()
+        assert all(any(row.startswith(d + " ") and " root " in row and " 4 " in row for row in table) for d in ids), table
 
         # no device was re-provisioned
         assert all((r / "agent.yaml").read_bytes() == provisioned[d] for d, r in device_roots.items())
