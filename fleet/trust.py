@@ -85,7 +85,10 @@ class Role:
             raise TrustError(f"trust document: {name}.threshold must be an integer >= 1")
         keys = {}
         for kid, raw in data["keys"].items():
-            public = artifact.public_key_from_raw(str(raw))
+            try:
+                public = artifact.public_key_from_raw(str(raw))
+            except ArtifactError:
+                raise TrustError(f"trust document: {name}.keys: {kid} is not a base64 ed25519 public key") from None
             if artifact.key_id(public) != kid:
                 raise TrustError(f"trust document: {name}.keys: key id {kid} does not match its key")
             keys[kid] = str(raw)

@@ -173,3 +173,18 @@ def test_artifact_threshold_needs_two_signatures(tmp_path, capsys):
     assert not result.ok and result.reason == "threshold" and "1 of the 2" in result.message
     _cli("keys", "cosign", bundle, "--key", k["release"][0])
     assert device.activate(bundle).ok
+
+
+def test_malformed_chains_are_refused_with_a_reason_never_an_exception(tmp_path):
+    k = _keys(tmp_path, "root1")
+    device = _device(tmp_path, [k["root1"][1]], 1)
+    good = {"type": "edgeship-trust", "version": 2, "expires": "2099-01-01T00:00:00Z",
+            "root": {"keys": {}, "threshold": 1}, "artifacts": {"keys": {}, "threshold": 1}}
+    bad_key = dict(good, artifacts={"keys": {"abcd": "not base64!"}, "threshold": 1})
+    for payload in (b"\xff\xfe", b"[]", b"{}", b'{"signed": 3}', json.dumps({"signed": dict(good, expires="soon")}).encode(),
+                    json.dumps({"signed": bad_key, "signatures": []}).encode(),
+                    json.dumps({"signed": dict(good, version=True), "signatures": []}).encode(),
+                    json.dumps([{"signed": good, "signatures": [{"key_id": "x", "signature": "!!"}]}]).encode()):
+        result = device.accept_trust(payload)
+        assert not result.ok and result.reason in ("bad-trust", "untrusted-root"), (payload, result)
+    assert device.trust().summary()["version"] == 0
