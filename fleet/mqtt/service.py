@@ -80,6 +80,7 @@ class DeviceService:
         self.state_path = self.root / "mqtt-state.json" if persist_state else None
         self._handled_seq = self._load_seq()
         self.transfer: Transfer | None = None
+        self._parked_desired: Incoming | None = None  # refused for its key: looked at again after a new trust doc
         self.last_result: dict | None = None
         self.last_transfer: dict | None = None
         self.converged = threading.Event()
@@ -193,6 +194,10 @@ class DeviceService:
         result = self.agent.accept_trust(msg.payload)
         if result.ok:
             log.info("%s: %s", self.device_id, result.message)
+            parked, self._parked_desired = self._parked_desired, None
+            if parked is not None:
+                self._on_desired(parked)
+                return  # it reported
         else:
             log.warning("%s: trust chain on %s REFUSED: %s: %s", self.device_id, msg.topic, result.reason, result.message)
             self._event("trust-refused", reason=result.reason, message=result.message)
@@ -209,6 +214,7 @@ class DeviceService:
 
     def _on_desired(self, msg: Incoming) -> None:
         if not msg.payload:  # withdrawn by the manager (a stopped rollout): drop a transfer for it
+            self._parked_desired = None
             if self.transfer is not None:
                 log.info("%s: desired state withdrawn: abandoning the transfer of %s", self.device_id,
                          _short(self.transfer.recipe.digest))
@@ -224,8 +230,12 @@ class DeviceService:
             keys = self.agent.trust().desired_ring() if config.require_signature else config.trusted_keys
             desired_state.verify(doc, self.device_id, keys, config.require_signature)
         except AgentError as err:
+            # signed by a key the device does not trust yet: the trust document naming it may arrive after
+            # the intent (another topic, another queue at the broker): look at it again when one does
+            self._parked_desired = msg if err.reason == "untrusted-key" else None
             self._finish(None, Result(False, self.device_id, str(doc.get("digest") or ""), err.reason, f"desired: {err}"))
             return
+        self._parked_desired = None
         if doc["seq"] <= self._handled_seq:
             self.report()
             return

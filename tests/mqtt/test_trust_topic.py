@@ -87,7 +87,21 @@ def test_trust_topics_rotation_foreign_root_and_revoked_intent(tmp_path, mosquit
         # the manager now signs with ci2: the device moves on
         ci2_transport = make_transport(broker.url, signing_key=str(ci2), store_dir=str(tmp_path / "manager2"))
         v2 = make_bundle(tmp_path, "tiny", seed=2, key=ci2)
-        assert ci2_transport.activate(device("cam-01"), ci2_transport.push(device("cam-01"), v2).digest).ok
+        d2 = ci2_transport.push(device("cam-01"), v2).digest
+        assert ci2_transport.activate(device("cam-01"), d2).ok
+
+        # an intent by a key the device learns of only afterwards (the trust message queued behind it at
+        # the broker): refused at first, acted on once the trust document naming the key arrives
+        ci3, ci3_pub = artifact.generate_keypair(tmp_path / "keys" / "ci3.key")
+        seq = svc._handled_seq + 1
+        early = desired_state.sign({"seq": seq, "device": "cam-01", "action": "activate", "digest": d2}, ci3)
+        result = handled(svc, lambda: attacker.publish(TOPICS.device("cam-01", "desired"), protocol.dumps(early),
+                                                       retain=True).wait_for_publish(5))
+        assert not result["ok"] and result["reason"] == "untrusted-key"
+        _cli("keys", "rotate", "--repo", repo, "--new", ci3_pub, "--keep-old", "--sign", root_key)
+        result = handled(svc, lambda: attacker.publish(TOPICS.fleet_trust(), (repo / "trust.json").read_bytes(),
+                                                       retain=True).wait_for_publish(5))
+        assert result["ok"] and svc._handled_seq == seq, result
     finally:
         attacker.stop()
         ticker.stop()
