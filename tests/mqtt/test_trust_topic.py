@@ -5,6 +5,7 @@ before its seq counts."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -106,3 +107,41 @@ def test_trust_topics_rotation_foreign_root_and_revoked_intent(tmp_path, mosquit
         attacker.stop()
         ticker.stop()
         svc.stop()
+
+
+def test_acl_lets_each_device_read_the_fleet_trust_topic_and_only_its_own(tmp_path, mosquitto_broker):
+    from edgeship.fleet.mqtt import credentials
+    from edgeship.fleet.mqtt.client import MqttClient
+
+    files = credentials.write_credentials(tmp_path / "creds", ["cam-01", "cam-02"])
+    acl = files.acl_file.read_text()
+    assert "topic read edgeship/trust" in acl and "write edgeship/trust" not in acl
+    broker = mosquitto_broker(passwd=files.password_file, acl=files.acl_file)
+    secret = lambda user: (files.secrets_dir / f"{user}.password").read_text().strip()  # noqa: E731
+    manager = MqttClient(broker.url, username="manager", password=secret("manager"), label="manager").start()
+    manager.wait_connected(10)
+    manager.publish(TOPICS.device("cam-02", "trust"), b'["for cam-02"]', retain=True).wait_for_publish(5)
+    manager.publish(TOPICS.fleet_trust(), b'["fleet"]', retain=True).wait_for_publish(5)
+    manager.publish(TOPICS.device("cam-01", "trust"), b'["for cam-01"]', retain=True).wait_for_publish(5)
+    got = []
+    own = threading.Event()
+
+    def seen(msg):
+        got.append((msg.topic, msg.payload))
+        if msg.topic == TOPICS.device("cam-01", "trust"):
+            own.set()
+
+    cam = MqttClient(broker.url, username="cam-01", password=secret("cam-01"), label="cam-01")
+    for topic in (TOPICS.device("cam-02", "trust"), TOPICS.fleet_trust(), TOPICS.device("cam-01", "trust")):
+        cam.subscribe(topic, seen)
+    cam.start().wait_connected(10)
+    try:
+        assert own.wait(10)
+        deadline = time.monotonic() + 10
+        while (TOPICS.fleet_trust(), b'["fleet"]') not in got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (TOPICS.fleet_trust(), b'["fleet"]') in got
+        assert all(topic != TOPICS.device("cam-02", "trust") for topic, _ in got), got
+    finally:
+        cam.stop()
+        manager.stop()
