@@ -211,13 +211,15 @@ class Agent:
             pending.unlink(missing_ok=True)
 
     def _take_incoming_trust(self) -> None:
-        """A chain pushed next to a bundle (SSH, local) counts before the bundle is looked at."""
+        """A chain pushed next to a bundle (SSH, local) counts before the bundle is looked at; a
+        legacy device (no trust_root) ignores it, as it did before trust documents existed."""
         pending = self.incoming / INCOMING_FILE
         if not pending.is_file():
             return
         try:
-            data = pending.read_bytes()
-            self.trust().accept(data)
+            trust = self.trust()
+            if not trust.legacy:
+                trust.accept(pending.read_bytes())
         finally:
             pending.unlink(missing_ok=True)
 

@@ -159,6 +159,10 @@ def test_legacy_agent_yaml_keeps_working_and_refuses_trust_documents(tmp_path, c
          "--sign", k["root1"][0])
     refused = device.accept_trust((tmp_path / "trust" / "trust.json").read_bytes())
     assert not refused.ok and refused.reason == "no-trust-root"
+    # a chain pushed next to a bundle (a fleet with trust.document) is ignored, the push still activates
+    (root / "incoming" / "trust-chain.json").write_bytes((tmp_path / "trust" / "trust.json").read_bytes())
+    assert device.activate(make_bundle(tmp_path, "kws", seed=2)).ok
+    assert not (root / "incoming" / "trust-chain.json").exists()
 
 
 def test_artifact_threshold_needs_two_signatures(tmp_path, capsys):
