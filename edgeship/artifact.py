@@ -23,6 +23,7 @@ import json
 import os
 import stat
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -139,30 +140,109 @@ def sign(folder: Path, private_key_path: Path) -> str:
     return doc["key_id"]
 
 
+def raw_public_key(public_key: Ed25519PublicKey) -> str:
+    """The 32 raw bytes of a public key, base64: how trust documents carry keys (no PEM files needed)."""
+    return base64.b64encode(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+def public_key_from_raw(text: str) -> Ed25519PublicKey:
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except (ValueError, TypeError):
+        raise ArtifactError("not a base64 ed25519 public key", "bad-key") from None
+
+
+def _signature_entries(signature_doc: bytes, what: str) -> list[tuple[str, bytes]]:
+    """(claimed key id, signature) of each signature in a signature document: one
+    {"algorithm", "key_id", "signature"}, or {"signatures": [those]} when several keys co-signed."""
+    try:
+        doc = json.loads(signature_doc)
+        docs = doc["signatures"] if isinstance(doc, dict) and "signatures" in doc else [doc]
+        if not isinstance(docs, list) or not docs:
+            raise ValueError
+        return [(str(d.get("key_id", "")), base64.b64decode(d["signature"], validate=True)) for d in docs]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ArtifactError(f"the signature of {what} is not a valid signature document", "bad-signature") from None
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The keys a verifier accepts, how many of them must sign (threshold), and the ids of keys
+    revoked on purpose (so a refusal can say `revoked-key` rather than `untrusted-key`)."""
+
+    keys: dict = field(default_factory=dict)  # key id -> Ed25519PublicKey
+    threshold: int = 1
+    revoked: frozenset = frozenset()
+
+    @classmethod
+    def from_files(cls, paths: list[Path]) -> "KeyRing":
+        loaded = [load_public_key(p) for p in paths]
+        return cls({key_id(k): k for k in loaded})
+
+    def verify(self, data: bytes, signature_doc: bytes | None, what: str = SUMS) -> list[str]:
+        """The ids of the trusted keys whose signature over `data` is valid, at least `threshold` of
+        them; raise ArtifactError (unsigned | bad-signature | untrusted-key | revoked-key | threshold)."""
+        if signature_doc is None:
+            message = "artifact is unsigned (no SHA256SUMS.sig)" if what == SUMS else f"{what} is unsigned"
+            raise ArtifactError(message, "unsigned")
+        entries = _signature_entries(signature_doc, what)
+        if not self.keys:
+            raise ArtifactError("no trusted public keys configured: refusing to trust any signature", "untrusted-key")
+        valid: list[str] = []
+        for _claimed, signature in entries:
+            for kid, key in self.keys.items():
+                try:
+                    key.verify(signature, data)
+                except InvalidSignature:
+                    continue
+                if kid not in valid:
+                    valid.append(kid)
+                break
+        if len(valid) >= max(1, self.threshold):
+            return valid
+        if valid:
+            raise ArtifactError(f"{what} is signed by {len(valid)} of the {self.threshold} trusted keys required "
+                                f"(threshold)", "threshold")
+        claimed = [c for c, _ in entries]
+        revoked = [c for c in claimed if c in self.revoked]
+        if revoked:
+            raise ArtifactError(f"signed by revoked key {revoked[0]}", "revoked-key")
+        known = [c for c in claimed if c in self.keys]
+        if known:
+            raise ArtifactError(f"bad signature: {what} does not match the signature of key {known[0]}", "bad-signature")
+        raise ArtifactError(f"signed by untrusted key {claimed[0] or '?'}", "untrusted-key")
+
+
 def verify_signature(sums: bytes, signature_doc: bytes | None, trusted_keys: list[Path], what: str = SUMS) -> str:
     """Check the signature over `sums` (SHA256SUMS, or another signed document named by `what`)
     against the trusted public keys; return the signer's key id."""
+    if signature_doc is not None and not trusted_keys:
+        _signature_entries(signature_doc, what)  # a malformed document says so before "no keys"
+    return KeyRing.from_files(list(trusted_keys)).verify(sums, signature_doc, what)[0]
+
+
+def add_signature(folder: Path, private_key_path: Path) -> list[str]:
+    """Co-sign an artifact folder (a threshold of artifact keys): append this key's signature over
+    SHA256SUMS to SHA256SUMS.sig. The digest does not change. Returns the key ids that signed."""
+    folder = Path(folder)
+    if not (folder / SIGNATURE).exists():
+        return [sign(folder, private_key_path)]
+    current = json.loads((folder / SIGNATURE).read_text())
+    docs = current["signatures"] if isinstance(current, dict) and "signatures" in current else [current]
+    new = sign_bytes((folder / SUMS).read_bytes(), private_key_path)
+    docs = [d for d in docs if d.get("key_id") != new["key_id"]] + [new]
+    (folder / SIGNATURE).write_text(json.dumps({"signatures": docs}, indent=2) + "\n")
+    return [d["key_id"] for d in docs]
+
+
+def signer_ids(signature_doc: bytes | None) -> list[str]:
+    """The key ids a signature document claims (not verified): what `plan` looks up in the trust document."""
     if signature_doc is None:
-        message = "artifact is unsigned (no SHA256SUMS.sig)" if what == SUMS else f"{what} is unsigned"
-        raise ArtifactError(message, "unsigned")
+        return []
     try:
-        doc = json.loads(signature_doc)
-        signature = base64.b64decode(doc["signature"], validate=True)
-        claimed = str(doc.get("key_id", ""))
-    except (ValueError, KeyError, TypeError):
-        raise ArtifactError(f"the signature of {what} is not a valid signature document", "bad-signature") from None
-    if not trusted_keys:
-        raise ArtifactError("no trusted public keys configured: refusing to trust any signature", "untrusted-key")
-    keys = [load_public_key(p) for p in trusted_keys]
-    for key in keys:
-        try:
-            key.verify(signature, sums)
-            return key_id(key)
-        except InvalidSignature:
-            continue
-    if any(key_id(k) == claimed for k in keys):
-        raise ArtifactError(f"bad signature: {what} does not match the signature of key {claimed}", "bad-signature")
-    raise ArtifactError(f"signed by untrusted key {claimed or '?'}", "untrusted-key")
+        return [kid for kid, _ in _signature_entries(signature_doc, SIGNATURE) if kid]
+    except ArtifactError:
+        return []
 
 
 def _check_sums(sums_text: str, digest_of: dict[str, str]) -> None:
@@ -182,8 +262,10 @@ def _check_sums(sums_text: str, digest_of: dict[str, str]) -> None:
         raise ArtifactError(f"{extra[0]}: file not listed in SHA256SUMS", "extra-file")
 
 
-def verify_dir(folder: Path, trusted_keys: list[Path] | None, require_signature: bool = True) -> str:
-    """Verify every file's sha256 and the signature. Return the digest; raise ArtifactError otherwise."""
+def verify_dir(folder: Path, trusted_keys: list[Path] | None, require_signature: bool = True,
+               keyring: KeyRing | None = None) -> str:
+    """Verify every file's sha256 and the signature (by `keyring` when given: a trust document's
+    keys and threshold, else the trusted key files). Return the digest; raise ArtifactError otherwise."""
     folder = Path(folder)
     sums_path = folder / SUMS
     if not sums_path.is_file():
@@ -192,7 +274,7 @@ def verify_dir(folder: Path, trusted_keys: list[Path] | None, require_signature:
     _check_sums(sums.decode("utf-8", "replace"), {n: sha256_file(folder / n) for n in _payload_files(folder)})
     if require_signature:
         sig_path = folder / SIGNATURE
-        verify_signature(sums, sig_path.read_bytes() if sig_path.exists() else None, list(trusted_keys or []))
+        _verify_with(sums, sig_path.read_bytes() if sig_path.exists() else None, trusted_keys, keyring)
     return digest_of_sums(sums)
 
 
@@ -320,7 +402,15 @@ def safe_extract(bundle: Path, dest: Path, max_member_bytes: int | None = None, 
         raise ArtifactError(f"{bundle}: corrupt bundle: {err}", "tampered") from None
 
 
-def verify_bundle(bundle: Path, trusted_keys: list[Path] | None, require_signature: bool = True) -> str:
+def _verify_with(sums: bytes, signature_doc: bytes | None, trusted_keys, keyring: KeyRing | None) -> None:
+    if keyring is not None:
+        keyring.verify(sums, signature_doc)
+    else:
+        verify_signature(sums, signature_doc, list(trusted_keys or []))
+
+
+def verify_bundle(bundle: Path, trusted_keys: list[Path] | None, require_signature: bool = True,
+                  keyring: KeyRing | None = None) -> str:
     """Verify a tar bundle in place (hash every member, check the signature). Return its digest."""
     bundle = Path(bundle)
     digests: dict[str, str] = {}
@@ -346,7 +436,7 @@ def verify_bundle(bundle: Path, trusted_keys: list[Path] | None, require_signatu
         raise ArtifactError(f"{bundle}: not an artifact (no SHA256SUMS)", "not-a-bundle")
     _check_sums(sums.decode("utf-8", "replace"), digests)
     if require_signature:
-        verify_signature(sums, sig, list(trusted_keys or []))
+        _verify_with(sums, sig, trusted_keys, keyring)
     return digest_of_sums(sums)
 
 
@@ -361,5 +451,5 @@ __all__ = [
     "SUMS", "SIGNATURE", "sha256_file", "write_checksums", "digest_of_sums", "short", "generate_keypair",
     "load_private_key", "load_public_key", "key_id", "sign_bytes", "sign", "verify_signature", "verify_dir", "pack",
     "read_member", "scan", "declared_size", "bundle_digest", "safe_extract", "DEFAULT_MAX_MEMBERS", "verify_bundle",
-    "read_json_member",
+    "read_json_member", "KeyRing", "raw_public_key", "public_key_from_raw", "add_signature", "signer_ids",
 ]

@@ -94,7 +94,7 @@ class ArtifactError(EdgeshipError):
     """A bundle is corrupt, tampered, unsigned or signed by an untrusted key.
 
     `reason` is machine-readable: tampered, missing-file, extra-file, unsigned, bad-signature,
-    untrusted-key, unsafe-member, oversize, not-a-bundle.
+    untrusted-key, revoked-key, threshold, unsafe-member, oversize, not-a-bundle.
     """
 
     exit_code = 1

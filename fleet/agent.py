@@ -8,16 +8,21 @@ via the device service), so the guarantees live in one place:
 * it is smoke-tested before anything points at it;
 * a release older than one the device has run is refused unless it is an explicit `rollback`
   (release_floor.py);
+* the signing keys come from the device's trust document, accepted only when its root signed it
+  (device_trust.py); an expired one stops new activations; a release built for another target
+  than the device's is refused (target_binding.py);
 * `current` is a symlink replaced by `rename(2)`, so at every instant it names the old release or
   the new one, never neither; power loss anywhere leaves a working release;
 * any failure leaves the running release untouched and says why (`Result.reason`).
 
 Device root layout:
 
-    agent.yaml           config (trusted keys, keep_releases, smoke, size limits)
+    agent.yaml           config (trust root or trusted keys, target, keep_releases, smoke, size limits)
+    trust.json           the newest trust document accepted (root mode)
     current -> releases/<hex>
     releases/<hex>/      unpacked, verified releases (the newest `keep_releases` are kept)
     incoming/<hex>.tar   bundles pushed but not yet activated (removed once activated)
+    incoming/trust-chain.json  a trust chain pushed with a bundle, taken by the next operation
     quarantine/<hex>-<n> kept releases that failed verification: never used again, removed by gc
     tmp/                 unpack area; leftovers from a crash are removed by the next operation
     state.json           previous release, activation history, last result
@@ -38,8 +43,9 @@ from pathlib import Path
 
 from edgeship import artifact
 from edgeship.errors import AgentError, ArtifactError
-from edgeship.fleet import release_floor
+from edgeship.fleet import release_floor, target_binding
 from edgeship.fleet.agent_config import AgentConfig, config_for_root
+from edgeship.fleet.device_trust import INCOMING_FILE, TRUST_REASONS, DeviceTrust
 from edgeship.fleet.smoke import smoke_test
 from edgeship.fleet.types import Result
 from edgeship.paths import tree_bytes as _tree_bytes
@@ -175,6 +181,48 @@ class Agent:
         os.replace(tmp_link, self.current_link)
         _fsync_dir(self.root)
 
+    # --- trust ------------------------------------------------------------------------------
+
+    def trust(self) -> DeviceTrust:
+        return DeviceTrust(self.root, self.config)
+
+    def accept_trust(self, data: bytes) -> Result:
+        """Take a trust chain (JSON bytes) delivered by any transport; the Result says which
+        version the device trusts now, or why the chain was refused."""
+        try:
+            with self._locked():
+                doc, message = self.trust().accept(data)
+            figures = {"trust_version": doc.version if doc else 0}
+            return Result(True, self.device_id, "", "", message, figures)
+        except AgentError as err:
+            return Result(False, self.device_id, "", err.reason, f"trust: {err}", err.figures)
+        except OSError as err:
+            return Result(False, self.device_id, "", "disk-full" if _disk_full(err) else "error", f"trust: {err}")
+
+    def accept_pending_trust(self) -> Result:
+        """Take the chain waiting in incoming/ now (`edgeship agent trust`, after an SSH upload)."""
+        pending = self.incoming / INCOMING_FILE
+        if not pending.is_file():
+            version = self.trust().summary().get("version")
+            return Result(True, self.device_id, "", "", "no trust chain pending", {"trust_version": version})
+        try:
+            return self.accept_trust(pending.read_bytes())
+        finally:
+            pending.unlink(missing_ok=True)
+
+    def _take_incoming_trust(self) -> None:
+        """A chain pushed next to a bundle (SSH, local) counts before the bundle is looked at; a
+        legacy device (no trust_root) ignores it, as it did before trust documents existed."""
+        pending = self.incoming / INCOMING_FILE
+        if not pending.is_file():
+            return
+        try:
+            trust = self.trust()
+            if not trust.legacy:
+                trust.accept(pending.read_bytes())
+        finally:
+            pending.unlink(missing_ok=True)
+
     # --- queries ----------------------------------------------------------------------------
 
     def incoming_path(self, digest: str) -> Path:
@@ -201,6 +249,9 @@ class Agent:
             "disk_bytes": _tree_bytes(self.root) if self.root.exists() else 0,
             "free_bytes": free,
             "updated": state.get("updated"),
+            "trust": self.trust().summary(),
+            "target": self.config.target,
+            "warnings": self.config.warnings() if self.config.source else [],
         }
 
     # --- activation ---------------------------------------------------------------------------
@@ -214,6 +265,7 @@ class Agent:
             bundle_path = self._resolve(bundle)
             digest = self._digest_of(bundle_path)
             with self._locked():
+                self._take_incoming_trust()
                 if bundle_path.parent == self.releases and digest_hex(digest) != bundle_path.name:
                     self._quarantine(bundle_path.name)  # its SHA256SUMS itself was damaged
                     raise AgentError(f"release {bundle_path.name[:12]} is damaged (its SHA256SUMS changed): "
@@ -270,11 +322,16 @@ class Agent:
             self._verify(release, digest)
             self._drop_incoming(bundle)
             return {"_message": "already current"}
+        expired = self.trust().expiry_problem()
+        if expired:
+            raise AgentError(expired, "trust-expired")
         created = False
         if release.is_dir():
             try:
                 self._verify(release, digest)
             except AgentError as err:
+                if err.reason in TRUST_REASONS:  # signed by a key no longer trusted: refused, not damaged
+                    raise
                 self._quarantine(hexd)  # a damaged copy: never trusted again, nor counted as held
                 if bundle == release:
                     raise AgentError(f"{err}; the release is quarantined: push it again", err.reason) from None
@@ -283,6 +340,7 @@ class Agent:
             self._unpack(bundle, release, digest)
             created = True
         try:
+            target_binding.check_release(release, self.config.target)
             pipeline, counter = release_floor.check(self._read_state(), release)
             figures = smoke_test(release, self.config.smoke)
         except AgentError:
@@ -313,7 +371,8 @@ class Agent:
 
     def _verify(self, folder: Path, digest: str) -> None:
         try:
-            found = artifact.verify_dir(folder, self.config.trusted_keys, self.config.require_signature)
+            ring = self.trust().artifact_ring() if self.config.require_signature else None
+            found = artifact.verify_dir(folder, self.config.trusted_keys, self.config.require_signature, keyring=ring)
         except ArtifactError as err:
             raise AgentError(str(err), err.reason) from None
         if found != digest:
@@ -358,6 +417,7 @@ class Agent:
         digest = ""
         try:
             with self._locked():
+                self._take_incoming_trust()
                 state = self._read_state()
                 previous, current = state.get("previous"), state.get("current")
                 if not previous:
@@ -366,6 +426,9 @@ class Agent:
                 try:
                     self._verify(self.releases / previous, digest)
                 except AgentError as err:
+                    if err.reason in TRUST_REASONS:
+                        raise AgentError(f"{err}: the previous release is no longer trusted; not rolling back to it",
+                                         err.reason) from None
                     self._quarantine(previous)
                     raise AgentError(f"{err}; the previous release is quarantined", err.reason) from None
                 self._switch(previous)
@@ -409,7 +472,7 @@ class Agent:
                     try:
                         self._verify(folder, f"sha256:{folder.name}")
                     except AgentError as err:
-                        if err.reason != "untrusted-key":  # a rotated key is not damage: keep the release
+                        if err.reason not in TRUST_REASONS:  # a rotated key is not damage: keep the release
                             self._quarantine(folder.name)
             if self.quarantine.is_dir():
                 for bad in sorted(self.quarantine.iterdir()):

@@ -4,11 +4,21 @@ It lives on the device, not in the fleet manifest: which keys a device trusts is
 decision, so a manager cannot talk it into trusting a new key by pushing a bundle.
 
     trusted_keys: [trust/signing.pub]      # ed25519 public keys (PEM), relative to this file
+    trust_root:                            # the fleet's root of trust (fleet/trust.py); absent = legacy
+      keys: [trust/root-1.pub, trust/root-2.pub, trust/root-3.pub]
+      threshold: 2                         # root signatures a trust document needs
+    target: host-cpu                       # the target profile this device runs; absent = not checked
     keep_releases: 3                       # releases kept on disk (current and previous always kept)
     smoke: {latency_tolerance: 1.5, samples: 4, runs: 5, max_latency_ms: null}
     max_bundle_mb: 2048                    # refuse bundles that download or unpack to more (disk-full)
     max_members: 256                       # refuse bundles with more tar members (too-many-members)
     min_free_mb: null                      # refuse when the unpacked release would leave less free space
+
+With `trust_root`, the newest trust document the device accepted (`trust.json` in the device root)
+names the artifact and desired-state keys; `trusted_keys` only count until the first one arrives.
+Without it (today's format, a legacy single-level trust) `trusted_keys` are the keys, and trust
+documents are refused. `target` binds the device to artifacts built for its chip (bundle.json
+`target`); without it the agent warns that any target's artifact would be activated.
 
 The limits are checked against the bundle's signed size (MQTT desired state) and its tar headers
 before a byte is written; a missing or null limit means the default, never "unlimited".
@@ -47,6 +57,20 @@ class AgentConfig:
     require_signature: bool = True
     source: Path | None = None
     max_members: int = DEFAULT_MAX_MEMBERS
+    trust_root: list[Path] = field(default_factory=list)  # root public keys; empty = legacy trust
+    root_threshold: int = 1
+    target: str | None = None
+
+    def warnings(self) -> list[str]:
+        """What a legacy config leaves unchecked, said once per command or service start."""
+        where = self.source or CONFIG_NAME
+        notes = []
+        if not self.trust_root:
+            notes.append(f"{where}: no trust_root: legacy single-level trust (trusted_keys only; keys cannot be "
+                         "rotated or revoked remotely)")
+        if not self.target:
+            notes.append(f"{where}: no target: artifacts built for any target are accepted (set target: <profile>)")
+        return notes
 
     @property
     def max_bundle_bytes(self) -> int:
@@ -74,10 +98,14 @@ class AgentConfig:
             "max_members": self.max_members,
             "min_free_mb": self.min_free_mb,
             "require_signature": self.require_signature,
+            **({"trust_root": {"keys": [rel(p) for p in self.trust_root], "threshold": self.root_threshold}}
+               if self.trust_root else {}),
+            **({"target": self.target} if self.target else {}),
         }
 
 
-_TOP = {"trusted_keys", "keep_releases", "smoke", "max_bundle_mb", "max_members", "min_free_mb", "require_signature"}
+_TOP = {"trusted_keys", "keep_releases", "smoke", "max_bundle_mb", "max_members", "min_free_mb", "require_signature",
+        "trust_root", "target"}
 _SMOKE = {"latency_tolerance", "samples", "runs", "max_latency_ms"}
 
 
@@ -103,7 +131,11 @@ def parse_config(data: dict | None, path: Path) -> AgentConfig:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise UsageError(f"{path}: trusted_keys: must be a list of public key file paths")
     base = path.parent
-    trusted = [(base / Path(k).expanduser()) if not Path(k).expanduser().is_absolute() else Path(k).expanduser() for k in keys]
+    trusted = [_relative_to(base, k) for k in keys]
+    root_keys, root_threshold = _trust_root(data.get("trust_root"), path)
+    target = data.get("target")
+    if target is not None and (not isinstance(target, str) or not target.strip()):
+        raise UsageError(f"{path}: target: must be a target profile name, e.g. host-cpu")
     smoke_data = data.get("smoke") or {}
     if not isinstance(smoke_data, dict):
         raise UsageError(f"{path}: smoke: must be a mapping")
@@ -129,7 +161,30 @@ def parse_config(data: dict | None, path: Path) -> AgentConfig:
         min_free_mb=_number(path, "min_free_mb", data.get("min_free_mb")),
         require_signature=require,
         source=path,
+        trust_root=root_keys,
+        root_threshold=root_threshold,
+        target=target,
     )
+
+
+def _relative_to(base: Path, name: str) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _trust_root(data, path: Path) -> tuple[list[Path], int]:
+    """`trust_root: {keys: [...], threshold: N}` -> (key paths, threshold); absent -> ([], 1)."""
+    if data is None:
+        return [], 1
+    if not isinstance(data, dict) or set(data) - {"keys", "threshold"}:
+        raise UsageError(f"{path}: trust_root: must be a mapping with keys (root public key files) and threshold")
+    keys = data.get("keys")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise UsageError(f"{path}: trust_root.keys: must be a non-empty list of root public key files")
+    threshold = _number(path, "trust_root.threshold", data.get("threshold", 1), integer=True, minimum=1, allow_none=False)
+    if threshold > len(keys):
+        raise UsageError(f"{path}: trust_root.threshold: {threshold} is more than the {len(keys)} root key(s)")
+    return [_relative_to(path.parent, k) for k in keys], int(threshold)
 
 
 def load_config(path: Path) -> AgentConfig:

@@ -43,9 +43,11 @@ def sign(doc: dict, private_key: Path) -> dict:
     return {**body, "sig": artifact.sign_bytes(signed_bytes(body), private_key)}
 
 
-def verify(doc: dict, device_id: str, trusted_keys: list[Path], require_signature: bool = True) -> None:
-    """Raise AgentError (reason unsigned | bad-signature | untrusted-key | wrong-device) unless the
-    intent is for this device and signed by a trusted key."""
+def verify(doc: dict, device_id: str, trusted_keys: list[Path] | artifact.KeyRing,
+           require_signature: bool = True) -> None:
+    """Raise AgentError (reason unsigned | bad-signature | untrusted-key | revoked-key | wrong-device)
+    unless the intent is for this device and signed by a trusted key (key files, or the desired-state
+    keys of the device's trust document as a KeyRing)."""
     named = doc.get("device")
     if named != device_id and (require_signature or named is not None):
         raise AgentError(f"desired state is for device {doc.get('device')!r}, not {device_id!r}", "wrong-device")
@@ -53,8 +55,8 @@ def verify(doc: dict, device_id: str, trusted_keys: list[Path], require_signatur
         return
     sig = doc.get("sig")
     try:
-        artifact.verify_signature(signed_bytes(doc), protocol.dumps(sig) if isinstance(sig, dict) else None,
-                                  list(trusted_keys), what=SIGNED_WHAT)
+        ring = trusted_keys if isinstance(trusted_keys, artifact.KeyRing) else artifact.KeyRing.from_files(list(trusted_keys))
+        ring.verify(signed_bytes(doc), protocol.dumps(sig) if isinstance(sig, dict) else None, what=SIGNED_WHAT)
     except ArtifactError as err:
         raise AgentError(str(err), err.reason) from None
 

@@ -37,6 +37,7 @@ class Fleet:
     transports: dict[str, dict] = field(default_factory=dict)
     trusted_keys: list[Path] = field(default_factory=list)
     source: Path | None = None
+    trust_document: Path | None = None  # the trust chain (trust.json) transports deliver to devices
 
     def device(self, device_id: str) -> Device:
         for dev in self.devices:
@@ -177,6 +178,14 @@ def load_fleet(path: Path | str) -> Fleet:
             problem(("trust", "public_keys", i), f"public key file {key_path} does not exist", "edgeship keys generate writes one")
         trusted.append(key_path)
 
+    trust_document = None
+    if isinstance(trust, dict) and trust.get("document"):
+        trust_document = Path(str(trust["document"])).expanduser()
+        trust_document = trust_document if trust_document.is_absolute() else base / trust_document
+        if not trust_document.is_file():
+            problem(("trust", "document"), f"trust chain {trust_document} does not exist",
+                    "edgeship keys root init + keys trust sign write one")
+
     devices: list[Device] = []
     seen: dict[str, int] = {}
     raw_devices = data.get("devices") or []
@@ -223,7 +232,8 @@ def load_fleet(path: Path | str) -> Fleet:
         raise ManifestError(diags)
     name = str((data.get("metadata") or {}).get("name", path.stem))
     resolved_transports = {str(k): dict(v or {}) for k, v in transports.items()}
-    return Fleet(name=name, devices=devices, transports=resolved_transports, trusted_keys=trusted, source=path)
+    return Fleet(name=name, devices=devices, transports=resolved_transports, trusted_keys=trusted, source=path,
+                 trust_document=trust_document)
 
 
 __all__ = ["Device", "Fleet", "load_fleet", "matches", "parse_selector"]

@@ -44,7 +44,9 @@ class Result:
     `reason` is machine-readable when `ok` is false: tampered, bad-signature, unsigned, untrusted-key,
     unsafe-member, missing-file, extra-file, not-a-bundle, oversize, smoke-failed, disk-full,
     no-previous, not-found, unreachable, timeout, error, downgrade, wrong-device, not-running
-    (the device does not report the target digest running). `figures` carries numbers (smoke latency etc.).
+    (the device does not report the target digest running), revoked-key, threshold (fewer artifact
+    signatures than the trust document asks), trust-expired, wrong-target, and for trust chains
+    untrusted-root, no-trust-root, bad-trust. `figures` carries numbers (smoke latency etc.).
     """
 
     ok: bool
@@ -77,6 +79,7 @@ class DeviceState:
     disk_bytes: int | None = None  # bytes used under the device root
     releases: list[str] = field(default_factory=list)
     device: dict[str, Any] | None = None  # device_info: agent and runtime versions, free disk and memory
+    trust: dict[str, Any] | None = None  # the device's trust document: {mode, version, expires, expired}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -43,6 +43,18 @@ def _rollback(args) -> int:
     return _print_result(_agent(args).rollback(), args.json)
 
 
+def _trust(args) -> int:
+    """Take a trust chain: FILE, or the one pushed into incoming/ (SSH transport)."""
+    agent = _agent(args)
+    if args.file:
+        try:
+            data = Path(args.file).read_bytes()
+        except OSError as err:
+            raise UsageError(f"{args.file}: {err.strerror}") from None
+        return _print_result(agent.accept_trust(data), args.json)
+    return _print_result(agent.accept_pending_trust(), args.json)
+
+
 def _status(args) -> int:
     from edgeship.fleet.device_info import device_info
 
@@ -73,20 +85,38 @@ def _init(args) -> int:
     root = Path(args.root)
     if (root / CONFIG_NAME).exists() and not args.force:
         raise UsageError(f"{root / CONFIG_NAME}: already exists (use --force to replace it)")
+    if args.root_threshold < 1 or args.root_threshold > max(1, len(args.trust_root or [])):
+        raise UsageError(f"--root-threshold {args.root_threshold}: must be from 1 to the "
+                         f"{len(args.trust_root or [])} --trust-root key(s)")
     trust_dir = root / "trust"
     trust_dir.mkdir(parents=True, exist_ok=True)
-    keys = []
-    for i, key in enumerate(args.trust or []):
-        load_public_key(Path(key))  # refuse a file that is not an ed25519 public key
-        dest = trust_dir / f"{i:02d}-{Path(key).name}"
-        shutil.copyfile(key, dest)
-        keys.append(dest)
-    config = AgentConfig(trusted_keys=keys, keep_releases=args.keep,
+
+    def copy_keys(names, prefix):
+        copied = []
+        for i, key in enumerate(names or []):
+            load_public_key(Path(key))  # refuse a file that is not an ed25519 public key
+            dest = trust_dir / f"{prefix}{i:02d}-{Path(key).name}"
+            shutil.copyfile(key, dest)
+            copied.append(dest)
+        return copied
+
+    keys = copy_keys(args.trust, "")
+    roots = copy_keys(args.trust_root, "root-")
+    config = AgentConfig(trusted_keys=keys, keep_releases=args.keep, trust_root=roots, root_threshold=args.root_threshold,
+                         target=args.target,
                          smoke=SmokeConfig(latency_tolerance=args.latency_tolerance, max_latency_ms=args.max_latency_ms),
                          max_bundle_mb=args.max_bundle_mb or AgentConfig.max_bundle_mb, min_free_mb=args.min_free_mb)
     path = write_config(root, config)
-    Agent(root, config).ensure_layout()
-    print(f"wrote {path} (trusting {len(keys)} key(s))")
+    agent = Agent(root, config)
+    agent.ensure_layout()
+    if args.trust_chain:
+        result = agent.accept_trust(Path(args.trust_chain).read_bytes())
+        if not result.ok:
+            raise UsageError(f"{args.trust_chain}: {result.message}")
+    roots_note = f", root of trust {args.root_threshold} of {len(roots)} key(s)" if roots else ""
+    print(f"wrote {path} (trusting {len(keys)} key(s){roots_note}{', target ' + args.target if args.target else ''})")
+    for note in config.warnings():
+        print(f"edgeship: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -131,8 +161,18 @@ def register(sub) -> None:
     p.add_argument("--max-latency-ms", type=float, default=None)
     p.add_argument("--max-bundle-mb", type=float, default=None)
     p.add_argument("--min-free-mb", type=float, default=None)
+    p.add_argument("--trust-root", action="append", metavar="ROOT.pub",
+                   help="root public key of the fleet's trust chain (repeatable); without it: legacy trust")
+    p.add_argument("--root-threshold", type=int, default=1, help="root signatures a trust document needs (default 1)")
+    p.add_argument("--trust-chain", metavar="TRUST.json", help="accept this trust chain now (checked against the root)")
+    p.add_argument("--target", help="the target profile this device runs (artifacts for others are refused)")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=_init)
+
+    p = agent_sub.add_parser("trust", help="take a trust chain (FILE, or the one pushed into incoming/)")
+    p.add_argument("file", nargs="?", help="a trust chain file (default: ROOT/incoming/trust-chain.json)")
+    _common(p)
+    p.set_defaults(func=_trust)
 
     # --- MQTT area: add `agent serve` here (agent_sub.add_parser("serve", ...)) -----------------
     from edgeship.fleet.mqtt.serve_cli import add_serve_parser

@@ -338,12 +338,15 @@ def register(subparsers) -> None:
     prune.add_argument("--max-size", type=float, metavar="MB", help="keep the most recently used entries up to MB")
     prune.set_defaults(func=cmd_cache_prune)
 
-    keys = subparsers.add_parser("keys", help="signing keys")
+    keys = subparsers.add_parser("keys", help="signing keys and the trust chain (root, rotate, revoke, trust)")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     gen = keys_sub.add_parser("generate", help="create an ed25519 signing key pair (never overwrites)")
     gen.add_argument("--out", metavar="PATH", help="private key path (default: the state dir's signing.key; "
                                                    "EDGESHIP_SIGNING_KEY overrides); the public key is PATH with .pub")
     gen.set_defaults(func=cmd_keys_generate)
+    from edgeship.commands._keys_lifecycle import add_lifecycle_commands  # root, rotate, revoke, trust, cosign
+
+    add_lifecycle_commands(keys_sub)
 
     v = subparsers.add_parser("verify", help="check an artifact folder or .tar: checksums and signature (exit 1 if not)")
     v.add_argument("bundle", metavar="BUNDLE_OR_DIR")

@@ -71,7 +71,12 @@ def _deploy(args) -> int:
         raise UsageError(f"no device of fleet {fleet.name} matches --select {' '.join(args.select or [])}")
     bundle = resolve_bundle(args.artifact)
     # Fail fast on this side: a tampered or unsigned bundle never leaves the manager.
-    digest = artifact.verify_bundle(bundle, fleet.trusted_keys, require_signature=bool(fleet.trusted_keys))
+    from edgeship.fleet.trust_delivery import fleet_document
+
+    document = fleet_document(fleet)  # the trust document's artifact keys, when the fleet has one
+    digest = artifact.verify_bundle(bundle, fleet.trusted_keys, require_signature=bool(fleet.trusted_keys) or bool(document),
+                                    keyring=document.ring("artifacts") if document else None)
+    _refuse_wrong_targets(bundle, devices)
     if args.timeout:
         for kind in ("ssh",):
             fleet.transports.setdefault(kind, {})["command_timeout_s"] = args.timeout
@@ -97,6 +102,17 @@ def _deploy(args) -> int:
               + ", ".join(f"{o.device_id} ({o.reason})" for o in failed), file=sys.stderr)
         return 1
     return 0
+
+
+def _refuse_wrong_targets(bundle, devices) -> None:
+    """Target binding (fleet/target_binding.py): one line per device of another target, nothing sent."""
+    from edgeship.fleet.target_binding import refused_devices
+
+    refused = refused_devices(artifact.read_json_member(bundle, "bundle.json"), devices)
+    for device_id, why in refused.items():
+        print(f"edgeship: error: {device_id}: {why}: refused", file=sys.stderr)
+    if refused:
+        raise UsageError(f"the artifact is not built for the target of {len(refused)} selected device(s); nothing was sent")
 
 
 def _check_owners(fleet_name: str, devices, take_over: bool) -> None:

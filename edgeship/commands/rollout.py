@@ -92,7 +92,7 @@ def cmd_plan(args) -> int:
 
     try:
         specs = _pick(load_rollouts(args.manifest), args.name, args.manifest)
-        changed = errors = False
+        changed = errors = wrong = False
         with Journal() as journal:
             for spec in specs:
                 engine = _engine_for(spec, journal)
@@ -104,17 +104,23 @@ def cmd_plan(args) -> int:
                 _warn_untrusted(engine)
                 print(plans.format_table(rows))
                 print(plans.summary(rows))
+                for r in rows:
+                    if r.action == plans.WRONG_TARGET:
+                        print(f"edgeship: error: {r.device_id}: {r.note}: refused", file=sys.stderr)
                 owned = engine.foreign_owners()
                 if owned:
                     from edgeship.fleet.rollout.ownership import describe
 
                     print(f"Owned elsewhere: {describe(owned)}: apply refuses them without --take-over.")
                 changed |= plans.has_changes(rows)
-                errors |= plans.has_errors(rows)
+                errors |= any(r.action == plans.UNREACHABLE for r in rows)
+                wrong |= any(r.action == plans.WRONG_TARGET for r in rows)
     except ManifestError:
         raise  # exit 2 already
     except EdgeshipError as err:  # kubectl-diff convention: every error is exit 2, whatever its usual code
         raise PlanError(str(err)) from None
+    if wrong:
+        raise PlanError("the artifact is not built for the target of some devices: apply refuses to send it")
     if errors:
         raise PlanError("some devices are unreachable; the plan is incomplete")
     return 1 if changed else 0

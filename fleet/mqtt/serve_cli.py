@@ -71,6 +71,8 @@ def serve(args: argparse.Namespace) -> int:
     service.start()
     ticker = Ticker([service], interval=1.0)
     print(f"edgeship agent serve: {args.device_id} -> {args.broker} (prefix {args.prefix})", flush=True)
+    for note in agent.config.warnings() if agent.config.source else []:
+        print(f"edgeship: warning: {note}", flush=True)
     systemd = Notifier()
     systemd.ready(f"serving {args.device_id} -> {args.broker}")
     pinged = threading.Event()

@@ -81,6 +81,7 @@ class DeviceService:
         self.state_path = self.root / "mqtt-state.json" if persist_state else None
         self._handled_seq = self._load_seq()
         self.transfer: Transfer | None = None
+        self._parked_desired: Incoming | None = None  # refused for its key: looked at again after a new trust doc
         self.last_result: dict | None = None
         self.last_transfer: dict | None = None
         self.converged = threading.Event()
@@ -97,6 +98,9 @@ class DeviceService:
         self.client.subscribe(self.topics.device(device_id, "desired"), self._on_desired, qos=0)
         self.client.subscribe(self.topics.device(device_id, "chunks"), self._on_chunk)
         self.client.subscribe(self.topics.manager_status(), self._on_manager_status)
+        # Trust chains: retained, self-authenticating (fleet/trust.py); an older one changes nothing.
+        self.client.subscribe(self.topics.fleet_trust(), self._on_trust)
+        self.client.subscribe(self.topics.device(device_id, "trust"), self._on_trust)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -170,6 +174,7 @@ class DeviceService:
                "previous": status.get("previous"), "releases": status.get("releases", []), "staged": staged,
                "last_result": self.last_result or status.get("last_result"), "transfer": self.last_transfer,
                "disk_bytes": status.get("disk_bytes"), "device": device_info(self.root), "protocol": "5" if self.client.v5 else "3.1.1",
+               "trust": status.get("trust"),
                "ts": round(time.time(), 3)}
         self.client.publish(self.topics.device(self.device_id, "reported"), protocol.dumps(doc), retain=True)
 
@@ -183,6 +188,22 @@ class DeviceService:
         if self.transfer is not None:  # answers in flight may be lost with the old connection
             self._request(list(self.transfer.outstanding) or self._next_wanted())
 
+    def _on_trust(self, msg: Incoming) -> None:
+        """A trust chain (fleet-wide or for this device): the agent checks it against its root."""
+        if not msg.payload:
+            return
+        result = self.agent.accept_trust(msg.payload)
+        if result.ok:
+            log.info("%s: %s", self.device_id, result.message)
+            parked, self._parked_desired = self._parked_desired, None
+            if parked is not None:
+                self._on_desired(parked)
+                return  # it reported
+        else:
+            log.warning("%s: trust chain on %s REFUSED: %s: %s", self.device_id, msg.topic, result.reason, result.message)
+            self._event("trust-refused", reason=result.reason, message=result.message)
+        self.report()
+
     def _on_manager_status(self, msg: Incoming) -> None:
         """The manager (re)connected: requests sent while it was away are lost, ask again now."""
         try:
@@ -194,6 +215,7 @@ class DeviceService:
 
     def _on_desired(self, msg: Incoming) -> None:
         if not msg.payload:  # withdrawn by the manager (a stopped rollout): drop a transfer for it
+            self._parked_desired = None
             if self.transfer is not None:
                 log.info("%s: desired state withdrawn: abandoning the transfer of %s", self.device_id,
                          _short(self.transfer.recipe.digest))
@@ -206,10 +228,15 @@ class DeviceService:
             return
         config = self.agent.config
         try:  # before anything else: an unsigned or foreign intent changes nothing, not even the seq
-            desired_state.verify(doc, self.device_id, config.trusted_keys, config.require_signature)
+            keys = self.agent.trust().desired_ring() if config.require_signature else config.trusted_keys
+            desired_state.verify(doc, self.device_id, keys, config.require_signature)
         except AgentError as err:
+            # signed by a key the device does not trust yet: the trust document naming it may arrive after
+            # the intent (another topic, another queue at the broker): look at it again when one does
+            self._parked_desired = msg if err.reason == "untrusted-key" else None
             self._finish(None, Result(False, self.device_id, str(doc.get("digest") or ""), err.reason, f"desired: {err}"))
             return
+        self._parked_desired = None
         if doc["seq"] <= self._handled_seq:
             self.report()
             return

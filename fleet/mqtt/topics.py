@@ -7,6 +7,9 @@ pattern line per topic (`%u` = the device id as username) confines a device to i
     <prefix>/devices/<id>/events     device -> manager: progress and errors, not retained
     <prefix>/devices/<id>/req        device -> manager: chunk requests
     <prefix>/devices/<id>/chunks     manager -> device: chunk data answering the requests
+    <prefix>/devices/<id>/trust      manager -> device, retained: a trust chain for this device only
+    <prefix>/trust                   manager -> devices, retained: the fleet's trust chain (fleet/trust.py;
+                                     self-authenticating, so any device may read it)
     <prefix>/manager/status          manager -> devices, retained: "online" on every (re)connect, so
                                      devices re-ask for chunks whose requests a restart may have lost
 """
@@ -15,8 +18,8 @@ from __future__ import annotations
 
 import re
 
-KINDS = ("desired", "reported", "status", "events", "req", "chunks")
-DEVICE_READS = ("desired", "chunks")
+KINDS = ("desired", "reported", "status", "events", "req", "chunks", "trust")
+DEVICE_READS = ("desired", "chunks", "trust")
 DEVICE_WRITES = ("reported", "status", "events", "req")
 
 _DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -48,6 +51,9 @@ class Topics:
 
     def manager_status(self) -> str:
         return f"{self.prefix}/manager/status"
+
+    def fleet_trust(self) -> str:
+        return f"{self.prefix}/trust"
 
     def all_devices(self, kind: str) -> str:
         """Wildcard subscription over every device's topic of one kind."""

@@ -10,6 +10,9 @@ push     cut the bundle into content-defined chunks (manager chunk store), offer
 activate publish a retained `activate` desired and wait for the device's reported result.
 rollback publish a retained `rollback` desired and wait likewise.
 status   the retained `status` + `reported` documents of the device.
+trust    the fleet's trust chain (`trust.document`) is published retained on `<prefix>/trust` before
+         the first desired document of a run, so a device checks a rotated key's intent against the
+         new trust document; `deliver_trust` publishes it alone and waits for the device's report.
 
 Waits end cleanly: a device whose retained status is the last-will `offline` for longer than
 `offline_grace_s` gets `unreachable`, one that says nothing within `timeout_s` gets `timeout`.
@@ -34,6 +37,8 @@ from edgeship.fleet.mqtt.chunks import ChunkParams, ChunkStore, Recipe, chunk_bu
 from edgeship.fleet.mqtt.client import Incoming, MqttClient
 from edgeship.fleet.mqtt.server import ArtifactServer
 from edgeship.fleet.mqtt.topics import Topics
+from edgeship.fleet.trust import parse_chain
+from edgeship.fleet.trust_delivery import fleet_chain_bytes
 from edgeship.fleet.types import DeviceState, PushResult, Result
 from edgeship.paths import default_signing_key, state_dir
 import json
@@ -93,6 +98,7 @@ class MqttManager:
         self.client.subscribe(self.topics.all_devices("desired"), self._on_desired_seen)
         self.client.on_connected.append(self._on_connected)
         self.server = ArtifactServer(self.client, self.topics, self.store)
+        self._trust_sent: bytes | None = None
         self._started = False
         self._failed: str | None = None
         self._start_lock = threading.Lock()
@@ -291,6 +297,37 @@ class MqttManager:
             pass  # not connected right now: paho resends after reconnect, and _on_connected republishes
         return seq
 
+    def publish_trust(self, data: bytes) -> None:
+        """Publish the fleet's trust chain, retained, on the fleet-wide topic (once per content).
+        It is signed by the root, so no manager key is needed and the broker cannot alter it."""
+        if self._trust_sent == data:
+            return
+        self.start()
+        info = self.client.publish(self.topics.fleet_trust(), data, retain=True)
+        try:
+            info.wait_for_publish(self.connect_timeout_s)
+        except (RuntimeError, ValueError):
+            pass  # not connected right now: paho resends after the reconnect
+        self._trust_sent = data
+
+    def wait_for_trust(self, device_id: str, version: int, timeout: float) -> dict:
+        """Wait for the device to report trusting `version` (or newer); TransportError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                doc = self.reported.get(device_id) or {}
+                trust = doc.get("trust") if isinstance(doc.get("trust"), dict) else {}
+                if isinstance(trust.get("version"), int) and trust["version"] >= version:
+                    return trust
+                status = self.status_docs.get(device_id)
+                if status and status.get("state") == "offline":
+                    raise TransportError(device_id, "offline; the retained trust chain reaches it when it returns")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransportError(device_id, f"did not report trust document version {version} "
+                                                    f"(it reports {trust.get('version')!r}; legacy devices ignore it)")
+                self._cond.wait(min(left, 0.5))
+
     def withdraw_desired(self, device_id: str) -> None:
         """Delete the device's retained desired document (an empty retained message), so a device
         that was offline when a rollout stopped never acts on what that rollout no longer wants."""
@@ -328,7 +365,8 @@ class MqttManager:
         return DeviceState(device_id, online=st.get("state") == "online", current=rep.get("current"),
                            previous=rep.get("previous"), last_result=rep.get("last_result"),
                            last_seen=seen or None, disk_bytes=rep.get("disk_bytes"),
-                           releases=list(rep.get("releases") or []), device=st.get("device") or rep.get("device"))
+                           releases=list(rep.get("releases") or []), device=st.get("device") or rep.get("device"),
+                           trust=rep.get("trust") if isinstance(rep.get("trust"), dict) else None)
 
 
 class MqttTransport:
@@ -355,6 +393,7 @@ class MqttTransport:
             self.manager = self._manager(conf, fleet, ca, password)
         except ValueError as err:
             raise TransportError("transports.mqtt", str(err)) from None
+        self._trust = fleet_chain_bytes(fleet) if fleet is not None else None
 
     @staticmethod
     def _manager(conf: dict, fleet, ca: str | None, password: str | None) -> MqttManager:
@@ -375,7 +414,25 @@ class MqttTransport:
         self.manager.sync()
         return self.manager.reported.get(device_id) or {}
 
+    def _publish_trust(self) -> None:
+        if self._trust is not None:
+            self.manager.publish_trust(self._trust)
+
+    def deliver_trust(self, device, data: bytes) -> Result:
+        """Publish the chain (retained, fleet-wide) and wait for the device to report the version."""
+        version = max(d.version for d in parse_chain(json.loads(data)))
+        self.manager.publish_trust(data)
+        try:
+            self.manager.sync()
+            trust = self.manager.wait_for_trust(device.id, version, min(self.manager.timeout_s, 60.0))
+        except TransportError as err:
+            reason = "unreachable" if "offline" in str(err) else "timeout"
+            return Result(False, device.id, "", reason, str(err))
+        return Result(True, device.id, "", "", f"trusts trust document version {trust['version']}",
+                      {"trust_version": trust["version"]})
+
     def push(self, device, bundle: Path) -> PushResult:
+        self._publish_trust()
         recipe = self.manager.recipe_for(Path(bundle), device.id)
         digest = recipe.digest
         rep = self._known(device.id)
@@ -396,6 +453,7 @@ class MqttTransport:
         has = digest == rep.get("current") or digest in (rep.get("releases") or []) or digest in (rep.get("staged") or [])
         if recipe is None and not has:
             return Result(False, device.id, digest, "not-found", "push the bundle first (no chunk recipe for this digest)")
+        self._publish_trust()
         try:
             seq = self.manager.publish_desired(device.id, "activate", digest, recipe)
             doc = self.manager.wait_for_seq(device.id, seq)

@@ -80,14 +80,30 @@ def _shipment(tar: Path) -> Shipment:
 
 # --- trust: does the fleet trust the key that signed the shipment? -------------------------------
 
-def signer_key_id(shipment: Shipment) -> str | None:
-    """The key id written in the bundle's signature (not verified here: the devices verify it)."""
+def signer_ids_of(bundle: Path) -> list[str]:
+    """The key ids written in a bundle's (or folder's) signature (not verified here: devices verify)."""
     try:
-        doc = artifact.read_json_member(shipment.bundle, artifact.SIGNATURE)
-    except (ArtifactError, ValueError):
-        return None
-    kid = doc.get("key_id") if isinstance(doc, dict) else None
-    return str(kid) if kid else None
+        data = (Path(bundle) / artifact.SIGNATURE).read_bytes() if Path(bundle).is_dir() \
+            else artifact.read_member(bundle, artifact.SIGNATURE)
+    except (ArtifactError, OSError):
+        return []
+    return artifact.signer_ids(data)
+
+
+def signer_key_id(shipment: Shipment) -> str | None:
+    """The (first) key id written in the bundle's signature."""
+    ids = signer_ids_of(shipment.bundle)
+    return ids[0] if ids else None
+
+
+def stored_signers(digest: str) -> list[str]:
+    """Signers of an artifact in the local store (what a device runs, when it was built or shipped
+    from here); [] when the store does not hold it."""
+    hexd = artifact.short(digest, 64)
+    for candidate in (store_dir() / f"{hexd}.tar", store_dir() / hexd):
+        if candidate.exists():
+            return signer_ids_of(candidate)
+    return []
 
 
 def _public_key_id(path: Path) -> str | None:
@@ -100,10 +116,17 @@ def _public_key_id(path: Path) -> str | None:
 def untrusted_signer(shipment: Shipment, fleet) -> str | None:
     """None when the fleet trusts the shipment's signer; else one line saying which key signed it and
     how to make the fleet trust it (devices refuse it with `untrusted-key` otherwise)."""
-    kid = signer_key_id(shipment)
-    trusted = {k for k in (_public_key_id(Path(p)) for p in fleet.trusted_keys) if k}
-    if kid is not None and kid in trusted:
+    from edgeship.fleet.trust_delivery import revoked_ids, trusted_artifact_ids
+
+    signers = signer_ids_of(shipment.bundle)
+    trusted = trusted_artifact_ids(fleet)
+    if any(k in trusted for k in signers):
         return None
+    revoked = [k for k in signers if k in revoked_ids(fleet)]
+    if revoked:
+        return (f"the artifact is signed by revoked key {revoked[0]} (fleet '{fleet.name}' trust document); devices "
+                f"will refuse it with revoked-key. Fix: rebuild and sign with a key the trust document lists")
+    kid = signers[0] if signers else None
     signer = f"key {kid}" if kid else "no key (unsigned)"
     have = ", ".join(sorted(trusted)) or "none"
     local = default_signing_key().with_suffix(".pub")

@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from edgeship import artifact
@@ -23,12 +24,14 @@ from edgeship.errors import EdgeshipError, RolloutError
 from edgeship.fleet.rollout import gate as gates
 from edgeship.fleet.rollout import ownership
 from edgeship.fleet.rollout import plan as plans
-from edgeship.fleet.rollout.artifacts import Shipment
+from edgeship.fleet import target_binding
+from edgeship.fleet.rollout.artifacts import Shipment, signer_ids_of, stored_signers
 from edgeship.fleet.rollout.devices import Transports, failure_reason, fetch_statuses, withdraw_pending
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import RolloutSpec
 from edgeship.fleet.rollout.status import devices_pushed
 from edgeship.fleet.rollout.waves import Wave, plan_waves, resolve_max_unavailable
+from edgeship.fleet.trust_delivery import revoked_ids
 from edgeship.paths import state_dir
 
 STOPPING_STATES = ("paused", "aborted")
@@ -97,9 +100,35 @@ class Engine:
     def plan(self) -> list[plans.PlanRow]:
         statuses = fetch_statuses(self.devices, self.transports)
         rows = plans.make_plan(self.devices, self.waves, self.ship.digest, statuses, self.journal.applied(self.fleet.name))
+        rows = plans.bind_targets(rows, self.wrong_target())
+        rows = plans.mark_revoked(rows, self._signers_of, revoked_ids(self.fleet))
         owned = self.foreign_owners()
         return [replace(r, note="; ".join(n for n in (r.note, f"owned by rollout {owned[r.device_id]}") if n))
                 if r.device_id in owned else r for r in rows]
+
+    def wrong_target(self) -> dict[str, str]:
+        """Selected devices whose Fleet `target` the artifact is not built for: id -> one line."""
+        return target_binding.refused_devices(self.ship.meta, self.devices)
+
+    def _signers_of(self, digest: str) -> list[str]:
+        """Who signed a release a device runs: this shipment, a bundle an earlier rollout shipped
+        (the journal names it), or one in the local artifact store; [] when none is at hand."""
+        if digest == self.ship.digest:
+            return signer_ids_of(self.ship.bundle)
+        for row in self.journal.rollouts():
+            if row.artifact_digest == digest and row.bundle and Path(row.bundle).exists():
+                return signer_ids_of(Path(row.bundle))
+        return stored_signers(digest)
+
+    def _refuse_wrong_targets(self) -> None:
+        """Nothing is sent when the rollout selects devices the artifact is not built for."""
+        refused = self.wrong_target()
+        if not refused:
+            return
+        for device_id, why in refused.items():
+            self.log(f"edgeship: error: {device_id}: {why}: refused")
+        raise RolloutError(f"{self.spec.name}: the artifact is not built for the target of {len(refused)} selected "
+                           "device(s); nothing was sent (fix the selector, or build for their target)")
 
     def foreign_owners(self) -> dict[str, str]:
         """Selected devices that belong to another rollout (apply refuses them without take_over)."""
@@ -124,6 +153,7 @@ class Engine:
             raise RolloutError(f"{name} is paused ({row.reason or 'by an operator'}): "
                                f"`edgeship rollout resume {name}` to continue or `edgeship rollout abort {name}`")
         continuing = same and row.state in ("running", "paused")
+        self._refuse_wrong_targets()
         if not continuing:
             plan_rows = self.plan()
             self._seen = {r.device_id: r.current for r in plan_rows}

@@ -1,17 +1,19 @@
 """`edgeship plan`: per device, the release it runs, the one it should run, and what apply would do.
 
 Actions: `none` (already there), `push+activate`, `drift` (the device runs something other than the
-release the journal last gave it: apply re-converges it), `unreachable` (status unknown: an error).
+release the journal last gave it: apply re-converges it), `unreachable` (status unknown: an error),
+`wrong-target` (the artifact is built for another target than the device's: an error, never sent).
+A device running an artifact signed by a key the fleet's trust document revoked says so in its note.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgeship import artifact
 from edgeship.fleet.rollout.devices import failure_reason
 
-NONE, CHANGE, DRIFT, UNREACHABLE = "none", "push+activate", "drift", "unreachable"
+NONE, CHANGE, DRIFT, UNREACHABLE, WRONG_TARGET = "none", "push+activate", "drift", "unreachable", "wrong-target"
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,26 @@ def has_changes(rows: list[PlanRow]) -> bool:
 
 
 def has_errors(rows: list[PlanRow]) -> bool:
-    return any(r.action == UNREACHABLE for r in rows)
+    return any(r.action in (UNREACHABLE, WRONG_TARGET) for r in rows)
+
+
+def bind_targets(rows: list[PlanRow], refused: dict[str, str]) -> list[PlanRow]:
+    """Rows of devices the artifact is not built for become `wrong-target` (target_binding.py)."""
+    return [replace(r, action=WRONG_TARGET, note=refused[r.device_id]) if r.device_id in refused else r for r in rows]
+
+
+def mark_revoked(rows: list[PlanRow], signers_of, revoked: frozenset) -> list[PlanRow]:
+    """Note the devices whose running release is signed by a revoked key (`signers_of(digest)`)."""
+    if not revoked:
+        return rows
+    out = []
+    for r in rows:
+        bad = [k for k in (signers_of(r.current) if r.current else []) if k in revoked]
+        if bad:
+            note = f"runs {_short(r.current)} signed by revoked key {bad[0]}"
+            r = replace(r, note=f"{r.note}; {note}" if r.note else note)
+        out.append(r)
+    return out
 
 
 def summary(rows: list[PlanRow]) -> str:
@@ -83,9 +104,12 @@ def summary(rows: list[PlanRow]) -> str:
     drift = sum(r.action == DRIFT for r in rows)
     none = sum(r.action == NONE for r in rows)
     unreachable = sum(r.action == UNREACHABLE for r in rows)
+    wrong = sum(r.action == WRONG_TARGET for r in rows)
     text = f"Plan: {change + drift} to change ({drift} drifted), {none} unchanged"
     if unreachable:
         text += f", {unreachable} unreachable"
+    if wrong:
+        text += f", {wrong} refused (wrong target)"
     return text + f", {len(rows)} selected."
 
 

@@ -2,7 +2,8 @@
 
 The agent runs in-process (same code the SSH and MQTT devices run, no subprocess), so a local
 fleet exercises exactly the activation path a real device does. The device's own `agent.yaml`
-wins; without one, the device trusts the fleet's `trust.public_keys`.
+wins; without one, the device trusts the fleet's `trust.public_keys`. The fleet's trust chain (`trust.document`) goes with every push as
+`incoming/trust-chain.json`, which the agent takes before it looks at the bundle.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from edgeship import artifact
 from edgeship.errors import ArtifactError, TransportError
 from edgeship.fleet.agent import Agent, digest_hex
 from edgeship.fleet.agent_config import CONFIG_NAME, AgentConfig, config_for_root
+from edgeship.fleet.device_trust import INCOMING_FILE
+from edgeship.fleet.trust_delivery import fleet_chain_bytes
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports import register
 from edgeship.fleet.transports.writer import part_name, writer_id
@@ -49,6 +52,7 @@ class LocalTransport:
         hexd = digest_hex(digest)
         try:
             agent.ensure_layout()
+            self._stage_trust(agent)
             if (agent.releases / hexd / artifact.SUMS).is_file():
                 return PushResult(0, True, device.id, digest)
             target = agent.incoming_path(digest)
@@ -64,6 +68,19 @@ class LocalTransport:
             return PushResult(bundle.stat().st_size, False, device.id, digest)
         except OSError as err:
             raise TransportError(device.id, f"push to {agent.root} failed: {err.strerror or err}") from None
+
+    def _stage_trust(self, agent: Agent) -> None:
+        data = fleet_chain_bytes(self.fleet)
+        if data is None:
+            return
+        part = agent.incoming / f"{INCOMING_FILE}.{self.writer}.part"
+        part.write_bytes(data)
+        os.replace(part, agent.incoming / INCOMING_FILE)
+
+    def deliver_trust(self, device: Device, data: bytes) -> Result:
+        result = self.agent(device).accept_trust(data)
+        result.device_id = device.id
+        return result
 
     def activate(self, device: Device, digest: str) -> Result:
         result = self.agent(device).activate(f"sha256:{digest_hex(digest)}")
@@ -82,4 +99,4 @@ class LocalTransport:
         data = agent.status()
         return DeviceState(device.id, online=True, current=data["current"], previous=data["previous"],
                            last_result=data["last_result"], last_seen=time.time(),
-                           disk_bytes=data["disk_bytes"], releases=data["releases"])
+                           disk_bytes=data["disk_bytes"], releases=data["releases"], trust=data.get("trust"))

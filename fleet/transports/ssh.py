@@ -7,6 +7,9 @@ key is refused with a clear error, never added. Authentication: `identity_file` 
 password from a ${ENV} reference when set; otherwise, like `ssh`, the SSH agent and the default keys in
 ~/.ssh (id_ed25519, id_ecdsa, id_rsa). ~/.ssh/config is never read.
 
+The fleet's trust chain (`trust.document`) is uploaded with every push as
+`<root>/incoming/trust-chain.json`; the remote agent takes it before the bundle.
+
 Upload: to `<root>/incoming/<hex>.tar.<writer>.part` (one per manager state folder: writer.py), appended from the size already on the device after a
 dropped connection (resumable), then the remote sha256 is checked against the local file before the
 part is renamed into place; a mismatch deletes the part and re-sends. Activation runs
@@ -35,6 +38,8 @@ from edgeship import artifact
 from edgeship.errors import ArtifactError, TransportError
 from edgeship.fleet.agent import digest_hex
 from edgeship.fleet.agent_config import CONFIG_NAME, AgentConfig
+from edgeship.fleet.device_trust import INCOMING_FILE
+from edgeship.fleet.trust_delivery import first_root_pems, fleet_chain_bytes
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports import register
 from edgeship.fleet.transports.writer import part_name, writer_id
@@ -256,8 +261,9 @@ class SshTransport:
             except (FileNotFoundError, OSError):
                 sftp.mkdir(cur)
 
-    def _provision(self, sftp: paramiko.SFTPClient, root: str) -> None:
-        """A device without agent.yaml gets one trusting the fleet's public keys (first contact).
+    def _provision(self, sftp: paramiko.SFTPClient, root: str, device: Device) -> None:
+        """A device without agent.yaml gets one trusting the fleet's public keys (first contact) and,
+        when the fleet has a trust chain, its first root (keys + threshold) and the device's target.
         An existing agent.yaml is never touched: the device owns its trust."""
         if self._exists(sftp, f"{root}/{CONFIG_NAME}"):
             return
@@ -269,11 +275,40 @@ class SshTransport:
             names.append(name)
         config = AgentConfig().to_yaml_dict()
         config["trusted_keys"] = names
+        roots = first_root_pems(self.fleet)
+        if roots is not None:
+            root_names = [f"trust/root-{i:02d}.pub" for i in range(len(roots[0]))]
+            for name, pem in zip(root_names, roots[0]):
+                with sftp.open(f"{root}/{name}", "wb") as fh:
+                    fh.write(pem)
+            config["trust_root"] = {"keys": root_names, "threshold": roots[1]}
+            config["target"] = device.target
         import yaml
 
         with sftp.open(f"{root}/{CONFIG_NAME}.tmp", "w") as fh:
             fh.write(yaml.safe_dump(config, sort_keys=False))
         sftp.posix_rename(f"{root}/{CONFIG_NAME}.tmp", f"{root}/{CONFIG_NAME}")
+
+    def _upload_trust(self, sftp: paramiko.SFTPClient, root: str, data: bytes | None) -> None:
+        """Put the trust chain where the next agent operation takes it (written whole, then renamed)."""
+        if data is None:
+            return
+        part = f"{root}/incoming/{INCOMING_FILE}.{self.writer}.part"
+        with sftp.open(part, "wb") as fh:
+            fh.write(data)
+        sftp.posix_rename(part, f"{root}/incoming/{INCOMING_FILE}")
+
+    def deliver_trust(self, device: Device, data: bytes) -> Result:
+        """Upload the chain and have the remote agent take it now (`edgeship agent trust`)."""
+        root = self.settings(device)["root"].rstrip("/") or "/"
+
+        def attempt(conn: Connection, n: int) -> None:
+            sftp = conn.sftp()
+            self._makedirs(sftp, f"{root}/incoming")
+            self._upload_trust(sftp, root, data)
+
+        self._with_retries(device, "trust upload", attempt)
+        return self._result(device, "", *self._agent(device, "trust", "--json"))
 
     def _upload(self, conn: Connection, sftp: paramiko.SFTPClient, bundle: Path, part: str, offset: int,
                 sent: dict) -> None:
@@ -317,7 +352,8 @@ class SshTransport:
             sftp = conn.sftp()
             sftp.get_channel().settimeout(float(self.settings(device)["io_timeout_s"]))
             self._makedirs(sftp, f"{root}/incoming")
-            self._provision(sftp, root)
+            self._provision(sftp, root, device)
+            self._upload_trust(sftp, root, fleet_chain_bytes(self.fleet))
             if self._exists(sftp, f"{root}/releases/{hexd}/{artifact.SUMS}"):
                 return PushResult(sent["bytes"], sent["bytes"] == 0, device.id, digest, 0, n)
             existing = self._exists(sftp, target)
@@ -387,4 +423,5 @@ class SshTransport:
         return DeviceState(device.id, online=True, current=data.get("current"), previous=data.get("previous"),
                            last_result=data.get("last_result"), last_seen=time.time(),
                            disk_bytes=data.get("disk_bytes"), releases=data.get("releases") or [],
-                           device=data.get("device"))
+                           device=data.get("device"),
+                           trust=data.get("trust") if isinstance(data.get("trust"), dict) else None)

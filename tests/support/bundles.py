@@ -58,7 +58,7 @@ def _model(seed: int, hidden: int, variant: str) -> onnx.ModelProto:
 
 def make_artifact_dir(folder: Path, name: str = "tiny", seed: int = 0, *, pad_kb: int = 0, variant: str = "ok",
                       budget_p95_ms: float = 1000.0, key: Path | None = None, sign: bool = True,
-                      release: int | None = None) -> Path:
+                      release: int | None = None, target: str = "host-cpu", runtime: str | None = None) -> Path:
     """Write a signed artifact folder at `folder` and return it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def make_artifact_dir(folder: Path, name: str = "tiny", seed: int = 0, *, pad_kb
     rng = np.random.default_rng(1000 + seed)
     np.savez(folder / "samples.npz", x=rng.standard_normal((4, 1, IN_DIM)).astype(np.float32))
     meta = {
-        "format": 1, "name": name, "target": "host-cpu",
+        "format": 1, "name": name, "target": target,
         "inputs": {"x": {"shape": [1, IN_DIM], "dtype": "float32"}},
         "outputs": {"y": {"shape": [1, OUT_DIM], "dtype": "float32"}},
         "budget": {"latency_ms": {"p95": budget_p95_ms}},
@@ -77,6 +77,8 @@ def make_artifact_dir(folder: Path, name: str = "tiny", seed: int = 0, *, pad_kb
     }
     if release is not None:  # the anti-rollback counter the package stage writes
         meta["release"] = release
+    if runtime is not None:  # the package stage names it next to the target (target binding)
+        meta["runtime"] = runtime
     (folder / "bundle.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     (folder / "edgeship.lock.json").write_text(json.dumps({"inputs": {}, "tools": {"onnx": onnx.__version__}, "stages": {}}))
     (folder / "report.json").write_text(json.dumps({"name": name, "seed": seed}))
@@ -89,11 +91,16 @@ def make_artifact_dir(folder: Path, name: str = "tiny", seed: int = 0, *, pad_kb
 
 def make_bundle(tmp: Path, name: str = "tiny", seed: int = 0, **options) -> Path:
     """A signed bundle (.tar) under tmp/bundles/; options as for make_artifact_dir
-    (pad_kb, variant="ok"|"nan", budget_p95_ms, key, sign, release). Keys come from signing_keys(tmp)."""
+    (pad_kb, variant="ok"|"nan", budget_p95_ms, key, sign, release, target, runtime). Keys come from signing_keys(tmp)."""
     tmp = Path(tmp)
-    options.setdefault("key", signing_keys(tmp)[0])
+    default_key = signing_keys(tmp)[0]
+    options.setdefault("key", default_key)
     tag = f"{name}-{seed}-{options.get('variant', 'ok')}-{options.get('pad_kb', 0)}"
     if options.get("release") is not None:
         tag += f"-r{options['release']}"
+    if Path(options["key"]) != default_key:  # the same model signed by another key is another artifact
+        tag += f"-{artifact.key_id(artifact.load_private_key(options['key']).public_key())[:8]}"
+    if options.get("target", "host-cpu") != "host-cpu":
+        tag += f"-{options['target']}"
     folder = make_artifact_dir(tmp / "bundles" / tag, name, seed, **options)
     return artifact.pack(folder, tmp / "bundles" / f"{tag}.tar")
