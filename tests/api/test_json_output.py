@@ -179,3 +179,16 @@ def test_compare_targets_validate_json(tmp_path, capsys):
     assert not doc["ok"] and doc["errors"] >= 1
     assert main(["validate", str(broken), "--format", "json"]) == 2  # the legacy form stays a plain list
     assert isinstance(json.loads(capsys.readouterr().out), list)
+
+
+def test_schemas_and_py_typed_ship_as_package_data():
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["edgeship"]
+    assert "py.typed" in data and "schemas/*.json" in data
+    assert (root / "edgeship" / "py.typed").is_file()
