@@ -96,7 +96,7 @@ def export(outcome: BuildOutcome, output_dir: Path) -> None:
     """Copy a successful build's artifact to OUTPUT_DIR/<name>/ and .tar (records where on the outcome)."""
     if not outcome.ok:
         return
-    from edgeship.commands.build import export_artifact
+    from edgeship.exporting import export_artifact
 
     try:
         folder, tar = export_artifact({"dir": outcome.artifact_dir, "tar": outcome.artifact_tar}, output_dir,
@@ -190,7 +190,8 @@ def plan(manifest, name: str | None = None) -> list[RolloutPlan]:
                 rollout=spec.name, fleet=engine.fleet.name, release=ReleaseRef.of(engine.ship.digest, catalog),
                 devices=[PlanDevice(r.device_id, r.transport, r.wave, ReleaseRef.of(r.current, catalog),
                                     ReleaseRef.of(r.desired, catalog), r.action, r.note) for r in rows],
-                owned_elsewhere=dict(owned), untrusted_signer=untrusted_signer(engine.ship, engine.fleet)))
+                owned_elsewhere=dict(owned), untrusted_signer=untrusted_signer(engine.ship, engine.fleet),
+                warnings=[str(w) for w in spec.warnings]))
     return out
 
 

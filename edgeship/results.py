@@ -135,6 +135,7 @@ class RolloutPlan(_Result):
     devices: list[PlanDevice]
     owned_elsewhere: dict[str, str] = field(default_factory=dict)  # device -> the rollout that owns it
     untrusted_signer: str | None = None  # why devices will refuse the artifact, when they will
+    warnings: list[str] = field(default_factory=list)  # the manifest's warnings (file:line:col: ...)
     _derived = ("changes", "errors")
 
     @property

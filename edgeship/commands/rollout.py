@@ -94,6 +94,8 @@ def cmd_plan(args) -> int:
         raise  # exit 2 already
     except EdgeshipError as err:  # kubectl-diff convention: every error is exit 2, whatever its usual code
         raise PlanError(str(err)) from None
+    for result in results:
+        _say_warnings(result.warnings)
     if wants(args, "json"):
         print_document("Plan", rollouts=results, changes=any(r.changes for r in results),
                        errors=any(r.errors for r in results))
@@ -126,7 +128,9 @@ def cmd_apply(args) -> int:
     from edgeship.fleet.rollout.journal import Journal
     from edgeship.output import NdjsonWriter, print_document, wants
 
-    specs = _pick(api.load_rollouts(args.manifest), args.name, args.manifest)
+    specs = api.load_rollouts(args.manifest, args.name)
+    for spec in specs:
+        _say_warnings(spec.warnings)
     stream = NdjsonWriter() if wants(args, "ndjson") else None
     worst, results = 0, []
     with Journal() as journal:
@@ -211,17 +215,9 @@ def _say_failed(result) -> None:
     print(f"edgeship: error: rollout {result.rollout} {result.state}: {result.reason}{figures}", file=sys.stderr)
 
 
-def _pick(specs, name, manifest):
-    for spec in specs:
-        for warning in spec.warnings:
-            print(warning, file=sys.stderr)
-    if name:
-        specs = [s for s in specs if s.name == name]
-        if not specs:
-            raise UsageError(f"{manifest}: no Rollout named {name!r}")
-    if not specs:
-        raise UsageError(f"{manifest}: no Rollout document in this file")
-    return specs
+def _say_warnings(warnings) -> None:
+    for warning in warnings:
+        print(warning, file=sys.stderr)
 
 
 # --- rollout list / status / pause / resume / abort / rollback / history ----------------------

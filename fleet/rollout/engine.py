@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from edgeship import artifact
 from edgeship import events as ev
 from edgeship.errors import EdgeshipError, RolloutError
 from edgeship.fleet.rollout import gate as gates

@@ -3,7 +3,6 @@ and the candidates it asks edgeship for come from the real argparse tree."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 
 import pytest
