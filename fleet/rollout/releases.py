@@ -47,17 +47,18 @@ class Catalog:
     """Digest -> Release over the artifact store and any extra bundles (rollouts' shipped tars)."""
 
     def __init__(self, extra_bundles: Iterable[str | Path] = ()):
-        found: dict[str, tuple[str, str]] = {}  # digest -> (pipeline, created)
+        found: dict[str, tuple[str, str, int]] = {}  # digest -> (pipeline, created, mtime in ns)
         for path in [*_store_entries(), *(Path(p) for p in extra_bundles if p)]:
             meta = _read_meta(path)
             if meta is not None and meta[0] not in found:
-                found[meta[0]] = (meta[1], meta[2])
-        by_pipeline: dict[str, list[tuple[str, str]]] = {}
-        for digest, (pipeline, created) in found.items():
-            by_pipeline.setdefault(pipeline, []).append((created, digest))
+                found[meta[0]] = meta[1:]
+        by_pipeline: dict[str, list[tuple[str, int, str]]] = {}
+        for digest, (pipeline, created, mtime) in found.items():
+            by_pipeline.setdefault(pipeline, []).append((created, mtime, digest))
         self._releases: dict[str, Release] = {}
         for pipeline, builds in by_pipeline.items():
-            for version, (created, digest) in enumerate(sorted(builds), 1):
+            # `created` has one-second steps (and SOURCE_DATE_EPOCH may pin it): the store's file time orders ties
+            for version, (created, _, digest) in enumerate(sorted(builds), 1):
                 self._releases[digest] = Release(digest, pipeline, version, created or None)
 
     def get(self, digest: str) -> Release:
@@ -69,7 +70,7 @@ class Catalog:
     def counts(self, currents: Iterable[str | None]) -> list[tuple[Release | None, int]]:
         """How many devices run each release (None: devices running nothing), most devices first."""
         tally = Counter(currents)
-        return [(self.get(d) if d else None, n) for d, n in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0] or ""))]
+        return [(self.get(d) if d else None, n) for d, n in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))]
 
 
 def counts_to_dicts(counts: list[tuple[Release | None, int]]) -> list[dict]:
@@ -90,8 +91,8 @@ def _store_entries() -> list[Path]:
     return sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p.suffix == ".tar" or p.is_dir()))
 
 
-def _read_meta(path: Path) -> tuple[str, str, str] | None:
-    """(digest, pipeline name, created) of an artifact folder or tar; None for anything unreadable."""
+def _read_meta(path: Path) -> tuple[str, str, str, int] | None:
+    """(digest, pipeline name, created, file mtime in ns) of an artifact folder or tar; None when unreadable."""
     try:
         if path.is_dir():
             import json
@@ -108,4 +109,4 @@ def _read_meta(path: Path) -> tuple[str, str, str] | None:
     name = meta.get("name") if isinstance(meta, dict) else None
     if not isinstance(name, str) or not name:
         return None
-    return digest, name, str(meta.get("created") or "")
+    return digest, name, str(meta.get("created") or ""), path.stat().st_mtime_ns
