@@ -295,7 +295,8 @@ def _status(args) -> int:
     if st.devices:
         body = [(d.device, d.state, _label(d.release), _ago(d.last_seen),
                  f"{d.reason}: {d.message}" if d.reason and d.message else d.reason or d.message) for d in st.devices]
-        print(render_table(("DEVICE", "STATE", "RELEASE", "LAST SEEN", "PROBLEM"), body))
+        table = render_table(("DEVICE", "STATE", "RELEASE", "LAST SEEN", "PROBLEM"), body)
+        print("\n".join("  " + line for line in table.splitlines()))  # under the rollout, like its other lines
     return 0
 
 

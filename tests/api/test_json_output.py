@@ -112,7 +112,7 @@ def test_failure_message_and_device_table_in_human_output(lab, capsys):
     assert main(["rollout", "status", "kws"]) == 0
     out = capsys.readouterr().out
     assert "DEVICE" in out and "PROBLEM" in out and "releases: " in out
-    line = next(line for line in out.splitlines() if line.startswith(ids[1]))
+    line = next(line for line in out.splitlines() if line.startswith(f"  {ids[1]} "))  # the table sits indented
     assert "smoke-failed: " in line  # reason and full message
     assert main(["rollout", "list"]) == 0
     out = capsys.readouterr().out
