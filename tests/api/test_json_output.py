@@ -192,3 +192,10 @@ def test_schemas_and_py_typed_ship_as_package_data():
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["edgeship"]
     assert "py.typed" in data and "schemas/*.json" in data
     assert (root / "edgeship" / "py.typed").is_file()
+
+
+def test_deploy_json(lab, capsys):
+    tmp, ids, fleet, rollout = lab
+    bundle = make_bundle(tmp, "kws", seed=2)
+    doc = run_json(capsys, ["deploy", str(bundle), "--fleet", str(fleet), "--no-progress", "-o", "json"], "DeployResult")
+    assert doc["ok"] and sorted(d["device_id"] for d in doc["devices"]) == ids
