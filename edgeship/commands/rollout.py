@@ -76,13 +76,6 @@ def _engine_for(spec, journal, log=None, take_over: bool = False, on_event=None)
                       build_progress=True)
 
 
-def build_pipeline(manifest: Path) -> Path:
-    """Kept for callers of the CLI module; the API's `build_pipeline` is the one place that builds."""
-    from edgeship.api import build_pipeline as build
-
-    return build(manifest)
-
-
 def cmd_plan(args) -> int:
     from edgeship import api
     from edgeship.fleet.rollout import plan as plans
