@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable, Union
 
 from edgeship.errors import BudgetExceeded, EdgeshipError, ManifestError, RolloutError, UsageError
 from edgeship.events import EventCallback
@@ -30,9 +30,12 @@ from edgeship.results import (ApplyDevice, ApplyResult, BuildOutcome, CompareRow
 
 
 
+PathArg = Union[str, "os.PathLike[str]"]
+
+
 # --- build ---------------------------------------------------------------------------------------
 
-def load_pipelines(paths) -> list:
+def load_pipelines(paths: PathArg | Iterable[PathArg]) -> list:
     """Every Pipeline document of these files; all manifest errors at once (ManifestError)."""
     from edgeship.pipelines.manifest import duplicate_pipeline_names, load_documents
 
@@ -50,7 +53,7 @@ def load_pipelines(paths) -> list:
     return docs
 
 
-def build(manifests, *, target: str | None = None, use_cache: bool = True, output_dir=None,
+def build(manifests: PathArg | Iterable[PathArg], *, target: str | None = None, use_cache: bool = True, output_dir: PathArg | None = None,
           on_event: EventCallback | None = None) -> list[BuildOutcome]:
     """Build every Pipeline in `manifests` (a path or a list of paths), one after the other.
 
@@ -86,7 +89,7 @@ def build_document(doc, *, target: str | None = None, use_cache: bool = True, on
         stages=[StageOutcome(r.name, r.status, r.seconds, r.key, r.reason) for r in result.records],
         warnings=list(result.ctx.warnings), error=str(err) if err else None,
         exit_code=getattr(err, "exit_code", 1) if err else 0,
-        budget=[asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in err.rows]
+        budget=[asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in list[Any](err.rows)]
         if isinstance(err, BudgetExceeded) else [],
         diagnostics=[str(d) for d in err.diagnostics] if isinstance(err, ManifestError) else [],
         summary=summary_table(result), _exception=err)
@@ -107,7 +110,7 @@ def export(outcome: BuildOutcome, output_dir: Path) -> None:
     outcome.exported_dir, outcome.exported_tar = str(folder), str(tar)
 
 
-def compare(pipeline, targets: list[str] | str, *, use_cache: bool = True) -> list[CompareRow]:
+def compare(pipeline: PathArg, targets: list[str] | str, *, use_cache: bool = True) -> list[CompareRow]:
     """Build `pipeline` for each target up to `estimate`: which chip does the model fit?
     `targets` is a list of profile names, or "all"."""
     from edgeship.commands.compile import compare_targets
@@ -124,7 +127,7 @@ def compare(pipeline, targets: list[str] | str, *, use_cache: bool = True) -> li
 
 # --- rollouts: plan and apply --------------------------------------------------------------------
 
-def load_rollouts(manifest, name: str | None = None) -> list:
+def load_rollouts(manifest: PathArg, name: str | None = None) -> list:
     """The Rollout specs of a manifest (only `name` when given)."""
     from edgeship.fleet.rollout.spec import load_rollouts as load
 
@@ -171,7 +174,7 @@ def build_pipeline(manifest: Path, on_event: EventCallback | None = None, progre
     return Path(outcome.artifact_tar or outcome.artifact_dir or "")
 
 
-def plan(manifest, name: str | None = None) -> list[RolloutPlan]:
+def plan(manifest: PathArg, name: str | None = None) -> list[RolloutPlan]:
     """What `apply` would do, per device, for each Rollout of the manifest. Changes nothing."""
     from edgeship.fleet.rollout.artifacts import untrusted_signer
     from edgeship.fleet.rollout.journal import Journal
@@ -195,7 +198,7 @@ def plan(manifest, name: str | None = None) -> list[RolloutPlan]:
     return out
 
 
-def apply(manifest, name: str | None = None, *, take_over: bool = False, on_event: EventCallback | None = None,
+def apply(manifest: PathArg, name: str | None = None, *, take_over: bool = False, on_event: EventCallback | None = None,
           log: Callable[[str], None] | None = None) -> list[ApplyResult]:
     """Converge the fleet to each Rollout of the manifest: canary, waves, health gates. A failed gate
     does not raise: the result says so (`ok`, `state`, `reason`). `log` receives human lines."""
@@ -339,17 +342,22 @@ def status(name: str) -> RolloutStatus:
             releases=_release_counts(devices, catalog), live_error=why_not or None, _live=live)
 
 
-def fleet_status(fleet) -> FleetStatus:
+def fleet_status(fleet: PathArg) -> FleetStatus:
     """Every device of a Fleet manifest: online, the release it runs (by name), last seen, last result."""
     from edgeship.errors import TransportError
     from edgeship.fleet.inventory import load_fleet
     from edgeship.fleet.rollout.devices import failure_reason
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import Journal, default_path
     from edgeship.fleet.transports import close_transports, get_transport
 
     loaded = load_fleet(Path(fleet))
-    with Journal() as journal:
-        catalog = _catalog(journal)
+    if default_path().exists():  # release names: the journal knows the bundles rollouts shipped
+        with Journal() as journal:
+            catalog = _catalog(journal)
+    else:  # no rollout yet: the artifact store alone (and no journal created by a read-only command)
+        from edgeship.fleet.rollout.releases import Catalog
+
+        catalog = Catalog()
     devices, raw = [], []
     try:
         for dev in loaded.devices:
