@@ -284,7 +284,8 @@ def apply_result(report, journal, bundle=None) -> ApplyResult:
                              r.result, messages.get(r.device_id, "") if "failed" in r.result else "", r.p95_ms,
                              r.bytes_sent) for r in report.rows],
         gates=[GateResult(w, v.ok, v.reason, dict(v.figures)) for w, v in report.gates],
-        bytes_pushed=report.bytes_pushed, devices_pushed=report.devices_pushed, artifact_bytes=report.artifact_bytes)
+        bytes_pushed=report.bytes_pushed, devices_pushed=report.devices_pushed, artifact_bytes=report.artifact_bytes,
+        ok=report.ok, per_device_ratio=report.per_device_ratio)
 
 
 # --- rollouts: what the journal and the devices say ----------------------------------------------

@@ -180,17 +180,8 @@ class ApplyResult(_Result):
     bytes_pushed: int = 0
     devices_pushed: int = 0
     artifact_bytes: int = 0
-    _derived = ("ok", "per_device_ratio")
-
-    @property
-    def ok(self) -> bool:
-        return self.state in ("done", "unchanged")
-
-    @property
-    def per_device_ratio(self) -> float | None:
-        if not self.devices_pushed or not self.artifact_bytes:
-            return None
-        return self.bytes_pushed / self.devices_pushed / self.artifact_bytes
+    ok: bool = False                        # done or unchanged (the engine's verdict)
+    per_device_ratio: float | None = None   # bytes sent per device that received any, over the artifact's size
 
 
 @dataclass
