@@ -17,7 +17,7 @@ functions, so both stay in step. Docs with runnable examples: docs/api.md.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Union
 
@@ -122,7 +122,10 @@ def compare(pipeline: PathArg, targets: list[str] | str, *, use_cache: bool = Tr
         targets = target_names() if targets.strip() == "all" else [t.strip() for t in targets.split(",") if t.strip()]
     if not targets:
         raise UsageError("targets: give at least one target name")
-    return [CompareRow(**row) for row in compare_targets(str(pipeline), list(targets), use_cache=use_cache)]
+    known = {f.name for f in fields(CompareRow)} - {"extra"}
+    return [CompareRow(**{k: v for k, v in row.items() if k in known},
+                       extra={k: v for k, v in row.items() if k not in known})
+            for row in compare_targets(str(pipeline), list(targets), use_cache=use_cache)]
 
 
 # --- rollouts: plan and apply --------------------------------------------------------------------

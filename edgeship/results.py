@@ -102,6 +102,12 @@ class CompareRow(_Result):
     budget: dict
     meets_budget: bool | None
     error: str | None = None
+    extra: dict = field(default_factory=dict)  # further columns a backend adds (vendor figures, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data.update(data.pop("extra"))  # flat, as compare's rows always were
+        return data
 
 
 # --- rollouts ------------------------------------------------------------------------------------

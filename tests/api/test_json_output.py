@@ -199,3 +199,15 @@ def test_deploy_json(lab, capsys):
     bundle = make_bundle(tmp, "kws", seed=2)
     doc = run_json(capsys, ["deploy", str(bundle), "--fleet", str(fleet), "--no-progress", "-o", "json"], "DeployResult")
     assert doc["ok"] and sorted(d["device_id"] for d in doc["devices"]) == ids
+
+
+def test_compare_rows_keep_columns_the_api_does_not_name(monkeypatch):
+    """A backend's extra compare columns (vendor figures) survive the typed result and its JSON."""
+    from edgeship import api
+    from edgeship.commands import compile as compile_cmd
+
+    row = {"target": "x", "accelerator_pct": 100.0, "partitions": 1, "host_round_trips": 0, "latency_ms": 1.0,
+           "peak_memory_kb": 2.0, "budget": {}, "meets_budget": None, "error": None, "vendor": "12 cycles"}
+    monkeypatch.setattr(compile_cmd, "compare_targets", lambda *a, **k: [dict(row)])
+    got = api.compare(__file__, ["x"])[0]
+    assert got.extra == {"vendor": "12 cycles"} and got.to_dict() == row
