@@ -15,3 +15,23 @@ def _find_subpackages_in_source_checkout() -> None:
 
 
 _find_subpackages_in_source_checkout()
+
+_API = ("build", "compare", "plan", "apply", "resume", "pause", "abort", "rollback", "status", "fleet_status",
+        "rollouts", "history")
+
+
+def __getattr__(name: str):
+    """`edgeship.plan(...)` etc.: the API (edgeship.api) loads on first use, so `import edgeship` stays cheap."""
+    if name in _API:
+        from edgeship import api
+
+        return getattr(api, name)
+    if name in ("api", "events", "results", "errors"):
+        import importlib
+
+        return importlib.import_module(f"edgeship.{name}")
+    raise AttributeError(f"module 'edgeship' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API, "api", "events", "results", "errors"])

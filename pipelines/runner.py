@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from edgeship import events
 from edgeship.artifact import sha256_file
 from edgeship.errors import BuildError, EdgeshipError
 from edgeship.paths import state_dir
@@ -94,16 +95,29 @@ def _diff(before: dict, after: dict) -> dict[str, Any]:
 
 
 class Progress:
-    """Progress lines on a stream (stderr by default); a prefix names the pipeline in -j builds."""
+    """Where a build's typed events go: to `on_event` (edgeship.api callers, NDJSON output), and as
+    progress lines on a stream (stderr by default; a prefix names the pipeline in -j builds)."""
 
-    def __init__(self, stream: TextIO | None = None, prefix: str = "", quiet: bool = False):
+    def __init__(self, stream: TextIO | None = None, prefix: str = "", quiet: bool = False,
+                 on_event: events.EventCallback | None = None):
         self.stream = stream if stream is not None else sys.stderr
         self.prefix = prefix
         self.quiet = quiet
+        self.on_event = on_event
+        self.width = 8  # stage names are padded to the longest of the build (set by BuildStarted)
 
     def line(self, text: str) -> None:
         if not self.quiet:
             print(f"{self.prefix}{text}", file=self.stream, flush=True)
+
+    def emit(self, event: events.Event) -> None:
+        if isinstance(event, events.BuildStarted):
+            self.width = max((len(n) for n in event.stages), default=8)
+        if self.on_event is not None:
+            self.on_event(event)
+        text = event.line(self.width) if isinstance(event, events.StageFinished) else event.text()
+        if text:
+            self.line(text)
 
 
 def _rehash(ctx: BuildContext, before: dict) -> None:
@@ -126,11 +140,15 @@ def run_stages(ctx: BuildContext, names: list[str], cache: StageCache | None, pr
                use_cache: bool = True, records: list[StageRecord] | None = None) -> BuildContext:
     """Run `names` in order on ctx, appending one StageRecord per stage to `records` (also on failure)."""
     records = records if records is not None else []
-    width = max(len(n) for n in names) if names else 8
     total = len(names)
+    progress.emit(events.BuildStarted(ctx.name, list(names), ctx.target_name))
+
+    def finished(rec: StageRecord, index: int) -> None:
+        progress.emit(events.StageFinished(ctx.name, rec.name, index, total, rec.status, rec.seconds, rec.key, rec.reason))
+
     for i, name in enumerate(names, 1):
-        head = f"[{i}/{total}] {name:<{width}}"
         stage = registry.get(name)()
+        progress.emit(events.StageStarted(ctx.name, name, i, total))
         t0 = time.perf_counter()
         try:
             key = stage.key(ctx)
@@ -143,7 +161,7 @@ def run_stages(ctx: BuildContext, names: list[str], cache: StageCache | None, pr
                     rec = StageRecord(name, "cached", time.perf_counter() - t0, key,
                                       outputs={"model": ctx.digests.get("model", "")[:16], "changed": sorted(entry.fields)})
                     records.append(rec)
-                    progress.line(f"{head}  cached   {rec.seconds:7.2f} s  {key[:12]}")
+                    finished(rec, i)
                     continue
                 # stale (e.g. its artifact was deleted): undo the restore, run the stage, replace the entry
                 ctx.load_snapshot(before)
@@ -165,16 +183,16 @@ def run_stages(ctx: BuildContext, names: list[str], cache: StageCache | None, pr
             rec = StageRecord(name, "ran", time.perf_counter() - t0, key,
                               outputs={"model": ctx.digests.get("model", "")[:16], "changed": sorted(changed)})
             records.append(rec)
-            progress.line(f"{head}  ran      {rec.seconds:7.2f} s  {key[:12]}")
+            finished(rec, i)
         except EdgeshipError as err:
             if isinstance(err, BuildError) and err.stage is None:
                 err.stage = name
             records.append(StageRecord(name, "failed", time.perf_counter() - t0, ctx.stage_keys.get(name, ""), reason=str(err)))
-            progress.line(f"{head}  FAILED   {time.perf_counter() - t0:7.2f} s")
+            finished(records[-1], i)
             raise
         except Exception as err:
             records.append(StageRecord(name, "failed", time.perf_counter() - t0, reason=f"{type(err).__name__}: {err}"))
-            progress.line(f"{head}  FAILED   {time.perf_counter() - t0:7.2f} s")
+            finished(records[-1], i)
             if os.environ.get("EDGESHIP_DEBUG"):
                 raise
             raise BuildError(f"{type(err).__name__}: {err} (set EDGESHIP_DEBUG=1 for a traceback)", stage=name) from err
@@ -212,6 +230,8 @@ def build(doc: Any, target: str | None = None, progress: Progress | None = None,
             shutil.rmtree(workdir, ignore_errors=True)
     result = BuildResult(doc.name, records, time.perf_counter() - t0, ctx, error)
     _save_record(result)
+    progress.emit(events.BuildFinished(doc.name, result.ok, result.seconds, result.artifact.get("digest"),
+                                       str(error) if error else None))
     return result
 
 

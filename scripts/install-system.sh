@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# System packages the integration tests start for real: mosquitto (MQTT broker) and sshd; systemd-analyze.
+# System packages the integration tests start for real: mosquitto (MQTT broker) and sshd; systemd-analyze;
+# zsh and fish.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)  # verifies the agent's unit (tests/bootstrap)
+command -v zsh >/dev/null 2>&1 || need+=(zsh)    # completion scripts are syntax-checked in each shell
+command -v fish >/dev/null 2>&1 || need+=(fish)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive

@@ -10,33 +10,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
-from edgeship.errors import ArtifactError, BudgetExceeded, ManifestError, UsageError
+from edgeship.errors import ArtifactError, UsageError
 
 
 # --- build ------------------------------------------------------------------------------------------
 
 def _load_pipelines(paths: list[str]):
-    from edgeship.pipelines.manifest import duplicate_pipeline_names, load_documents
+    from edgeship.api import load_pipelines
 
-    docs, diagnostics = [], []
-    for path in paths:
-        if not Path(path).exists():
-            raise UsageError(f"{path}: no such file")
-        try:
-            docs.extend(load_documents(path, kinds=["Pipeline"]))
-        except ManifestError as err:
-            diagnostics.extend(err.diagnostics)
-    diagnostics += duplicate_pipeline_names(docs)  # across files (within a file, load_documents found them)
-    if diagnostics:
-        raise ManifestError(diagnostics)
-    return docs
+    return load_pipelines(paths)
 
 
 def _budget_table(rows) -> str:
@@ -47,73 +34,21 @@ def _budget_table(rows) -> str:
     return "\n".join(lines)
 
 
-def _outcome(result) -> dict:
-    """A picklable summary of a BuildResult (typed errors do not survive pickling with their fields)."""
-    from edgeship.pipelines.runner import summary_table
-
-    err = result.error
-    return {
-        "name": result.name,
-        "ok": result.ok,
-        "seconds": result.seconds,
-        "summary": summary_table(result),
-        "artifact": result.artifact,
-        "warnings": list(result.ctx.warnings),
-        "error": str(err) if err else None,
-        "exit_code": getattr(err, "exit_code", 1) if err else 0,
-        "budget_rows": [asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in err.rows]
-        if isinstance(err, BudgetExceeded) else [],
-        "diagnostics": [str(d) for d in err.diagnostics] if isinstance(err, ManifestError) else [],
-    }
-
-
-def _build_one(source: str, index: int, target: str | None, use_cache: bool, prefix: bool, quiet: bool) -> dict:
-    """Build one document (runs in a worker process with -j N)."""
+def _build_one(source: str, index: int, target: str | None, use_cache: bool, prefix: bool, quiet: bool,
+               ndjson: bool = False):
+    """Build one document (runs in a worker process with -j N); returns an api BuildOutcome. With
+    `ndjson`, its events go to stdout as JSON lines (a worker's stdout is the command's)."""
+    from edgeship.api import build_document
+    from edgeship.output import NdjsonWriter
     from edgeship.pipelines.manifest import load_documents
-    from edgeship.pipelines.runner import Progress, build
+    from edgeship.pipelines.runner import Progress
 
     docs = [d for d in load_documents(source, kinds=["Pipeline"]) if d.index == index]
     doc = docs[0]
-    progress = Progress(prefix=f"{doc.name}: " if prefix else "", quiet=quiet)
-    return _outcome(build(doc, target=target, progress=progress, use_cache=use_cache))
-
-
-def _same_artifact(src_dir: Path, src_tar: Path, folder: Path, tar: Path) -> bool:
-    """True when OUT already holds this artifact untouched: same SHA256SUMS, and every file (and the tar)
-    with the size and mtime of the stored copy it was copied from (copies keep the mtime)."""
-
-    def same(a: Path, b: Path) -> bool:
-        sa, sb = a.stat(), b.stat()
-        return sa.st_size == sb.st_size and sa.st_mtime_ns == sb.st_mtime_ns
-
-    try:
-        if (folder / "SHA256SUMS").read_bytes() != (src_dir / "SHA256SUMS").read_bytes() or not same(tar, src_tar):
-            return False
-        names = sorted(p.name for p in src_dir.iterdir())
-        if names != sorted(p.name for p in folder.iterdir()):
-            return False
-        return all(same(folder / n, src_dir / n) for n in names)
-    except OSError:
-        return False
-
-
-def export_artifact(artifact: dict, out_dir: Path, name: str) -> tuple[Path, Path]:
-    """Copy a stored artifact to OUT/<name>/ and OUT/<name>.tar (replacing an older build of the same name)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    folder, tar = out_dir / name, out_dir / f"{name}.tar"
-    if _same_artifact(Path(artifact["dir"]), Path(artifact["tar"]), folder, tar):
-        return folder, tar  # an unchanged rebuild: nothing to copy
-    tmp = out_dir / f".{name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(artifact["dir"], tmp)
-    old = out_dir / f".{name}.{os.getpid()}.old"
-    if folder.exists():
-        os.rename(folder, old)
-    os.rename(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.copy2(artifact["tar"], out_dir / f".{name}.tar.part")
-    os.replace(out_dir / f".{name}.tar.part", tar)
-    return folder, tar
+    progress = Progress(prefix=f"{doc.name}: " if prefix else "", quiet=quiet, on_event=NdjsonWriter() if ndjson else None)
+    outcome = build_document(doc, target=target, use_cache=use_cache, progress=progress)
+    outcome._exception = None  # typed errors do not survive pickling with their fields: the outcome holds their facts
+    return outcome
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -148,7 +83,12 @@ def _build_all(args: argparse.Namespace) -> int:
         for warning in getattr(doc, "warnings", []) or []:
             print(warning, file=sys.stderr)
     ensure_signing_key()  # once, before any worker: parallel builds must not race to create it
-    jobs = [(str(getattr(d, "display", "") or d.source), d.index, args.target, not args.no_cache, len(docs) > 1, args.quiet) for d in docs]
+    from edgeship.output import print_document, wants
+
+    ndjson = wants(args, "ndjson")
+    quiet = args.quiet or not wants(args, "text")
+    jobs = [(str(getattr(d, "display", "") or d.source), d.index, args.target, not args.no_cache, len(docs) > 1,
+             args.quiet, ndjson) for d in docs]
     t0 = time.perf_counter()
     if args.jobs > 1 and len(jobs) > 1:
         import multiprocessing
@@ -159,32 +99,39 @@ def _build_all(args: argparse.Namespace) -> int:
         outcomes = [_build_one(*job) for job in jobs]
     out_dir = Path(args.output)
     code = 0
+    from edgeship.api import export
+
     for outcome in outcomes:
-        if not args.quiet:
+        if not quiet:
             if len(outcomes) > 1:
-                print(f"\n{outcome['name']}:")
-            print(outcome["summary"])
-        for warning in outcome["warnings"]:
-            print(f"edgeship: warning: {outcome['name']}: {warning}", file=sys.stderr)
-        if outcome["ok"]:
-            try:
-                folder, tar = export_artifact(outcome["artifact"], out_dir, outcome["name"])
-            except OSError as err:
-                raise UsageError(f"{out_dir}: cannot write the artifact there ({err.strerror or err}); "
-                                 f"it is stored as {outcome['artifact']['dir']}") from None
-            print(f"built {outcome['name']}: {outcome['artifact']['digest']}  -> {folder}/ and {tar}")
-            if outcome["artifact"].get("key_id"):
-                print(f"  signed with key {outcome['artifact']['key_id']}: {_key_origin(args)}")
+                print(f"\n{outcome.pipeline}:")
+            print(outcome.summary)
+        for warning in outcome.warnings:
+            print(f"edgeship: warning: {outcome.pipeline}: {warning}", file=sys.stderr)
+        if outcome.ok:
+            export(outcome, out_dir)
+            if wants(args, "text"):
+                print(f"built {outcome.pipeline}: {outcome.digest}  -> {outcome.exported_dir}/ and {outcome.exported_tar}")
+                if outcome.key_id:
+                    print(f"  signed with key {outcome.key_id}: {_key_origin(args)}")
             continue
-        code = max(code, outcome["exit_code"])
-        if outcome["budget_rows"]:
-            print(f"{outcome['name']}: budget exceeded:", file=sys.stderr)
-            print(_budget_table(outcome["budget_rows"]), file=sys.stderr)
-        for line in outcome["diagnostics"]:
+        code = max(code, outcome.exit_code)
+        if outcome.budget:
+            print(f"{outcome.pipeline}: budget exceeded:", file=sys.stderr)
+            print(_budget_table(outcome.budget), file=sys.stderr)
+        for line in outcome.diagnostics:
             print(line, file=sys.stderr)
-        if not outcome["diagnostics"]:
-            print(f"edgeship: error: {outcome['name']}: {outcome['error']}", file=sys.stderr)
-    if len(outcomes) > 1 and not args.quiet:
+        if not outcome.diagnostics:
+            print(f"edgeship: error: {outcome.pipeline}: {outcome.error}", file=sys.stderr)
+    if wants(args, "json") or ndjson:
+        payload = {"builds": outcomes, "ok": all(o.ok for o in outcomes)}
+        if ndjson:
+            from edgeship.output import NdjsonWriter
+
+            NdjsonWriter().document("BuildResult", **payload)
+        else:
+            print_document("BuildResult", **payload)
+    if len(outcomes) > 1 and not quiet:
         ok = sum(1 for o in outcomes if o["ok"])
         print(f"\n{ok}/{len(outcomes)} pipelines built in {time.perf_counter() - t0:.2f} s")
     return code
@@ -320,6 +267,9 @@ def register(subparsers) -> None:
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="build N pipelines in parallel (processes)")
     p.add_argument("--no-cache", action="store_true", help="run every stage (results still refresh the cache)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines or summary table")
+    from edgeship.output import add_output_option
+
+    add_output_option(p, ("text", "json", "ndjson"), short=False)  # -o is the output folder here
     p.add_argument("--allow-path", action="append", metavar="DIR", help="also read model and data files under DIR "
                    "(repeatable; by default only the manifest's own folder; EDGESHIP_ALLOW_PATHS does the same)")
     p.add_argument("--key", metavar="PATH", help="ed25519 private key to sign with (default: EDGESHIP_SIGNING_KEY, else "

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgeship.errors import EdgeshipError, LegalizeError, UsageError
+from edgeship.errors import LegalizeError, UsageError
 
 
 def register(subparsers) -> None:
@@ -42,7 +42,10 @@ def register(subparsers) -> None:
     cmp_.add_argument("pipeline", help="a Pipeline manifest")
     cmp_.add_argument("--targets", required=True, help="comma-separated target names, or 'all'")
     cmp_.add_argument("--no-cache", action="store_true", help="do not reuse cached stage results")
-    cmp_.add_argument("--json", action="store_true", help="machine-readable output")
+    cmp_.add_argument("--json", action="store_true", help="the legacy JSON list (prefer -o json)")
+    from edgeship.output import add_output_option
+
+    add_output_option(cmp_)
     cmp_.set_defaults(func=run_compare)
 
 
@@ -234,19 +237,14 @@ def format_compare(rows: list[dict]) -> str:
 
 
 def run_compare(args) -> int:
-    from edgeship.targets import target_names
+    from edgeship import api
+    from edgeship.output import print_document, wants
 
-    if not Path(args.pipeline).is_file():
-        raise UsageError(f"{args.pipeline}: no such file")
-    names = target_names() if args.targets.strip() == "all" else [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not names:
-        raise UsageError("--targets: give at least one target name")
-    try:
-        rows = compare_targets(args.pipeline, names, use_cache=not args.no_cache)
-    except EdgeshipError:
-        raise
+    rows = [r.to_dict() for r in api.compare(args.pipeline, args.targets, use_cache=not args.no_cache)]
     if args.json:
         print(json.dumps(rows, indent=2))
+    elif wants(args, "json"):
+        print_document("Comparison", pipeline=str(args.pipeline), targets=rows)
     else:
         print(format_compare(rows))
     return 0

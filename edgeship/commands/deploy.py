@@ -89,10 +89,15 @@ def _deploy(args) -> int:
         close_transports(fleet)
     if args.take_over and not args.push_only:
         _detach(fleet.name, {o.device_id: digest for o in outcomes if o.ok})
+    rows = [{"device_id": o.device_id, "transport": o.transport, "ok": o.ok, "stage": o.stage,
+             "reason": o.reason, "message": o.message, "seconds": round(o.seconds, 3),
+             "push": o.push.to_dict() if o.push else None, "figures": o.figures} for o in outcomes]
     if args.json:
-        print(json.dumps([{"device_id": o.device_id, "transport": o.transport, "ok": o.ok, "stage": o.stage,
-                           "reason": o.reason, "message": o.message, "seconds": round(o.seconds, 3),
-                           "push": o.push.to_dict() if o.push else None, "figures": o.figures} for o in outcomes], indent=2))
+        print(json.dumps(rows, indent=2))
+    elif args.output_format == "json":
+        from edgeship.output import print_document
+
+        print_document("DeployResult", fleet=fleet.name, digest=digest, devices=rows, ok=all(o.ok for o in outcomes))
     else:
         print(f"deploy {artifact.short(digest)} to {len(devices)} device(s) of fleet {fleet.name}")
         print(_table(outcomes))
@@ -152,6 +157,9 @@ def register(sub) -> None:
     p.add_argument("--push-only", action="store_true", help="upload but do not activate")
     p.add_argument("--take-over", action="store_true",
                    help="deploy even to devices that belong to a rollout, detaching them from it")
-    p.add_argument("--json", action="store_true", help="print outcomes as JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="the legacy JSON list of outcomes (prefer -o json)")
+    from edgeship.output import add_output_option
+
+    add_output_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_deploy)

@@ -1,6 +1,6 @@
 """`edgeship fleet ...`: fleet-wide views and broker security material.
 
-    edgeship fleet status FLEET.yaml [--json]          online/offline, release, last seen per device
+    edgeship fleet status FLEET.yaml [-o json]         online/offline, release, last seen per device
     edgeship fleet credentials FLEET.yaml --out DIR    mosquitto password file + ACL + per-device secrets
     edgeship fleet certs --out DIR [--host H ...]      a CA and a broker certificate for mqtts://
     edgeship fleet wheelhouse FLEET.yaml               the agent's wheels for the boards' platforms
@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from edgeship.errors import TransportError, UsageError
+from edgeship.errors import UsageError
 
 
 def _ago(ts: float | None) -> str:
@@ -43,38 +43,33 @@ def _device_cells(info: dict | None) -> tuple[str, str]:
 
 
 def _status(args) -> int:
-    from edgeship.fleet.inventory import load_fleet
-    from edgeship.fleet.rollout.devices import failure_reason
-    from edgeship.fleet.transports import close_transports, get_transport
+    from edgeship import api
+    from edgeship.commands.rollout import _label
+    from edgeship.output import print_document, wants
 
-    fleet = load_fleet(Path(args.fleet))
-    rows = []
-    try:
-        for dev in fleet.devices:
-            try:
-                state = get_transport(fleet, dev).status(dev)
-                rows.append({**state.to_dict(), "transport": dev.transport, "error": None})
-            except TransportError as err:  # keep the transport's reason (host-key, timeout): not just "offline"
-                rows.append({"device_id": dev.id, "transport": dev.transport, "online": False, "current": None,
-                             "last_seen": None, "error": str(err), "reason": failure_reason(err)})
-    finally:
-        close_transports(fleet)
-    if args.json:
-        print(json.dumps(rows, indent=2, sort_keys=True, default=str))
+    status = api.fleet_status(Path(args.fleet))
+    if args.json:  # the legacy form: the transports' own reports, as a list
+        print(json.dumps(status._raw, indent=2, sort_keys=True, default=str))
+        return 0
+    if wants(args, "json"):
+        print_document("FleetStatus", **status.to_dict())
         return 0
     table = [("DEVICE", "TRANSPORT", "STATE", "RELEASE", "LAST SEEN", "AGENT", "FREE DISK/MEM", "LAST RESULT")]
-    for r in rows:
+    for d, r in zip(status.devices, status._raw):
         last = r.get("last_result") or {}
-        result = "" if not last else ("ok" if last.get("ok") else f"failed: {last.get('reason')}")
+        result = "" if not last else ("ok" if last.get("ok") else f"failed: {last.get('reason')}"
+                                      + (f": {last.get('message')}" if last.get("message") else ""))
         if r.get("error"):
             result = r["error"]
-        release = (r.get("current") or "-").split(":", 1)[-1][:12]
-        state = r["reason"] if r.get("error") else "online" if r.get("online") else "offline"
-        seen = "-" if r.get("error") else _ago(r.get("last_seen"))  # unknown, not "never"
-        table.append((r["device_id"], r["transport"], state, release, seen, *_device_cells(r.get("device")), result))
+        state = d.reason if d.state == "unreachable" else d.state
+        seen = "-" if r.get("error") else _ago(d.last_seen)  # unknown, not "never"
+        table.append((d.device, d.transport, state, _label(d.release), seen, *_device_cells(r.get("device")), result))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if status.releases:
+        print("releases: " + ", ".join(f"{_label(c.release) if c.release.digest else 'nothing'}: {c.devices} "
+                                       f"device{'s' if c.devices != 1 else ''}" for c in status.releases))
     return 0
 
 
@@ -120,7 +115,10 @@ def register(sub) -> None:
 
     p = fleet_sub.add_parser("status", help="online/offline, release and last-seen per device")
     p.add_argument("fleet", help="Fleet manifest (YAML)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="the legacy JSON list (prefer -o json)")
+    from edgeship.output import add_output_option
+
+    add_output_option(p)
     p.set_defaults(func=_status)
 
     p = fleet_sub.add_parser("credentials", help="mosquitto password file + ACL: each device only its own topics")

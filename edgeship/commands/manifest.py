@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 2)")
     validate.add_argument("--format", choices=("text", "json"), default="text",
                           help="text: one line per problem on stderr; json: a list of problems on stdout")
+    validate.add_argument("-o", "--output", dest="output_format", choices=("text", "json"), default="text",
+                          metavar="FORMAT", help="text, or json: a versioned ValidationReport document on stdout "
+                                                 "(the same problems as --format json)")
     validate.add_argument("-q", "--quiet", action="store_true", help="print problems only, no per-file 'ok' lines")
     validate.add_argument("--allow-path", action="append", metavar="DIR",
                           help="also allow model and data files under DIR (repeatable; by default only the "
@@ -50,6 +53,8 @@ def run_validate(args: argparse.Namespace) -> int:
         checked = [(path, *check_file(path)) for path in args.files]
     for diag in duplicate_pipeline_names(doc for _, documents, _ in checked for doc in documents):
         next(diagnostics for path, _, diagnostics in checked if path == diag.file).append(diag)
+    if args.output_format == "json" and args.format == "text":
+        args.format = "versioned"  # -o json: the problems of --format json, in a versioned document
     all_diagnostics = []
     for path, documents, diagnostics in checked:
         all_diagnostics += diagnostics
@@ -62,10 +67,16 @@ def run_validate(args: argparse.Namespace) -> int:
                 print(f"{path}: ok ({names})")
     errors = sum(d.severity == "error" for d in all_diagnostics)
     warnings = len(all_diagnostics) - errors
+    problems = [{"file": d.file, "line": d.line, "col": d.col, "path": d.path, "message": d.message,
+                 "hint": d.hint, "severity": d.severity} for d in all_diagnostics]
     if args.format == "json":
-        json.dump([{"file": d.file, "line": d.line, "col": d.col, "path": d.path, "message": d.message,
-                    "hint": d.hint, "severity": d.severity} for d in all_diagnostics], sys.stdout, indent=2)
+        json.dump(problems, sys.stdout, indent=2)
         print()
+    elif args.format == "versioned":
+        from edgeship.output import print_document
+
+        print_document("ValidationReport", files=[str(f) for f in args.files], ok=not errors and not (args.strict and warnings),
+                       errors=errors, warnings=warnings, problems=problems)
     elif errors or warnings:
         print(f"{errors} error(s), {warnings} warning(s) in {len(args.files)} file(s)", file=sys.stderr)
     if errors or (args.strict and warnings):

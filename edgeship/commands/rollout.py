@@ -1,7 +1,7 @@
-"""Rollout commands: `plan`, `apply`, `rollout status|pause|resume|abort|rollback|history`, `reconcile`.
+"""Rollout commands: `plan`, `apply`, `rollout list|status|pause|resume|abort|rollback|history`, `reconcile`.
 
-Thin: parse flags, load the manifest and fleet, call `edgeship.fleet.rollout`, print. `plan` follows
-`kubectl diff`: exit 0 nothing to change, 1 changes, 2 error.
+Thin: parse flags, call `edgeship.api`, print its typed results as text, a `-o json` document or an
+`-o ndjson` event stream. `plan` follows `kubectl diff`: exit 0 nothing to change, 1 changes, 2 error.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from edgeship.errors import EdgeshipError, ManifestError, RolloutError, UsageErr
 
 
 def register(sub) -> None:
+    from edgeship.output import add_output_option
+
     p = sub.add_parser("plan", help="show what apply would change, per device (exit 0 none, 1 changes, 2 error)")
     p.add_argument("manifest", type=Path, help="Rollout manifest (YAML)")
     p.add_argument("--name", help="the Rollout to plan when the file holds several")
+    add_output_option(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="converge the fleet to a Rollout: canary, waves, health gates")
@@ -27,11 +30,15 @@ def register(sub) -> None:
     p.add_argument("--name", help="only this Rollout when the file holds several")
     p.add_argument("--take-over", action="store_true",
                    help="move devices that belong to another rollout to this one (refused otherwise)")
+    add_output_option(p, ("text", "json", "ndjson"))
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("rollout", help="inspect and control rollouts recorded in the journal")
     rs = p.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
-    for action, text in (("status", "state, waves and gates of a rollout"),
+    q = rs.add_parser("list", help="every rollout in the journal: state, release, last run")
+    add_output_option(q)
+    q.set_defaults(func=cmd_rollout_list)
+    for action, text in (("status", "state, waves, gates and devices of a rollout"),
                          ("pause", "stop a running rollout after the devices in flight"),
                          ("resume", "continue a paused rollout (retries its failed devices)"),
                          ("abort", "stop a rollout for good; devices stay where they are"),
@@ -42,7 +49,9 @@ def register(sub) -> None:
         if action == "history":
             q.add_argument("--steps", action="store_true", help="list every journaled step")
         if action == "status":
-            q.add_argument("--json", action="store_true", help="machine-readable output")
+            q.add_argument("--json", action="store_true", help="machine-readable output (the legacy form; prefer -o json)")
+        if action in ("status", "history", "rollback", "resume"):
+            add_output_option(q)
         q.set_defaults(func=cmd_rollout, rollout_command=action)
 
     p = sub.add_parser("reconcile", help="GitOps: keep the fleet converged to the Rollouts in a folder or git branch")
@@ -52,78 +61,59 @@ def register(sub) -> None:
     p.add_argument("--interval", type=float, default=60.0, help="seconds between passes (default 60)")
     p.add_argument("--once", action="store_true",
                    help="one pass, then exit (for CI): non-zero while any rollout failed or is not converged")
+    add_output_option(p, ("text", "ndjson"))
     p.set_defaults(func=cmd_reconcile)
 
 
 # --- plan / apply -----------------------------------------------------------------------------
 
-def _engine_for(spec, journal, log=None, take_over: bool = False):
-    from edgeship.fleet.rollout.artifacts import resolve
-    from edgeship.fleet.rollout.devices import load_fleet_and_select
-    from edgeship.fleet.rollout.engine import Engine, stderr_log
+def _engine_for(spec, journal, log=None, take_over: bool = False, on_event=None):
+    """The engine for a spec with the CLI's wiring: human lines on stderr, a built pipeline's progress too."""
+    from edgeship.api import engine_for
+    from edgeship.fleet.rollout.engine import stderr_log
 
-    shipment = resolve(spec, build=build_pipeline)
-    fleet, devices = load_fleet_and_select(spec)
-    return Engine(spec, fleet, devices, shipment, journal, log=log or stderr_log, take_over=take_over)
-
-
-def build_pipeline(manifest: Path) -> Path:
-    """Build a Pipeline manifest with the build runner (imported here only: fleet never imports the
-    build). The stage cache makes an unchanged pipeline cheap, so reconcile may call this each pass."""
-    from edgeship.pipelines import runner
-    from edgeship.pipelines.manifest import load_documents
-
-    docs = load_documents(Path(manifest), kinds={"Pipeline"})
-    if len(docs) != 1:
-        raise RolloutError(f"{manifest}: artifact.pipeline must name a file with exactly one Pipeline (found {len(docs)})")
-    result = runner.build(docs[0], progress=runner.Progress(stream=sys.stderr, prefix=f"build {docs[0].name}: "))
-    if result.error is not None:
-        raise result.error
-    built = result.artifact
-    if not built.get("tar") and not built.get("dir"):
-        raise RolloutError(f"{manifest}: the build produced no artifact (does the pipeline end with the package stage?)")
-    return Path(built.get("tar") or built["dir"])
+    return engine_for(spec, journal, log=log or stderr_log, take_over=take_over, on_event=on_event,
+                      build_progress=True)
 
 
 def cmd_plan(args) -> int:
+    from edgeship import api
     from edgeship.fleet.rollout import plan as plans
-    from edgeship.fleet.rollout.journal import Journal
-    from edgeship.fleet.rollout.spec import load_rollouts
+    from edgeship.output import print_document, wants
 
     try:
-        specs = _pick(load_rollouts(args.manifest), args.name, args.manifest)
-        changed = errors = wrong = False
-        with Journal() as journal:
-            for spec in specs:
-                engine = _engine_for(spec, journal)
-                try:
-                    rows = engine.plan()
-                finally:
-                    engine.transports.close()
-                print(f"Rollout {spec.name}: artifact {artifact.short(engine.ship.digest)} -> fleet {engine.fleet.name}")
-                _warn_untrusted(engine)
-                print(plans.format_table(rows))
-                print(plans.summary(rows))
-                for r in rows:
-                    if r.action == plans.WRONG_TARGET:
-                        print(f"edgeship: error: {r.device_id}: {r.note}: refused", file=sys.stderr)
-                owned = engine.foreign_owners()
-                if owned:
-                    from edgeship.fleet.rollout.ownership import describe
-
-                    print(f"Owned elsewhere: {describe(owned)}: apply refuses them without --take-over.")
-                changed |= plans.has_changes(rows)
-                errors |= any(r.action == plans.UNREACHABLE for r in rows)
-                wrong |= any(r.action == plans.WRONG_TARGET for r in rows)
+        results = api.plan(args.manifest, args.name)
     except ManifestError:
         raise  # exit 2 already
     except EdgeshipError as err:  # kubectl-diff convention: every error is exit 2, whatever its usual code
         raise PlanError(str(err)) from None
-    if wrong:
+    for result in results:
+        _say_warnings(result.warnings)
+    if wants(args, "json"):
+        print_document("Plan", rollouts=results, changes=any(r.changes for r in results),
+                       errors=any(r.errors for r in results))
+    else:
+        for result in results:
+            print(f"Rollout {result.rollout}: artifact {_label(result.release)} -> fleet {result.fleet}")
+            if result.untrusted_signer:
+                print("edgeship: warning: " + result.untrusted_signer, file=sys.stderr)
+            body = [(d.device, d.transport, d.wave, _label(d.current), _label(d.desired), d.action, d.note)
+                    for d in result.devices]
+            print(plans.render_table(("DEVICE", "TRANSPORT", "WAVE", "CURRENT", "DESIRED", "ACTION", "NOTE"), body))
+            print(plans.summary(result.devices))
+            if result.owned_elsewhere:
+                from edgeship.fleet.rollout.ownership import describe
+
+                print(f"Owned elsewhere: {describe(result.owned_elsewhere)}: apply refuses them without --take-over.")
+    for result in results:
+        for d in result.devices:
+            if d.action == plans.WRONG_TARGET:
+                print(f"edgeship: error: {d.device}: {d.note}: refused", file=sys.stderr)
+    if any(d.action == plans.WRONG_TARGET for r in results for d in r.devices):
         raise PlanError("the artifact is not built for the target of some devices: apply refuses to send it")
-    if errors:
+    if any(r.errors for r in results):
         raise PlanError("some devices are unreachable; the plan is incomplete")
-    return 1 if changed else 0
+    return 1 if any(r.changes for r in results) else 0
 
 
 class PlanError(EdgeshipError):
@@ -133,14 +123,18 @@ class PlanError(EdgeshipError):
 
 
 def cmd_apply(args) -> int:
+    from edgeship import api
     from edgeship.fleet.rollout.journal import Journal
-    from edgeship.fleet.rollout.spec import load_rollouts
+    from edgeship.output import NdjsonWriter, print_document, wants
 
-    specs = _pick(load_rollouts(args.manifest), args.name, args.manifest)
-    worst = 0
+    specs = api.load_rollouts(args.manifest, args.name)
+    for spec in specs:
+        _say_warnings(spec.warnings)
+    stream = NdjsonWriter() if wants(args, "ndjson") else None
+    worst, results = 0, []
     with Journal() as journal:
         for spec in specs:
-            engine = _engine_for(spec, journal, take_over=args.take_over)
+            engine = _engine_for(spec, journal, take_over=args.take_over, on_event=stream)
             _warn_untrusted(engine)
             try:
                 report = engine.apply()
@@ -148,9 +142,19 @@ def cmd_apply(args) -> int:
                 print(f"edgeship: apply of {spec.name} interrupted; the journal keeps every finished step: "
                       f"run `edgeship apply {args.manifest}` again to resume", file=sys.stderr)
                 return 130
-            worst = max(worst, print_report(report))
-            if any("untrusted-key" in (r.result or "") for r in report.rows):
+            result = api.apply_result(report, journal, engine.ship.bundle)
+            results.append(result)
+            worst = max(worst, 0 if result.ok else 1)
+            if wants(args, "text"):
+                print_report(result)
+            elif not result.ok:
+                _say_failed(result)
+            if any("untrusted-key" in (d.result or "") for d in result.devices):
                 _warn_untrusted(engine, prefix="edgeship: hint: ")
+    if stream is not None:
+        stream.document("ApplyResult", rollouts=results, ok=all(r.ok for r in results))
+    elif wants(args, "json"):
+        print_document("ApplyResult", rollouts=results, ok=all(r.ok for r in results))
     return worst
 
 
@@ -163,48 +167,77 @@ def _warn_untrusted(engine, prefix: str = "edgeship: warning: ") -> None:
         print(prefix + problem, file=sys.stderr)
 
 
-def print_report(report) -> int:
-    """The final table on stdout, the verdict on stderr; returns the exit code."""
+def _label(release) -> str:
+    """A release as tables show it: `kws v2 (sha256:3f2a9c1b7e04)`, or `-` for none."""
+    if release is None or not release.digest:
+        return "-"
+    short = artifact.short(release.digest)
+    return f"{release.name} ({short})" if release.name and release.name != short else short
+
+
+def print_report(result) -> int:
+    """The final table on stdout (with each failure's full message), the verdict on stderr; returns the exit code.
+    `result` is an api ApplyResult (an engine ApplyReport is converted)."""
     from edgeship.fleet.rollout.plan import render_table
 
-    def short(d):
-        return artifact.short(d) if d else "-"
+    if not hasattr(result, "release"):  # an engine ApplyReport (reconcile)
+        from edgeship.api import apply_result
+        from edgeship.fleet.rollout.journal import Journal
 
-    body = [(r.device_id, r.wave, short(r.before), short(r.after), r.result,
-             f"{r.p95_ms:.3g}" if r.p95_ms is not None else "-", str(r.bytes_sent)) for r in report.rows]
+        with Journal() as journal:
+            result = apply_result(result, journal)
+    body = [(d.device, d.wave, _label(d.before), _label(d.after), d.result,
+             f"{d.p95_ms:.3g}" if d.p95_ms is not None else "-", str(d.bytes)) for d in result.devices]
     print(render_table(("DEVICE", "WAVE", "BEFORE", "AFTER", "RESULT", "P95_MS", "BYTES"), body))
-    for name, verdict in report.gates:
-        print(f"gate {name}: {'passed' if verdict.ok else 'FAILED'}: {verdict.reason}")
-    ratio = report.per_device_ratio
-    print(f"Rollout {report.rollout}: {report.state}; {report.bytes_pushed} bytes pushed"
-          + (f" to {report.devices_pushed} device(s), {ratio:.2f}x the {report.artifact_bytes}-byte artifact each"
+    for d in result.devices:
+        if d.message:
+            print(f"  {d.device}: {d.message}")
+    for gate in result.gates:
+        print(f"gate {gate.wave}: {'passed' if gate.ok else 'FAILED'}: {gate.reason}")
+    ratio = result.per_device_ratio
+    print(f"Rollout {result.rollout}: {result.state}; {result.bytes_pushed} bytes pushed"
+          + (f" to {result.devices_pushed} device(s), {ratio:.2f}x the {result.artifact_bytes}-byte artifact each"
              if ratio is not None else "")
-          + (f" (run {report.run_id})" if report.run_id else ""))
-    if report.ok:
+          + (f" (run {result.run_number})" if result.run_number else ""))
+    if result.ok:
         return 0
-    failed = next((v for _, v in report.gates if not v.ok), None)
+    _say_failed(result)
+    return 1
+
+
+def _say_failed(result) -> None:
+    failed = next((g for g in result.gates if not g.ok), None)
     figures = ""
     if failed is not None:
         shown = {k: v for k, v in failed.figures.items() if k != "failed"}
         figures = " " + json.dumps(shown, sort_keys=True)
-    print(f"edgeship: error: rollout {report.rollout} {report.state}: {report.reason}{figures}", file=sys.stderr)
-    return 1
+    print(f"edgeship: error: rollout {result.rollout} {result.state}: {result.reason}{figures}", file=sys.stderr)
 
 
-def _pick(specs, name, manifest):
-    for spec in specs:
-        for warning in spec.warnings:
-            print(warning, file=sys.stderr)
-    if name:
-        specs = [s for s in specs if s.name == name]
-        if not specs:
-            raise UsageError(f"{manifest}: no Rollout named {name!r}")
-    if not specs:
-        raise UsageError(f"{manifest}: no Rollout document in this file")
-    return specs
+def _say_warnings(warnings) -> None:
+    for warning in warnings:
+        print(warning, file=sys.stderr)
 
 
-# --- rollout status / pause / resume / abort / rollback / history -----------------------------
+# --- rollout list / status / pause / resume / abort / rollback / history ----------------------
+
+def cmd_rollout_list(args) -> int:
+    from edgeship import api
+    from edgeship.fleet.rollout.plan import render_table
+    from edgeship.output import print_document, wants
+
+    rows = api.rollouts()
+    if wants(args, "json"):
+        print_document("RolloutList", rollouts=rows)
+        return 0
+    if not rows:
+        print("no rollouts in the journal yet (`edgeship apply ROLLOUT.yaml` starts one)")
+        return 0
+    body = [(r.name, r.state, _label(r.release), r.fleet, str(r.run_number or "-"), _ts(r.updated), r.reason)
+            for r in rows]
+    print(render_table(("NAME", "STATE", "RELEASE", "FLEET", "RUN", "UPDATED", "REASON"), body))
+    return 0
+
 
 def cmd_rollout(args) -> int:
     from edgeship.fleet.rollout.journal import Journal
@@ -214,123 +247,121 @@ def cmd_rollout(args) -> int:
         if row is None:
             known = ", ".join(r.name for r in journal.rollouts()) or "none yet"
             raise RolloutError(f"no rollout named {args.name!r} in the journal (known: {known})")
-        return _ROLLOUT_ACTIONS[args.rollout_command](args, journal, row)
+    return _ROLLOUT_ACTIONS[args.rollout_command](args)
 
 
-def _live_status(row):
-    """The rollout's devices as they are now (status.derive), or (None, why) when they cannot be asked."""
-    from edgeship.fleet.rollout.devices import Transports, fetch_statuses, load_fleet_and_select
-    from edgeship.fleet.rollout.spec import load_rollout
-    from edgeship.fleet.rollout.status import derive
-
-    try:
-        spec = load_rollout(Path(row.manifest), row.name)
-        fleet, devices = load_fleet_and_select(spec)
-        transports = Transports(fleet)
-        try:
-            statuses = fetch_statuses(devices, transports)
-        finally:
-            transports.close()
-    except (EdgeshipError, OSError) as err:
-        return None, str(err)
-    return derive(row.state, row.artifact_digest, statuses), ""
+def _legacy_status(st) -> dict:
+    """`rollout status --json` as it was before -o json (kept for scripts that read it)."""
+    data = {"name": st.name, "state": st.state, "reason": st.reason, "run": st.run,
+            "artifact": st.release.digest, "manifest": st.manifest, "fleet": st.fleet,
+            "updated": _ts(st.updated), "activated": st.activated, "failed": st.failed, "rolled_back": st.rolled_back,
+            "bytes_pushed": st.bytes_pushed, "devices_pushed": st.devices_pushed, "artifact_bytes": st.artifact_bytes,
+            "gates": [{"wave": g.wave, "ok": g.ok, "reason": g.reason, "figures": g.figures} for g in st.gates],
+            "live": st._live.to_dict() if st._live else None, "live_error": st.live_error}
+    if st._live is not None:
+        data.update(sync=st.sync, health=st.health)
+    return data
 
 
-def _status(args, journal, row) -> int:
-    from edgeship.fleet.rollout.status import devices_pushed, summary
+def _status(args) -> int:
+    from edgeship import api
+    from edgeship.fleet.rollout.plan import render_table
+    from edgeship.fleet.rollout.status import summary
+    from edgeship.output import print_document, wants
 
-    live, why_not = _live_status(row)
-    gates = journal.gates(row.run_id)
-    steps = journal.steps(row.name, row.run_id)
-    ends = [s for s in steps if s["phase"] == "end" and s["action"] == "activate"]
-    latest = {s["device"]: s for s in ends}
-    ok = sum(1 for s in latest.values() if s["ok"])
-    rolled_back = len({s["device"] for s in steps if s["phase"] == "end" and s["action"] == "rollback" and s["ok"]})
-    data = {"name": row.name, "state": row.state, "reason": row.reason, "run": row.run_id,
-            "artifact": row.artifact_digest, "manifest": row.manifest, "fleet": row.fleet,
-            "updated": _ts(row.updated), "activated": ok, "failed": len(latest) - ok, "rolled_back": rolled_back,
-            "bytes_pushed": journal.bytes_pushed(row.run_id),
-            "devices_pushed": len(devices_pushed(steps)), "artifact_bytes": _size(row.bundle),
-            "gates": [{"wave": g["name"], "ok": g["ok"], "reason": g["reason"], "figures": g["figures"]} for g in gates.values()],
-            "live": live.to_dict() if live else None, "live_error": why_not or None}
-    if live is not None:
-        data.update(sync=live.sync, health=live.health)
+    st = api.status(args.name)
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2))
+        print(json.dumps(_legacy_status(st), indent=2))
+        return 0
+    if wants(args, "json"):
+        print_document("RolloutStatus", **st.to_dict())
         return 0
     short = lambda d: artifact.short(d) if d else "-"  # noqa: E731
-    if live is not None:
-        print(f"Rollout {row.name}: {live.sync}, {live.health}: {summary(live, short)}")
+    if st._live is not None:
+        print(f"Rollout {st.name}: {st.sync}, {st.health}: {summary(st._live, short)}")
     else:
-        print(f"Rollout {row.name}: fleet state unknown ({why_not})")
-    print(f"  last run {row.run_id}: {row.state}" + (f" ({row.reason})" if row.reason else ""))
-    print(f"  artifact {artifact.short(row.artifact_digest)}, fleet {row.fleet}, updated {data['updated']}")
-    print(f"  devices activated {ok}, failed {len(latest) - ok}, rolled back {rolled_back}, bytes pushed {data['bytes_pushed']}"
-          + (f" to {data['devices_pushed']} device(s) ({data['bytes_pushed'] / data['devices_pushed'] / data['artifact_bytes']:.2f}x"
-             f" the {data['artifact_bytes']}-byte artifact each)" if data["devices_pushed"] and data["artifact_bytes"] else ""))
-    for wave, g in gates.items():
-        print(f"  gate {g['name']}: {'passed' if g['ok'] else 'FAILED'}: {g['reason']}")
+        print(f"Rollout {st.name}: fleet state unknown ({st.live_error})")
+    print(f"  last run {st.run_number}: {st.state}" + (f" ({st.reason})" if st.reason else ""))
+    print(f"  artifact {_label(st.release)}, fleet {st.fleet}, updated {_ts(st.updated)}")
+    print(f"  devices activated {st.activated}, failed {st.failed}, rolled back {st.rolled_back}, bytes pushed {st.bytes_pushed}"
+          + (f" to {st.devices_pushed} device(s) ({st.bytes_pushed / st.devices_pushed / st.artifact_bytes:.2f}x"
+             f" the {st.artifact_bytes}-byte artifact each)" if st.devices_pushed and st.artifact_bytes else ""))
+    for g in st.gates:
+        print(f"  gate {g.wave}: {'passed' if g.ok else 'FAILED'}: {g.reason}")
+    if st.releases:
+        print("  releases: " + ", ".join(f"{_label(c.release)}: {c.devices} device{'s' if c.devices != 1 else ''}"
+                                         for c in st.releases))
+    if st.devices:
+        body = [(d.device, d.state, _label(d.release), _ago(d.last_seen),
+                 f"{d.reason}: {d.message}" if d.reason and d.message else d.reason or d.message) for d in st.devices]
+        table = render_table(("DEVICE", "STATE", "RELEASE", "LAST SEEN", "PROBLEM"), body)
+        print("\n".join("  " + line for line in table.splitlines()))  # under the rollout, like its other lines
     return 0
 
 
-def _pause(args, journal, row) -> int:
-    if row.state != "running":
-        raise RolloutError(f"{row.name} is {row.state}, not running: nothing to pause")
-    journal.set_state(row.name, "paused", "paused by an operator")
-    print(f"Rollout {row.name}: paused (a running apply stops after the devices in flight)")
+def _pause(args) -> int:
+    from edgeship import api
+
+    api.pause(args.name)
+    print(f"Rollout {args.name}: paused (a running apply stops after the devices in flight)")
     return 0
 
 
-def _abort(args, journal, row) -> int:
-    if row.state in ("done", "aborted", "rolled-back"):
-        raise RolloutError(f"{row.name} is {row.state}: nothing to abort")
-    journal.set_state(row.name, "aborted", "aborted by an operator")
-    print(f"Rollout {row.name}: aborted (devices stay on what they run now; `edgeship rollout rollback {row.name}` to undo)")
+def _abort(args) -> int:
+    from edgeship import api
+
+    api.abort(args.name)
+    print(f"Rollout {args.name}: aborted (devices stay on what they run now; `edgeship rollout rollback {args.name}` to undo)")
     return 0
 
 
-def _resume(args, journal, row) -> int:
-    from edgeship.fleet.rollout.spec import load_rollout
+def _resume(args) -> int:
+    from edgeship import api
+    from edgeship.fleet.rollout.engine import stderr_log
+    from edgeship.output import print_document, wants
 
-    if row.state not in ("paused", "running"):
-        raise RolloutError(f"{row.name} is {row.state}, not paused: run `edgeship apply` to start it again")
-    spec = load_rollout(Path(row.manifest), row.name)
-    engine = _engine_for(spec, journal)
-    if engine.ship.digest != row.artifact_digest or spec.spec_digest != row.spec_digest:
-        raise RolloutError(f"{row.name}: {row.manifest} changed since the run was paused: `edgeship apply` it as a new run")
-    return print_report(engine.apply(resume=True))
+    result = api.resume(args.name, log=stderr_log)
+    if wants(args, "json"):
+        print_document("ApplyResult", rollouts=[result], ok=result.ok)
+        if not result.ok:
+            _say_failed(result)
+        return 0 if result.ok else 1
+    return print_report(result)
 
 
-def _rollback(args, journal, row) -> int:
-    from edgeship.fleet.inventory import load_fleet
-    from edgeship.fleet.rollout.devices import Transports
-    from edgeship.fleet.rollout.engine import roll_back_rollout
-    from edgeship.fleet.rollout.spec import load_rollout
+def _rollback(args) -> int:
+    from edgeship import api
+    from edgeship.fleet.rollout.engine import stderr_log
+    from edgeship.output import print_document, wants
 
-    spec = load_rollout(Path(row.manifest), row.name)
-    fleet = load_fleet(spec.fleet_path)
-    transports = Transports(fleet)
-    try:
-        results = roll_back_rollout(row.name, journal, fleet, transports)
-    finally:
-        transports.close()
-    failed = [r for r in results if not r[1]]
-    print(f"Rollout {row.name}: rolled back {len(results) - len(failed)} device(s)"
-          + (f", {len(failed)} failed: " + ", ".join(f"{d} ({n})" for d, _, n in failed[:5]) if failed else ""))
+    result = api.rollback(args.name, log=stderr_log)
+    failed = [d for d in result.devices if not d.ok]
+    if wants(args, "json"):
+        print_document("RollbackResult", **result.to_dict())
+    else:
+        print(f"Rollout {args.name}: rolled back {len(result.devices) - len(failed)} device(s)"
+              + (f", {len(failed)} failed: " + ", ".join(f"{d.device} ({d.note})" for d in failed[:5]) if failed else ""))
     return 1 if failed else 0
 
 
-def _history(args, journal, row) -> int:
+def _history(args) -> int:
+    from edgeship import api
     from edgeship.fleet.rollout.plan import render_table
+    from edgeship.output import print_document, wants
 
-    runs = journal.runs(row.name)
-    body = [(str(r["id"]), _ts(r["started"]), _ts(r["finished"]) if r["finished"] else "-", r["state"],
-             artifact.short(r["artifact_digest"]), r["reason"] or "") for r in runs]
-    print(render_table(("RUN", "STARTED", "FINISHED", "STATE", "ARTIFACT", "REASON"), body))
+    hist = api.history(args.name)
+    if wants(args, "json"):
+        data = hist.to_dict()
+        if not args.steps:
+            data.pop("steps")
+        print_document("RolloutHistory", **data)
+        return 0
+    body = [(str(r.number), str(r.run), _ts(r.started), _ts(r.finished) if r.finished else "-", r.state,
+             _label(r.release), r.reason) for r in hist.runs]
+    print(render_table(("RUN", "ID", "STARTED", "FINISHED", "STATE", "RELEASE", "REASON"), body))
     if args.steps:
-        steps = [s for s in journal.steps(row.name) if s["phase"] == "end"]
-        body = [(str(s["run_id"]), _ts(s["ts"]), s["device"], str(s["wave"]), s["action"],
-                 "ok" if s["ok"] else "FAILED", str(s["bytes"] or 0), _detail(s["detail"])) for s in steps]
+        body = [(str(s.number), _ts(s.ts), s.device, str(s.wave), s.action, "ok" if s.ok else "FAILED", str(s.bytes),
+                 f"{s.reason}: {s.message}" if s.reason and s.message else s.reason or s.message) for s in hist.steps]
         print(render_table(("RUN", "TIME", "DEVICE", "WAVE", "ACTION", "RESULT", "BYTES", "DETAIL"), body))
     return 0
 
@@ -339,36 +370,63 @@ _ROLLOUT_ACTIONS = {"status": _status, "pause": _pause, "resume": _resume, "abor
                     "rollback": _rollback, "history": _history}
 
 
-def _size(path: str | None) -> int:
-    try:
-        return Path(path).stat().st_size if path else 0
-    except OSError:
-        return 0
-
-
 def _ts(ts) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else "-"
 
 
-def _detail(text) -> str:
-    try:
-        detail = json.loads(text or "{}")
-    except ValueError:
-        return ""
-    return detail.get("reason") or ("skipped" if detail.get("skipped") else "") or ("recovered" if detail.get("recovered") else "")
+def _ago(ts) -> str:
+    from edgeship.commands.fleet import _ago as ago
+
+    return ago(ts) if ts else "-"
 
 
 # --- reconcile --------------------------------------------------------------------------------
 
 def cmd_reconcile(args) -> int:
     from edgeship.fleet.rollout.reconcile import DirSource, GitSource, Reconciler
+    from edgeship.output import wants
 
     if args.interval <= 0:
         raise UsageError("--interval must be > 0 seconds")
     source = GitSource(args.source, args.branch, args.path) if args.branch else DirSource(Path(args.source))
-    reconciler = Reconciler(source, engine_for=_engine_for, report=print_report)
+    run_pass = _ndjson_reconciler(source) if wants(args, "ndjson") else \
+        Reconciler(source, engine_for=_engine_for, report=print_report).run_pass
     if args.once:
-        return 0 if reconciler.run_pass().ok else 1
+        return 0 if run_pass().ok else 1
     while True:
-        reconciler.run_pass()
+        run_pass()
         time.sleep(args.interval)
+
+
+def _ndjson_reconciler(source):
+    """A reconciler whose events (and its own lines, as Notice events) go to stdout as NDJSON; each pass
+    ends with a ReconcilePass document. Human lines stay on stderr."""
+    from dataclasses import asdict
+
+    from edgeship import api
+    from edgeship.events import Notice
+    from edgeship.fleet.rollout.engine import stderr_log
+    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.reconcile import Reconciler
+    from edgeship.output import NdjsonWriter
+
+    stream = NdjsonWriter()
+
+    def log(line: str) -> None:
+        stream(Notice(line))
+        stderr_log(line)
+
+    def report(engine_report) -> None:
+        with Journal() as journal:
+            result = api.apply_result(engine_report, journal)
+        stream.document("ApplyResult", rollouts=[result], ok=result.ok)
+
+    reconciler = Reconciler(source, engine_for=lambda spec, journal, _log=None: _engine_for(spec, journal, on_event=stream),
+                            report=report, log=log)
+
+    def run_pass():
+        result = reconciler.run_pass()
+        stream.document("ReconcilePass", **asdict(result), ok=result.ok)
+        return result
+
+    return run_pass

@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from edgeship.errors import TargetError
+from edgeship.output import add_output_option, print_document, wants
 
 if TYPE_CHECKING:  # the catalog (jsonschema) loads when a targets command runs, not with every command
     from edgeship.targets import TargetProfile
@@ -24,15 +25,18 @@ def register(subparsers) -> None:
         help="list the chip target catalog, or show one profile",
         description="List the chip profiles edgeship can build for (with any local override merged), or print one.",
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--json", action="store_true", help="the legacy JSON list (prefer -o json)")
+    add_output_option(parser)
     sub = parser.add_subparsers(dest="targets_command", metavar="SUBCOMMAND")
     show = sub.add_parser("show", help="print one profile (YAML, local override merged)",
                           description="Print one chip profile as YAML, with any local override merged.")
     show.add_argument("name", help="profile name, e.g. host-cpu")
-    show.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    show.add_argument("--json", action="store_true", help="the profile as plain JSON (prefer -o json)")
+    add_output_option(show)
     show.set_defaults(func=run_show)
     ls = sub.add_parser("list", help="the table (same as `edgeship targets`)")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--json", action="store_true", help="the legacy JSON list (prefer -o json)")
+    add_output_option(ls)
     ls.set_defaults(func=run_list)
     parser.set_defaults(func=run_list)
 
@@ -154,6 +158,8 @@ def run_list(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif wants(args, "json"):
+        print_document("TargetList", targets=rows, errors=[str(e) for e in broken])
     else:
         print(format_table(rows))
     for err in broken:
@@ -168,6 +174,10 @@ def run_show(args: argparse.Namespace) -> int:
     from edgeship.targets import load_target
 
     profile = load_target(args.name)
+    if wants(args, "json"):
+        print_document("TargetProfile", name=profile.name, source=str(profile.source) if profile.source else None,
+                       override=str(profile.override) if profile.override else None, profile=profile.data)
+        return 0
     if args.json:
         json.dump(profile.data, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from edgeship import artifact
+from edgeship import events as ev
 from edgeship.errors import EdgeshipError, RolloutError
 from edgeship.fleet.rollout import gate as gates
 from edgeship.fleet.rollout import ownership
@@ -77,14 +77,26 @@ def stderr_log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _emitter(log: Callable[[str], None] | None, on_event: ev.EventCallback | None) -> Callable[[ev.Event], None]:
+    """One event to the callback, then its human line to `log` (the text is derived from the event)."""
+    def emit(event: ev.Event) -> None:
+        if on_event is not None:
+            on_event(event)
+        line = event.text()
+        if line and log is not None:
+            log(line)
+    return emit
+
+
 class Engine:
     def __init__(self, spec: RolloutSpec, fleet, devices: list, shipment: Shipment, journal: Journal,
                  transports: Transports | None = None, log: Callable[[str], None] = stderr_log,
-                 sleep: Callable[[float], None] = time.sleep, take_over: bool = False):
+                 sleep: Callable[[float], None] = time.sleep, take_over: bool = False,
+                 on_event: ev.EventCallback | None = None):
         self.spec, self.fleet, self.devices, self.ship, self.journal = spec, fleet, devices, shipment, journal
         self.take_over = take_over  # may move devices owned by another rollout to this one
         self.transports = transports or Transports(fleet)
-        self.log = log
+        self.emit = _emitter(log, on_event)  # typed events; `log` gets each one's human line
         self.sleep = sleep
         self.by_id = {d.id: d for d in devices}
         self.waves: list[Wave] = plan_waves([d.id for d in devices], spec.strategy.canary, spec.strategy.waves)
@@ -160,22 +172,24 @@ class Engine:
             if plans.has_errors(plan_rows) and not plans.has_changes(plan_rows):
                 bad = [r for r in plan_rows if r.action == plans.UNREACHABLE]
                 raise RolloutError(f"{name}: {len(bad)} device(s) not reachable, e.g. {bad[0].note}")
-            ownership.refuse_or_take(self.journal, self.fleet.name, self._seen, name, self.take_over, self.log)
+            ownership.refuse_or_take(self.journal, self.fleet.name, self._seen, name, self.take_over, self._notice)
             if not plans.has_changes(plan_rows) and not plans.has_errors(plan_rows):
                 run_id = self._record_converged(row)
                 ownership.claim(self.journal, self.fleet.name, self._seen, name)
+                self.emit(ev.RolloutFinished(name, run_id, "unchanged", "nothing to change"))
                 return ApplyReport(name, run_id, digest, "unchanged", "nothing to change",
                                    [DeviceRow(r.device_id, r.wave, r.current, r.current, "unchanged") for r in plan_rows])
             self.run_id = self.journal.new_run(name, str(self.spec.source), self.fleet.name, self.spec.spec_digest,
                                                digest, str(self.ship.bundle))
             ownership.claim(self.journal, self.fleet.name, self._seen, name)
-            self.log(f"{name}: run {self.run_id}: {artifact.short(digest)} to {len(self.devices)} device(s) in "
-                     f"{len(self.waves)} wave(s), {self.parallel} at a time")
+            self.emit(ev.RolloutStarted(name, self.run_id, self.journal.run_number(name, self.run_id), digest,
+                                        len(self.devices), len(self.waves), self.parallel))
         else:
             self.run_id = row.run_id
             if row.state == "paused":
                 self.journal.set_state(name, "running", "")
-            self.log(f"{name}: resuming run {self.run_id} ({artifact.short(digest)})")
+            self.emit(ev.RolloutStarted(name, self.run_id, self.journal.run_number(name, self.run_id), digest,
+                                        len(self.devices), len(self.waves), self.parallel, resumed=True))
         return self._run_waves(retry_failed=resume)
 
     def converged_now(self) -> bool:
@@ -229,7 +243,7 @@ class Engine:
             verdict = self._evaluate(wave)
             self.journal.record_gate(self.run_id, wave.index, verdict.ok, verdict.reason, verdict.figures, wave.name)
             report.gates.append((wave.name, verdict))
-            self.log(f"{name}: gate {wave.name}: {'passed' if verdict.ok else 'FAILED'}: {verdict.reason}")
+            self.emit((ev.GatePassed if verdict.ok else ev.GateFailed)(name, wave.name, verdict.reason, dict(verdict.figures)))
             if not verdict.ok:
                 return self._gate_failed(report, wave, verdict)
         return self._finish(report, "done", "")
@@ -242,7 +256,11 @@ class Engine:
         report.bytes_pushed = self.journal.bytes_pushed(self.run_id)
         report.devices_pushed = len(devices_pushed(self.journal.steps(self.spec.name, self.run_id)))
         report.artifact_bytes = self.ship.size
+        self.emit(ev.RolloutFinished(self.spec.name, self.run_id, state, reason))
         return report
+
+    def _notice(self, line: str) -> None:
+        self.emit(ev.Notice(line, self.spec.name))
 
     def _stop_requested(self) -> str | None:
         state = self.journal.state(self.spec.name)
@@ -297,7 +315,7 @@ class Engine:
                       detail={"recovered": True, "previous": state.previous, "figures": figures})
                 j.set_applied(self.fleet.name, device.id, digest, state.previous, name)
                 self._set_row(device.id, wave, state.previous, digest, "activated", _p95(figures))
-                self.log(f"{name} [{wave.name}] {device.id} activate ok (recovered after restart)")
+                self.emit(ev.DeviceActivated(name, wave.name, device.id, digest, _p95(figures), recovered=True))
                 return True
             self._set_row(device.id, wave, digest, digest, "unchanged")
             return False
@@ -312,7 +330,7 @@ class Engine:
             j.end(run, name, device.id, wave.index, "activate", digest, False,
                   detail={"reason": failure_reason(err), "message": str(err), "previous": before})
             self._set_row(device.id, wave, before, before, f"failed: {failure_reason(err)}", bytes_sent=sent)
-            self.log(f"{name} [{wave.name}] {device.id} activate FAILED: {err}")
+            self.emit(ev.DeviceFailed(name, wave.name, device.id, "activate", failure_reason(err), str(err), raised=True))
             return True
         if result.ok and result.digest != digest:  # a stale or foreign "ok": only the device's word on the target counts
             result = type(result)(False, device.id, digest, "not-running",
@@ -324,10 +342,10 @@ class Engine:
         if result.ok:
             j.set_applied(self.fleet.name, device.id, digest, before, name)
             self._set_row(device.id, wave, before, digest, "activated", p95, sent)
-            self.log(f"{name} [{wave.name}] {device.id} activate ok" + (f" (smoke p95 {p95:.3g} ms)" if p95 is not None else ""))
+            self.emit(ev.DeviceActivated(name, wave.name, device.id, digest, p95))
         else:
             self._set_row(device.id, wave, before, before, f"failed: {result.reason or 'error'}", p95, sent)
-            self.log(f"{name} [{wave.name}] {device.id} activate FAILED: {result.reason}: {result.message}")
+            self.emit(ev.DeviceFailed(name, wave.name, device.id, "activate", result.reason or "", result.message or ""))
         return True
 
     def _push(self, device, wave: Wave, transport, before: str | None) -> int | None:
@@ -347,7 +365,7 @@ class Engine:
             return None
         sent = int(getattr(result, "bytes_sent", 0) or 0)
         j.end(run, name, device.id, wave.index, "push", digest, True, sent, {"skipped": bool(getattr(result, "skipped", False))})
-        self.log(f"{name} [{wave.name}] {device.id} push " + ("skipped (already there)" if getattr(result, "skipped", False) else _human(sent)))
+        self.emit(ev.DevicePushed(name, wave.name, device.id, sent, bool(getattr(result, "skipped", False))))
         return sent
 
     def _activation_failed(self, device, wave: Wave, before, reason: str, message: str) -> None:
@@ -357,13 +375,13 @@ class Engine:
         self.journal.end(run, name, device.id, wave.index, "activate", digest, False,
                          detail={"reason": reason, "message": message, "previous": before})
         self._set_row(device.id, wave, before, before, f"failed: {reason}")
-        self.log(f"{name} [{wave.name}] {device.id} FAILED: {reason}: {message}")
+        self.emit(ev.DeviceFailed(name, wave.name, device.id, None, reason, message))
 
     def _soak(self, wave: Wave) -> None:
         """Wait soak_s, then check every switched device still runs the digest (a crash-looping model
         that the agent reverted shows up here)."""
         name, digest, run = self.spec.name, self.ship.digest, self.run_id
-        self.log(f"{name}: soaking {wave.name} for {self.spec.strategy.gate.soak_s:g}s")
+        self.emit(ev.WaveSoaking(name, wave.name, self.spec.strategy.gate.soak_s))
         deadline = time.monotonic() + self.spec.strategy.gate.soak_s
         while time.monotonic() < deadline and not self._stop_requested():
             self.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
@@ -397,10 +415,10 @@ class Engine:
         where = f"gate failed at {wave.name}: {verdict.reason}"
         self._withdraw_failed(wave)
         if self.spec.strategy.on_failure == "pause":
-            self.log(f"{name}: pausing ({where})")
+            self.emit(ev.RolloutPaused(name, where))
             return self._finish(report, "paused", where)
         rolled = self._roll_back_wave(wave)
-        self.log(f"{name}: rolled back {rolled} device(s) of {wave.name}")
+        self.emit(ev.WaveRolledBack(name, wave.name, rolled))
         return self._finish(report, "failed", f"{where}; rolled back {rolled} device(s) of {wave.name}")
 
     def _withdraw_failed(self, wave: Wave) -> None:
@@ -408,9 +426,9 @@ class Engine:
         desired state: withdraw it, so one that returns late stays where the rollout now wants it."""
         results = self.journal.wave_results(self.run_id, wave.index)
         pending = [self.by_id[d] for d, end in results.items() if not end.ok and d in self.by_id]
-        withdrawn = withdraw_pending(pending, self.transports, self.log)
+        withdrawn = withdraw_pending(pending, self.transports, self._notice)
         if withdrawn:
-            self.log(f"{self.spec.name}: withdrew the pending desired state of {', '.join(withdrawn)}")
+            self._notice(f"{self.spec.name}: withdrew the pending desired state of {', '.join(withdrawn)}")
 
     def _roll_back_wave(self, wave: Wave) -> int:
         """Every device of the wave this run switched goes back to the release it ran before."""
@@ -438,17 +456,17 @@ class Engine:
                 result = transport.rollback(device)
             except EdgeshipError as err:
                 j.end(run, name, device.id, wave.index, "rollback", digest, False, detail={"message": str(err)})
-                self.log(f"{name} [{wave.name}] {device.id} rollback FAILED: {err}")
+                self.emit(ev.DeviceFailed(name, wave.name, device.id, "rollback", failure_reason(err), str(err), raised=True))
                 return False
             j.end(run, name, device.id, wave.index, "rollback", digest, bool(result.ok),
                   detail={"reason": result.reason or "", "message": result.message or ""})
             if result.ok:
                 j.set_applied(self.fleet.name, device.id, previous, None, name)
                 self._set_row(device.id, wave, digest, previous, "rolled back")
-                self.log(f"{name} [{wave.name}] {device.id} rolled back to {artifact.short(previous) if previous else '?'}")
+                self.emit(ev.DeviceRolledBack(name, wave.name, device.id, previous))
             else:
                 self._set_row(device.id, wave, digest, digest, f"rollback failed: {result.reason}")
-                self.log(f"{name} [{wave.name}] {device.id} rollback FAILED: {result.reason}: {result.message}")
+                self.emit(ev.DeviceFailed(name, wave.name, device.id, "rollback", result.reason or "", result.message or ""))
             return bool(result.ok)
 
         if not switched:
@@ -504,9 +522,11 @@ def _exclusive(name: str):
 
 
 def roll_back_rollout(name: str, journal: Journal, fleet, transports: Transports,
-                      log: Callable[[str], None] = stderr_log) -> list[tuple[str, bool, str]]:
+                      log: Callable[[str], None] | None = stderr_log,
+                      on_event: ev.EventCallback | None = None) -> list[tuple[str, bool, str]]:
     """`edgeship rollout rollback NAME`: every device whose last applied release came from this
     rollout and still runs it goes back to the release it ran before. Returns (device, ok, note)."""
+    emit = _emitter(log, on_event)
     row = journal.rollout(name)
     if row is None:
         raise RolloutError(f"no rollout named {name!r} in the journal")
@@ -525,17 +545,21 @@ def roll_back_rollout(name: str, journal: Journal, fleet, transports: Transports
             result = transport.rollback(device)
         except EdgeshipError as err:
             journal.end(row.run_id, name, device_id, -1, "rollback", digest, False, detail={"message": str(err)})
+            emit(ev.DeviceFailed(name, None, device_id, "rollback", failure_reason(err), str(err), raised=True))
             return device_id, False, str(err)
         journal.end(row.run_id, name, device_id, -1, "rollback", digest, bool(result.ok),
                     detail={"reason": result.reason or "", "message": result.message or ""})
         if result.ok:
             journal.set_applied(row.fleet, device_id, applied[device_id]["previous"], None, name)
         note = "rolled back" if result.ok else f"{result.reason}: {result.message}"
-        log(f"{name} {device_id} {note}")
+        if result.ok:
+            emit(ev.DeviceRolledBack(name, None, device_id, applied[device_id]["previous"]))
+        else:
+            emit(ev.DeviceFailed(name, None, device_id, "rollback", result.reason or "", result.message or ""))
         return device_id, bool(result.ok), note
 
     touched = {s["device"] for s in journal.steps(name)} - set(applied)  # never switched: withdraw what is pending
-    withdraw_pending([by_id[d] for d in sorted(touched) if d in by_id], transports, log)
+    withdraw_pending([by_id[d] for d in sorted(touched) if d in by_id], transports, lambda line: emit(ev.Notice(line, name)))
     ids = sorted(applied)
     if ids:
         out = _map_in_threads(one, ids, 16)
@@ -570,11 +594,3 @@ def _p95(figures: dict) -> float | None:
     if isinstance(smoke, dict):
         return _p95(smoke)
     return None
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

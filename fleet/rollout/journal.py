@@ -261,6 +261,13 @@ class Journal:
     def runs(self, name: str) -> list[dict]:
         return [dict(r) for r in self._all("SELECT * FROM runs WHERE rollout = ? ORDER BY id", (name,))]
 
+    def run_number(self, name: str, run_id: int | None) -> int | None:
+        """The run's number within its rollout (1 = its first run); run ids count across all rollouts."""
+        if run_id is None:
+            return None
+        rows = self._all("SELECT COUNT(*) AS n FROM runs WHERE rollout = ? AND id <= ?", (name, run_id))
+        return int(rows[0]["n"]) or None
+
     # --- steps ------------------------------------------------------------------------------
 
     def begin(self, run_id: int, rollout: str, device: str, wave: int, action: str, digest: str) -> None:
