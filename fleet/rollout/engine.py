@@ -138,7 +138,7 @@ class Engine:
         if not refused:
             return
         for device_id, why in refused.items():
-            self.log(f"edgeship: error: {device_id}: {why}: refused")
+            self.emit(ev.Notice(f"edgeship: error: {device_id}: {why}: refused", self.spec.name))
         raise RolloutError(f"{self.spec.name}: the artifact is not built for the target of {len(refused)} selected "
                            "device(s); nothing was sent (fix the selector, or build for their target)")
 
