@@ -1,0 +1,35 @@
+"""`edgeship ui`: the local web dashboard (fleet, rollouts, builds) with Prometheus metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeship.errors import UsageError
+
+DEFAULT_PORT = 8765
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ui", help="serve a read-only web dashboard of the fleet, rollouts and builds (and /metrics)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other needs a token: EDGESHIP_UI_TOKEN or a printed one)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--fleet", action="append", type=Path, default=[], metavar="FLEET.yaml",
+                   help="a Fleet manifest to show (repeatable); fleets of the journal's rollouts show anyway")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between reads of the fleet and journal (default 2)")
+    p.set_defaults(func=cmd_ui)
+
+
+def cmd_ui(args) -> int:
+    try:
+        from edgeship.ui.server import serve
+    except ImportError as err:
+        raise UsageError(f"edgeship ui needs its extra: pip install 'edgeship[ui]' ({err.name} is missing)") from None
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: not a port number")
+    if args.interval <= 0:
+        raise UsageError("--interval must be > 0 seconds")
+    for path in args.fleet:
+        if not path.is_file():
+            raise UsageError(f"--fleet {path}: no such file")
+    return serve(args.host, args.port, args.fleet, args.interval)

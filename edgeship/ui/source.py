@@ -1,0 +1,515 @@
+"""Read edgeship's state into plain views for the dashboard and the metrics: the one module that
+knows where things are kept (the rollout journal, Fleet manifests and their devices, build records
+and the artifact store), so the rest of the UI never touches them and a change of source (the
+public `edgeship.api`) is a change here only.
+
+Nothing here writes: a missing journal is "no rollouts yet", not a new journal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeship import artifact
+from edgeship.errors import EdgeshipError
+from edgeship.paths import state_dir
+
+TIMELINE_LIMIT = 200
+FINISHED = ("done", "failed", "aborted", "rolled-back")
+
+
+# --- views -------------------------------------------------------------------------------------
+
+@dataclass
+class DeviceView:
+    id: str
+    fleet: str
+    target: str
+    transport: str
+    labels: dict[str, str]
+    current: str | None = None       # digest it runs now
+    desired: str | None = None       # digest its rollout wants
+    rollout: str = ""                # the rollout that owns it
+    health: str = "unknown"          # healthy | updating | drifted | failed | offline | unreachable | empty
+    reason: str = ""
+    online: bool = False
+    last_seen: float | None = None
+    p95_ms: float | None = None      # smoke p95 of its last activation
+
+
+@dataclass
+class FleetView:
+    name: str
+    source: str
+    devices: list[DeviceView] = field(default_factory=list)
+    error: str = ""
+
+    def count(self, health: str) -> int:
+        return sum(1 for d in self.devices if d.health == health)
+
+
+@dataclass
+class GateView:
+    wave: int
+    name: str
+    ok: bool
+    reason: str
+    figures: dict
+    ts: float | None = None
+
+
+@dataclass
+class WaveView:
+    index: int
+    name: str
+    devices: list[str]
+    activated: int = 0
+    failed: int = 0
+    rolled_back: int = 0
+    gate: GateView | None = None
+
+    @property
+    def pending(self) -> int:
+        return max(0, len(self.devices) - self.activated - self.failed)
+
+    @property
+    def status(self) -> str:
+        if self.gate is not None:
+            return "passed" if self.gate.ok else "failed"
+        if self.activated or self.failed:
+            return "in progress"
+        return "waiting"
+
+
+@dataclass
+class EventView:
+    ts: float
+    kind: str        # run | step | gate
+    device: str
+    wave: int | None
+    action: str
+    ok: bool | None
+    text: str
+
+
+@dataclass
+class RolloutView:
+    name: str
+    state: str
+    reason: str
+    run_id: int
+    fleet: str
+    manifest: str
+    artifact: str
+    updated: float
+    waves: list[WaveView] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)
+    timeline: list[EventView] = field(default_factory=list)
+    bytes_pushed: int = 0            # this run
+    bytes_total: int = 0             # every run of this rollout
+    devices_total: int = 0
+    devices_done: int = 0
+    devices_failed: int = 0
+    rolled_back: int = 0
+    smoke_p95_ms: list[float] = field(default_factory=list)  # successful activations of this run
+    error: str = ""                  # why the waves could not be read from the manifest
+
+    @property
+    def progress(self) -> float:
+        return self.devices_done / self.devices_total if self.devices_total else 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass
+class BudgetRow:
+    metric: str
+    limit: object
+    measured: object
+    ok: bool
+    by: str = ""
+
+
+@dataclass
+class ArtifactView:
+    digest: str
+    name: str
+    target: str
+    created: str
+    verdict: bool | None            # every budget met (None: no budget checked)
+    budgets: list[BudgetRow] = field(default_factory=list)
+    latency_ms: float | None = None  # estimated
+    peak_memory_kb: float | None = None
+    accelerator_pct: float | None = None
+    measured_p95_ms: float | None = None
+    has_report: bool = False
+
+
+@dataclass
+class BuildView:
+    name: str
+    ok: bool
+    error: str
+    seconds: float
+    finished: float | None
+    digest: str
+    stages: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    taken: float
+    fleets: list[FleetView]
+    rollouts: list[RolloutView]
+    artifacts: list[ArtifactView]
+    builds: list[BuildView]
+    errors: list[str] = field(default_factory=list)
+
+    def release_name(self, digest: str | None) -> str:
+        """`kws@3f2a9c1d0b7e`: the pipeline's name beside the short digest (the digest alone if unknown)."""
+        if not digest:
+            return "-"
+        for a in self.artifacts:
+            if a.digest == digest:
+                return f"{a.name}@{artifact.short(digest)}"
+        return artifact.short(digest)
+
+    @property
+    def devices(self) -> list[DeviceView]:
+        return [d for f in self.fleets for d in f.devices]
+
+    def release_counts(self, fleet: FleetView) -> list[tuple[str, int]]:
+        """(release name, devices running it), most devices first: the fleet's mix of releases."""
+        counts: dict[str, int] = {}
+        for d in fleet.devices:
+            name = self.release_name(d.current) if d.current else "none"
+            counts[name] = counts.get(name, 0) + 1
+        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    def rollout(self, name: str) -> RolloutView | None:
+        return next((r for r in self.rollouts if r.name == name), None)
+
+    def artifact(self, hexd: str) -> ArtifactView | None:
+        return next((a for a in self.artifacts if artifact.short(a.digest, 64) == hexd), None)
+
+    def compare(self) -> dict[str, list[ArtifactView]]:
+        """Pipeline name -> its newest artifact per target: the table across targets."""
+        out: dict[str, dict[str, ArtifactView]] = {}
+        for a in sorted(self.artifacts, key=lambda a: a.created):
+            out.setdefault(a.name, {})[a.target] = a
+        return {name: sorted(by_target.values(), key=lambda a: a.target) for name, by_target in sorted(out.items())}
+
+    def signature(self) -> str:
+        """What a viewer would notice changing (not clocks): live updates fire when this changes."""
+        parts = [(d.fleet, d.id, d.current, d.desired, d.health, d.reason) for f in self.fleets for d in f.devices]
+        parts += [(r.name, r.state, r.run_id, len(r.timeline), r.devices_done, r.devices_failed,
+                   [(w.activated, w.failed, w.rolled_back, w.status) for w in r.waves]) for r in self.rollouts]
+        parts += [(a.digest,) for a in self.artifacts] + [(b.name, b.finished) for b in self.builds]
+        return json.dumps(parts, default=str)
+
+
+# --- the reader --------------------------------------------------------------------------------
+
+class StateSource:
+    """Reads a Snapshot. Keeps the journal handle and each fleet's transports open between reads
+    (an MQTT transport connects once, not at every refresh); `close()` releases them."""
+
+    def __init__(self, fleet_paths: list[Path] | None = None, home: Path | None = None):
+        self.fleet_paths = [Path(p).resolve() for p in fleet_paths or []]
+        self.home = Path(home) if home else state_dir()
+        self._journal = None
+        self._fleets: dict[Path, tuple[float, object, object]] = {}  # path -> (mtime, Fleet, Transports)
+
+    def close(self) -> None:
+        for _, _, transports in self._fleets.values():
+            transports.close()
+        self._fleets.clear()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    # --- snapshot -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        errors: list[str] = []
+        journal = self._open_journal(errors)
+        rows = journal.rollouts() if journal else []
+        specs = {row.name: self._spec(row, errors) for row in rows}
+        fleet_paths = list(self.fleet_paths)
+        for spec in specs.values():
+            if spec is not None and spec.fleet_path.resolve() not in fleet_paths:
+                fleet_paths.append(spec.fleet_path.resolve())
+        rollouts = [self._rollout(journal, row, specs.get(row.name)) for row in rows]
+        fleets = [self._fleet(path, journal, rows) for path in fleet_paths]
+        _attach_p95(fleets, rollouts, journal)
+        return Snapshot(time.time(), fleets, rollouts, self._artifacts(), self._builds(), errors)
+
+    # --- journal and rollouts ---------------------------------------------------------------
+
+    def _open_journal(self, errors: list[str]):
+        from edgeship.fleet.rollout.journal import Journal
+
+        path = self.home / "rollouts.db"
+        if self._journal is None and path.is_file():
+            try:
+                self._journal = Journal(path)
+            except EdgeshipError as err:
+                errors.append(str(err))
+        return self._journal
+
+    def _spec(self, row, errors: list[str]):
+        from edgeship.fleet.rollout.spec import load_rollout
+
+        try:
+            return load_rollout(Path(row.manifest), row.name)
+        except (EdgeshipError, OSError) as err:
+            errors.append(f"rollout {row.name}: {row.manifest}: {str(err).splitlines()[0]}")
+            return None
+
+    def _rollout(self, journal, row, spec) -> RolloutView:
+        view = RolloutView(row.name, row.state, row.reason, row.run_id, row.fleet, row.manifest,
+                           row.artifact_digest, row.updated)
+        steps = journal.steps(row.name, row.run_id)
+        gates = journal.gates(row.run_id)
+        view.runs = journal.runs(row.name)
+        view.bytes_pushed = journal.bytes_pushed(row.run_id)
+        view.bytes_total = sum(s["bytes"] or 0 for s in journal.steps(row.name)
+                               if s["action"] == "push" and s["phase"] == "end" and s["ok"])
+        view.waves = self._waves(spec, steps, gates, view)
+        latest = _latest_ends(steps, "activate")
+        rolled = {s["device"] for s in steps if s["action"] == "rollback" and s["phase"] == "end" and s["ok"]}
+        view.devices_total = view.devices_total or len(latest)
+        view.devices_done = sum(1 for d, s in latest.items() if s["ok"] and d not in rolled)
+        view.devices_failed = sum(1 for s in latest.values() if not s["ok"])
+        view.rolled_back = len(rolled)
+        view.smoke_p95_ms = [p for s in latest.values() if s["ok"] for p in [_p95(_detail(s))] if p is not None]
+        view.timeline = _timeline(row, view.runs, steps, gates)
+        return view
+
+    def _waves(self, spec, steps: list[dict], gates: dict, view: RolloutView) -> list[WaveView]:
+        """The engine's waves (same planner, same order) when the manifest is readable; else as the
+        journal recorded them."""
+        planned: list[tuple[int, str, list[str]]] = []
+        if spec is not None:
+            from edgeship.fleet.rollout.devices import load_fleet_and_select
+            from edgeship.fleet.rollout.waves import plan_waves
+
+            try:
+                _, devices = load_fleet_and_select(spec)
+                planned = [(w.index, w.name, list(w.devices)) for w in
+                           plan_waves([d.id for d in devices], spec.strategy.canary, spec.strategy.waves)]
+            except (EdgeshipError, OSError) as err:
+                view.error = str(err).splitlines()[0]
+        if not planned:
+            by_wave: dict[int, set[str]] = {}
+            for s in steps:
+                if s["wave"] is not None and s["wave"] >= 0:
+                    by_wave.setdefault(s["wave"], set()).add(s["device"])
+            planned = [(i, (gates.get(i) or {}).get("name") or f"wave {i}", sorted(ds)) for i, ds in sorted(by_wave.items())]
+        view.devices_total = sum(len(ds) for _, _, ds in planned)
+        waves = []
+        for index, name, devices in planned:
+            ends = _latest_ends([s for s in steps if s["wave"] == index], "activate")
+            rolled = {s["device"] for s in steps if s["action"] == "rollback" and s["phase"] == "end" and s["ok"]
+                      and s["device"] in devices}
+            wave = WaveView(index, name, devices, sum(1 for d, s in ends.items() if s["ok"] and d not in rolled),
+                            sum(1 for s in ends.values() if not s["ok"]), len(rolled))
+            g = gates.get(index)
+            if g:
+                wave.gate = GateView(index, g["name"], g["ok"], g["reason"], g["figures"], g.get("ts"))
+            waves.append(wave)
+        return waves
+
+    # --- fleets and devices -----------------------------------------------------------------
+
+    def _fleet(self, path: Path, journal, rows) -> FleetView:
+        from edgeship.fleet.inventory import load_fleet
+        from edgeship.fleet.rollout.devices import Transports, fetch_statuses
+
+        try:
+            mtime = path.stat().st_mtime
+            cached = self._fleets.get(path)
+            if cached is None or cached[0] != mtime:
+                if cached is not None:
+                    cached[2].close()
+                fleet = load_fleet(path)
+                cached = (mtime, fleet, Transports(fleet))
+                self._fleets[path] = cached
+            _, fleet, transports = cached
+            statuses = fetch_statuses(fleet.devices, transports)
+        except (EdgeshipError, OSError) as err:
+            return FleetView(path.stem, str(path), error=str(err).splitlines()[0])
+        applied = journal.applied(fleet.name) if journal else {}
+        by_rollout = {r.name: r for r in rows}
+        view = FleetView(fleet.name, str(path))
+        for device in fleet.devices:
+            d = DeviceView(device.id, fleet.name, device.target, device.transport, dict(device.labels))
+            owner = (applied.get(device.id) or {}).get("rollout") or ""
+            row = by_rollout.get(owner)
+            d.rollout = owner
+            if row is not None and row.state != "rolled-back":
+                d.desired = row.artifact_digest
+            _device_health(d, statuses.get(device.id), row)
+            view.devices.append(d)
+        return view
+
+    # --- builds and artifacts ---------------------------------------------------------------
+
+    def _artifacts(self) -> list[ArtifactView]:
+        root = self.home / "artifacts"
+        out = []
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            if folder.is_dir() and (folder / artifact.SUMS).is_file() and (folder / "bundle.json").is_file():
+                view = _artifact_view(folder)
+                if view is not None:
+                    out.append(view)
+        return out
+
+    def _builds(self) -> list[BuildView]:
+        root = self.home / "builds"
+        out = []
+        for path in sorted(root.glob("*.json")) if root.is_dir() else []:
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            out.append(BuildView(str(doc.get("name") or path.stem), bool(doc.get("ok")), str(doc.get("error") or ""),
+                                 float(doc.get("seconds") or 0), doc.get("finished"),
+                                 str((doc.get("artifact") or {}).get("digest") or ""), list(doc.get("stages") or [])))
+        return sorted(out, key=lambda b: -(b.finished or 0))
+
+    def report_path(self, hexd: str) -> Path | None:
+        """The artifact's report.html, for a 64-hex digest only (never a path from the request)."""
+        if len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+            return None
+        path = self.home / "artifacts" / hexd / "report.html"
+        return path if path.is_file() else None
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _device_health(d: DeviceView, state, row) -> None:
+    if state is None:
+        d.health, d.reason = "unknown", "not asked"
+        return
+    if isinstance(state, Exception):
+        from edgeship.fleet.rollout.devices import failure_reason
+
+        d.health, d.reason = "unreachable", failure_reason(state)
+        return
+    d.online, d.current, d.last_seen = bool(state.online), state.current, state.last_seen
+    last = state.last_result if isinstance(state.last_result, dict) else {}
+    if not state.online:
+        d.health, d.reason = "offline", ""
+    elif last and not last.get("ok", True):
+        d.health, d.reason = "failed", str(last.get("reason") or "failed")
+    elif d.desired and d.current != d.desired:
+        d.health = "updating" if row is not None and row.state == "running" else "drifted"
+    elif d.current is None:
+        d.health = "empty"
+    else:
+        d.health = "healthy"
+    if not d.reason and d.health in ("updating", "drifted") and row is not None:
+        d.reason = f"rollout {row.name} {row.state}"
+
+
+def _attach_p95(fleets: list[FleetView], rollouts: list[RolloutView], journal) -> None:
+    """Each device's smoke p95 from its last successful activation of the release it runs."""
+    if journal is None:
+        return
+    seen: dict[tuple[str, str], float] = {}
+    for r in rollouts:
+        for s in journal.steps(r.name):
+            if s["action"] == "activate" and s["phase"] == "end" and s["ok"]:
+                p95 = _p95(_detail(s))
+                if p95 is not None:
+                    seen[(s["device"], s["digest"])] = p95
+    for f in fleets:
+        for d in f.devices:
+            if d.current:
+                d.p95_ms = seen.get((d.id, d.current))
+
+
+def _latest_ends(steps: list[dict], action: str) -> dict[str, dict]:
+    return {s["device"]: s for s in steps if s["action"] == action and s["phase"] == "end"}
+
+
+def _detail(step: dict) -> dict:
+    try:
+        detail = json.loads(step.get("detail") or "{}")
+    except ValueError:
+        return {}
+    return detail if isinstance(detail, dict) else {}
+
+
+def _p95(detail: dict) -> float | None:
+    """The smoke p95 of a journaled activation (the engine's reading of the agent's figures)."""
+    from edgeship.fleet.rollout.engine import _p95 as p95_of_figures
+
+    figures = detail.get("figures")
+    return p95_of_figures(figures) if isinstance(figures, dict) else None
+
+
+def _timeline(row, runs: list[dict], steps: list[dict], gates: dict) -> list[EventView]:
+    events = []
+    for run in runs:
+        if run["id"] == row.run_id:
+            events.append(EventView(run["started"], "run", "", None, "started", None, f"run {run['id']} started"))
+            if run["finished"]:
+                events.append(EventView(run["finished"], "run", "", None, run["state"], run["state"] == "done",
+                                        f"run {run['id']} {run['state']}" + (f": {run['reason']}" if run["reason"] else "")))
+    for s in steps:
+        if s["phase"] != "end":
+            continue
+        detail = _detail(s)
+        text = detail.get("message") or detail.get("reason") or ""
+        if s["action"] == "push":
+            from edgeship.fleet.rollout.engine import _human
+
+            text = "skipped (already there)" if detail.get("skipped") else _human(s["bytes"] or 0)
+        elif s["action"] == "activate" and s["ok"]:
+            p95 = _p95(detail)
+            text = f"smoke p95 {p95:.3g} ms" if p95 is not None else "activated"
+        events.append(EventView(s["ts"], "step", s["device"], s["wave"], s["action"], bool(s["ok"]), str(text)))
+    for wave, g in gates.items():
+        events.append(EventView(g["ts"], "gate", "", wave, f"gate {g['name']}", g["ok"], g["reason"]))
+    events.sort(key=lambda e: e.ts or 0, reverse=True)
+    return events[:TIMELINE_LIMIT]
+
+
+def _artifact_view(folder: Path) -> ArtifactView | None:
+    try:
+        meta = json.loads((folder / "bundle.json").read_text())
+        digest = artifact.digest_of_sums((folder / artifact.SUMS).read_bytes())
+    except (OSError, ValueError):
+        return None
+    try:
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        report = {}
+    stages = report.get("stages") if isinstance(report.get("stages"), dict) else {}
+    validate = stages.get("validate") if isinstance(stages.get("validate"), dict) else None
+    estimate = stages.get("estimate") if isinstance(stages.get("estimate"), dict) else {}
+    legalize = stages.get("legalize") if isinstance(stages.get("legalize"), dict) else {}
+    view = ArtifactView(digest, str(meta.get("name") or folder.name[:12]), str(meta.get("target") or "?"),
+                        str(meta.get("created") or ""), None, has_report=(folder / "report.html").is_file())
+    if validate is not None:
+        rows = [r for r in validate.get("budgets") or [] if isinstance(r, dict)]
+        view.budgets = [BudgetRow(str(r.get("metric")), r.get("budget"), r.get("measured"), bool(r.get("ok")), str(r.get("by") or ""))
+                        for r in rows]
+        if rows:
+            view.verdict = bool(validate.get("passed", all(r.ok for r in view.budgets)))
+        latency = validate.get("latency") if isinstance(validate.get("latency"), dict) else {}
+        p95 = (latency.get("single_thread") or {}).get("p95") if isinstance(latency.get("single_thread"), dict) else None
+        view.measured_p95_ms = float(p95) if isinstance(p95, (int, float)) else None
+    for attr, section, key in (("latency_ms", estimate, "latency_ms"), ("peak_memory_kb", estimate, "peak_memory_kb"),
+                               ("accelerator_pct", legalize, "accelerator_pct")):
+        value = section.get(key)
+        if isinstance(value, (int, float)):
+            setattr(view, attr, float(value))
+    return view
