@@ -140,7 +140,7 @@ def _ago(ts: float | None) -> str:
     for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
         if delta >= size:
             return f"{int(delta // size)} {unit} ago"
-    return f"{int(delta)} s ago"
+    return "just now" if delta < 2 else f"{int(delta)} s ago"
 
 
 def _when(ts: float | None) -> str:

@@ -16,9 +16,8 @@ from edgeship.ui.source import StateSource
 from edgeship.ui.snapshots import SnapshotStore
 
 # Host headers a loopback server answers to (DNS rebinding: a page of another site whose name
-# resolves to 127.0.0.1 sends its own name). Starlette compares the part before the first ':', so
-# an IPv6 literal "[::1]:port" arrives as "[": never a DNS name.
-LOOPBACK_NAMES = ["localhost", "127.0.0.1", "["]
+# resolves to 127.0.0.1 sends its own name, and is refused).
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1", "[::1]"]
 
 
 def serve(host: str, port: int, fleets: list[Path], interval: float, out=sys.stdout) -> int:
@@ -28,7 +27,7 @@ def serve(host: str, port: int, fleets: list[Path], interval: float, out=sys.std
 
     token, generated = resolve_token(host)
     store = SnapshotStore(StateSource(fleets), interval=interval)
-    app = create_app(store, token=token, allowed_hosts=LOOPBACK_NAMES if is_loopback(host) else ["*"])
+    app = create_app(store, token=token, allowed_hosts=[*LOOPBACK_NAMES, host] if is_loopback(host) else ["*"])
     sock = _listen(host, port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, access_log=False, log_level="warning", timeout_graceful_shutdown=2, lifespan="off")

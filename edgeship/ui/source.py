@@ -472,6 +472,8 @@ def _timeline(row, runs: list[dict], steps: list[dict], gates: dict) -> list[Eve
             from edgeship.fleet.rollout.engine import _human
 
             text = "skipped (already there)" if detail.get("skipped") else _human(s["bytes"] or 0)
+        elif s["action"] == "verify" and s["ok"]:
+            text = "still runs the release after the soak"
         elif s["action"] == "activate" and s["ok"]:
             p95 = _p95(detail)
             text = f"smoke p95 {p95:.3g} ms" if p95 is not None else "activated"

@@ -47,8 +47,8 @@ def build_for_targets(tmp: Path, name: str = "kws") -> dict[str, Path]:
 
 def fleet_mid_rollout_setup(tmp: Path, devices: int = 8, soak_s: float = 4.0) -> tuple[Path, Path]:
     """(fleet manifest, rollout manifest): `devices` local devices, canary 1 then 50% then 100%,
-    each wave soaked `soak_s` seconds before its gate."""
-    os.environ["EDGESHIP_SIGNING_KEY"] = str(signing_keys(tmp)[0])
+    each wave soaked `soak_s` seconds before its gate. Set EDGESHIP_SIGNING_KEY to
+    `signing_keys(tmp)[0]` first (the fleet trusts that key)."""
     artifacts = build_for_targets(tmp)
     ids = device_ids(devices, "edge")
     fleet = write_local_fleet(tmp, ids, name="lab")
@@ -68,8 +68,8 @@ def start_apply(rollout: Path, log: Path) -> subprocess.Popen:
 
 
 def start_ui(fleet: Path, log: Path, extra: list[str] | None = None, env: dict | None = None,
-             timeout: float = 60) -> tuple[subprocess.Popen, str]:
-    """Start `edgeship ui --port 0` and return (process, base URL) once it says where it listens."""
+             timeout: float = 60) -> tuple[subprocess.Popen, str, str]:
+    """Start `edgeship ui --port 0`; (process, base URL, the line saying so) once it listens."""
     proc = subprocess.Popen([sys.executable, "-m", "edgeship", "ui", "--port", "0", "--interval", "0.5",
                              "--fleet", str(fleet), *(extra or [])], cwd=ROOT, env=env or dict(os.environ),
                             stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
@@ -80,7 +80,7 @@ def start_ui(fleet: Path, log: Path, extra: list[str] | None = None, env: dict |
             break
         match = re.search(r"serving on (http://\S+?/)", line)
         if match:
-            return proc, match.group(1)
+            return proc, match.group(1), line
     proc.kill()
     raise AssertionError(f"edgeship ui did not start: {log.read_text()}")
 
