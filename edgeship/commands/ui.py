@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from edgeship.errors import UsageError
 
 DEFAULT_PORT = 8765
+NEEDS = ("starlette", "jinja2", "uvicorn", "prometheus_client")  # the `ui` extra
 
 
 def register(sub) -> None:
@@ -21,10 +23,9 @@ def register(sub) -> None:
 
 
 def cmd_ui(args) -> int:
-    try:
-        from edgeship.ui.server import serve
-    except ImportError as err:
-        raise UsageError(f"edgeship ui needs its extra: pip install 'edgeship[ui]' ({err.name} is missing)") from None
+    missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"edgeship ui needs its extra: pip install 'edgeship[ui]' (missing: {', '.join(missing)})")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: not a port number")
     if args.interval <= 0:
@@ -32,4 +33,6 @@ def cmd_ui(args) -> int:
     for path in args.fleet:
         if not path.is_file():
             raise UsageError(f"--fleet {path}: no such file")
+    from edgeship.ui.server import serve
+
     return serve(args.host, args.port, args.fleet, args.interval)

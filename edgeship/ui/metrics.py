@@ -15,7 +15,6 @@ from edgeship.fleet.rollout.journal import STATES
 from edgeship.ui.snapshots import SnapshotStore
 
 SMOKE_BUCKETS_MS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0)
-HEALTHS = ("healthy", "updating", "drifted", "failed", "offline", "unreachable", "empty", "unknown")
 
 
 class SnapshotCollector:

@@ -244,9 +244,10 @@ class StateSource:
         for spec in specs.values():
             if spec is not None and spec.fleet_path.resolve() not in fleet_paths:
                 fleet_paths.append(spec.fleet_path.resolve())
-        rollouts = [self._rollout(journal, row, specs.get(row.name)) for row in rows]
+        history = {row.name: journal.steps(row.name) for row in rows}  # one read per rollout per snapshot
+        rollouts = [self._rollout(journal, row, specs.get(row.name), history[row.name]) for row in rows]
         fleets = [self._fleet(path, journal, rows) for path in fleet_paths]
-        _attach_p95(fleets, rollouts, journal)
+        _attach_p95(fleets, history)
         return Snapshot(time.time(), fleets, rollouts, self._artifacts(), self._builds(), errors)
 
     # --- journal and rollouts ---------------------------------------------------------------
@@ -271,14 +272,14 @@ class StateSource:
             errors.append(f"rollout {row.name}: {row.manifest}: {str(err).splitlines()[0]}")
             return None
 
-    def _rollout(self, journal, row, spec) -> RolloutView:
+    def _rollout(self, journal, row, spec, all_steps: list[dict]) -> RolloutView:
         view = RolloutView(row.name, row.state, row.reason, row.run_id, row.fleet, row.manifest,
                            row.artifact_digest, row.updated)
-        steps = journal.steps(row.name, row.run_id)
+        steps = [s for s in all_steps if s["run_id"] == row.run_id]
         gates = journal.gates(row.run_id)
         view.runs = journal.runs(row.name)
         view.bytes_pushed = journal.bytes_pushed(row.run_id)
-        view.bytes_total = sum(s["bytes"] or 0 for s in journal.steps(row.name)
+        view.bytes_total = sum(s["bytes"] or 0 for s in all_steps
                                if s["action"] == "push" and s["phase"] == "end" and s["ok"])
         view.waves = self._waves(spec, steps, gates, view)
         latest = _latest_ends(steps, "activate")
@@ -418,17 +419,14 @@ def _device_health(d: DeviceView, state, row) -> None:
         d.reason = f"rollout {row.name} {row.state}"
 
 
-def _attach_p95(fleets: list[FleetView], rollouts: list[RolloutView], journal) -> None:
+def _attach_p95(fleets: list[FleetView], history: dict[str, list[dict]]) -> None:
     """Each device's smoke p95 from its last successful activation of the release it runs."""
-    if journal is None:
-        return
     seen: dict[tuple[str, str], float] = {}
-    for r in rollouts:
-        for s in journal.steps(r.name):
-            if s["action"] == "activate" and s["phase"] == "end" and s["ok"]:
-                p95 = _p95(_detail(s))
-                if p95 is not None:
-                    seen[(s["device"], s["digest"])] = p95
+    for s in sorted((s for steps in history.values() for s in steps), key=lambda s: s["id"]):
+        if s["action"] == "activate" and s["phase"] == "end" and s["ok"]:
+            p95 = _p95(_detail(s))
+            if p95 is not None:
+                seen[(s["device"], s["digest"])] = p95
     for f in fleets:
         for d in f.devices:
             if d.current:

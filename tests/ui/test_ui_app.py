@@ -172,3 +172,17 @@ def test_server_with_env_token_keeps_it_out_of_its_output(tmp_path, setup):
         rest = ui.stdout.read()
     assert TOKEN not in rest
     assert TOKEN not in (tmp_path / "ui.log").read_text()
+
+
+def test_command_errors_are_one_line(tmp_path, capsys):
+    import socket
+
+    assert main(["ui", "--fleet", str(tmp_path / "nope.yaml")]) == 2
+    assert main(["ui", "--port", "70000"]) == 2
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        assert main(["ui", "--port", str(busy.getsockname()[1])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[0:2] for line in err] == [["edgeship", " error"]] * 3, err
+    assert "no such file" in err[0] and "not a port number" in err[1] and "cannot listen on 127.0.0.1" in err[2]

@@ -47,13 +47,15 @@ def test_metrics_parse_and_add_up(applied_fleet):
     client, store = _client(applied_fleet)
     with client:
         resp = client.get("/metrics")
+    snap = store.current()
     store.stop()
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     samples = _samples(resp.text)
     with Journal() as journal:
         row = journal.rollout("kws-v1")
         pushed = journal.bytes_pushed(row.run_id)
-    release = f"kws@{row.artifact_digest.split(':')[1][:12]}"
+    release = snap.release_name(row.artifact_digest)  # the pipeline's name beside the short digest
+    assert release.startswith("kws") and row.artifact_digest.split(":")[1][:12] in release
 
     devices = samples["edgeship_devices"]
     assert sum(s.value for s in devices) == 6
