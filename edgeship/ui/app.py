@@ -125,7 +125,7 @@ async def _event_stream(store: SnapshotStore, request: Request):
 def _templates() -> Environment:
     env = Environment(loader=PackageLoader("edgeship.ui", "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(short=_short, ago=_ago, when=_when, bytes=_bytes_text, pct=_pct, num=_num, figure=_figure)
+    env.filters.update(short=_short, ago=_ago, when=_when, bytes=_bytes_text, pct=_pct, num=_num, unit=_unit, figure=_figure)
     return env
 
 
@@ -163,6 +163,11 @@ def _num(value, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)
+
+
+def _unit(value, unit: str) -> str:
+    """`0.0123 ms`, or `-` when there is no figure."""
+    return "-" if value is None else f"{_num(value)}{unit}"
 
 
 def _figure(value) -> str:

@@ -20,13 +20,13 @@ from edgeship.ui.snapshots import SnapshotStore
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1", "[::1]"]
 
 
-def serve(host: str, port: int, fleets: list[Path], interval: float, out=sys.stdout) -> int:
+def serve(host: str, port: int, fleets: list[Path], interval: float, status_interval: float, out=sys.stdout) -> int:
     import uvicorn
 
     from edgeship.ui.app import create_app
 
     token, generated = resolve_token(host)
-    store = SnapshotStore(StateSource(fleets), interval=interval)
+    store = SnapshotStore(StateSource(fleets, status_interval=status_interval), interval=interval)
     app = create_app(store, token=token, allowed_hosts=[*LOOPBACK_NAMES, host] if is_loopback(host) else ["*"])
     sock = _listen(host, port)
     port = sock.getsockname()[1]

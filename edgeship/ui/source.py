@@ -217,13 +217,17 @@ class Snapshot:
 
 class StateSource:
     """Reads a Snapshot. Keeps the journal handle and each fleet's transports open between reads
-    (an MQTT transport connects once, not at every refresh); `close()` releases them."""
+    (an MQTT transport connects once, not at every refresh); `close()` releases them. The devices
+    are asked at most every `status_interval` seconds (an SSH status is a connection per device);
+    the journal is read at every snapshot."""
 
-    def __init__(self, fleet_paths: list[Path] | None = None, home: Path | None = None):
+    def __init__(self, fleet_paths: list[Path] | None = None, home: Path | None = None, status_interval: float = 0.0):
         self.fleet_paths = [Path(p).resolve() for p in fleet_paths or []]
         self.home = Path(home) if home else state_dir()
+        self.status_interval = status_interval
         self._journal = None
         self._fleets: dict[Path, tuple[float, object, object]] = {}  # path -> (mtime, Fleet, Transports)
+        self._statuses: dict[Path, tuple[float, dict]] = {}  # path -> (when asked, device -> state or error)
 
     def close(self) -> None:
         for _, _, transports in self._fleets.values():
@@ -341,8 +345,13 @@ class StateSource:
                 fleet = load_fleet(path)
                 cached = (mtime, fleet, Transports(fleet))
                 self._fleets[path] = cached
+                self._statuses.pop(path, None)
             _, fleet, transports = cached
-            statuses = fetch_statuses(fleet.devices, transports)
+            asked = self._statuses.get(path)
+            if asked is None or time.monotonic() - asked[0] >= self.status_interval:
+                asked = (time.monotonic(), fetch_statuses(fleet.devices, transports))
+                self._statuses[path] = asked
+            statuses = asked[1]
         except (EdgeshipError, OSError) as err:
             return FleetView(path.stem, str(path), error=str(err).splitlines()[0])
         applied = journal.applied(fleet.name) if journal else {}

@@ -186,3 +186,25 @@ def test_command_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert [line.split(":")[0:2] for line in err] == [["edgeship", " error"]] * 3, err
     assert "no such file" in err[0] and "not a port number" in err[1] and "cannot listen on 127.0.0.1" in err[2]
+
+
+def test_devices_are_asked_at_most_every_status_interval(tmp_path, setup):
+    import shutil
+
+    from edgeship.ui.source import StateSource
+
+    fleet, rollout = setup
+    assert main(["apply", str(rollout)]) == 0
+    patient, eager = StateSource([fleet], status_interval=3600), StateSource([fleet], status_interval=0)
+    try:
+        def current(source):
+            return {d.id: d.current for d in source.snapshot().devices}["edge-000"]
+
+        running = current(patient)
+        assert running is not None and current(eager) == running
+        shutil.rmtree(tmp_path / "devices" / "edge-000")  # the device now holds nothing
+        assert current(patient) == running  # not asked again within the hour
+        assert current(eager) is None
+    finally:
+        patient.close()
+        eager.close()

@@ -70,7 +70,7 @@ def start_apply(rollout: Path, log: Path) -> subprocess.Popen:
 def start_ui(fleet: Path, log: Path, extra: list[str] | None = None, env: dict | None = None,
              timeout: float = 60) -> tuple[subprocess.Popen, str, str]:
     """Start `edgeship ui --port 0`; (process, base URL, the line saying so) once it listens."""
-    proc = subprocess.Popen([sys.executable, "-m", "edgeship", "ui", "--port", "0", "--interval", "0.5",
+    proc = subprocess.Popen([sys.executable, "-m", "edgeship", "ui", "--port", "0", "--interval", "0.5", "--status-interval", "0.5",
                              "--fleet", str(fleet), *(extra or [])], cwd=ROOT, env=env or dict(os.environ),
                             stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
     deadline = time.monotonic() + timeout
