@@ -32,6 +32,8 @@ from edgeship.ui.snapshots import SnapshotStore
 STATIC = Path(__file__).parent / "static"
 PAGE_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+HEALTHS = ("healthy", "updating", "drifted", "failed", "offline", "unreachable", "empty", "unknown")
+MAX_DEVICE_ROWS = 500  # per fleet and page: past that, filter (the counts above the table stay whole)
 SSE_POLL_S = 0.5
 SSE_KEEPALIVE_S = 15.0
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1", "[::1]"]
@@ -53,7 +55,9 @@ def create_app(store: SnapshotStore, token: str | None = None, allowed_hosts: li
                                            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
     async def fleet(request: Request):
-        return page(request, "fleet.html", title="Fleet")
+        health = request.query_params.get("health", "")
+        return page(request, "fleet.html", title="Fleet", health=health if health in HEALTHS else "",
+                    q=request.query_params.get("q", "")[:200], max_rows=MAX_DEVICE_ROWS)
 
     async def rollouts(request: Request):
         return page(request, "rollouts.html", title="Rollouts")

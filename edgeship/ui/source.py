@@ -191,6 +191,21 @@ class Snapshot:
             counts[name] = counts.get(name, 0) + 1
         return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
+    def select(self, fleet: FleetView, health: str = "", text: str = "") -> list[DeviceView]:
+        """The fleet's devices with this health (any when empty) whose id, target, label (`k=v`),
+        transport or release name contains `text` (case-insensitive)."""
+        text = text.strip().lower()
+        out = []
+        for d in fleet.devices:
+            if health and d.health != health:
+                continue
+            haystack = [d.id, d.target, d.transport, d.rollout, *(f"{k}={v}" for k, v in d.labels.items()),
+                        self.release_name(d.current) if d.current else "none"]
+            if text and not any(text in h.lower() for h in haystack):
+                continue
+            out.append(d)
+        return out
+
     def rollout(self, name: str) -> RolloutView | None:
         return next((r for r in self.rollouts if r.name == name), None)
 

@@ -78,7 +78,12 @@ def test_pages_partials_and_not_found(setup):
         bad = [client.get(p).status_code for p in ("/artifacts/abc/report.html", "/artifacts/..%2F..%2Fetc/report.html",
                                                      "/artifacts/" + "0" * 64 + "/report.html")]
         posted = client.post("/rollouts/kws-v1")
+        rows = {query: len(re.findall(r"<tr data-device=", client.get("/" + query).text))
+                for query in ("", "?health=healthy", "?health=failed", "?q=ring%3Dcanary", "?q=EDGE-00&health=healthy",
+                              "?health=bogus")}
     store.stop()
+    assert rows == {"": 6, "?health=healthy": 6, "?health=failed": 0, "?q=ring%3Dcanary": 1,
+                    "?q=EDGE-00&health=healthy": 6, "?health=bogus": 6}
     assert full.status_code == 200 and full.text.startswith("<!doctype html>")
     assert "script-src 'self'" in full.headers["content-security-policy"]
     assert partial.status_code == 200 and "<html" not in partial.text and 'class="wave' in partial.text

@@ -12,8 +12,13 @@
     if (badge) { badge.textContent = text; badge.className = "live " + cls; }
   }
 
+  function typing() {
+    var el = document.activeElement;
+    return el && content.contains(el) && (el.tagName === "INPUT" || el.tagName === "SELECT");
+  }
+
   function refresh() {
-    if (busy) { again = true; return; }
+    if (busy || typing()) { again = true; return; }  // never swap the form out from under the cursor
     busy = true;
     fetch(location.pathname + location.search, { headers: { "X-Partial": "1" }, credentials: "same-origin" })
       .then(function (r) {
@@ -41,6 +46,9 @@
   source.addEventListener("changed", function (event) {
     var version = Number(JSON.parse(event.data).version);
     if (version !== shown) { refresh(); }
+  });
+  content.addEventListener("focusout", function () {
+    if (again && !busy) { again = false; setTimeout(refresh, 0); }
   });
   window.addEventListener("pagehide", function () { source.close(); });
 })();
