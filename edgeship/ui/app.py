@@ -36,7 +36,6 @@ HEALTHS = ("healthy", "updating", "drifted", "failed", "offline", "unreachable",
 MAX_DEVICE_ROWS = 500  # per fleet and page: past that, filter (the counts above the table stay whole)
 SSE_POLL_S = 0.5
 SSE_KEEPALIVE_S = 15.0
-LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1", "[::1]"]
 
 
 def create_app(store: SnapshotStore, token: str | None = None, allowed_hosts: list[str] | None = None) -> Starlette:
@@ -45,6 +44,8 @@ def create_app(store: SnapshotStore, token: str | None = None, allowed_hosts: li
     templates = _templates()
     registry = registry_for(store)
 
+    # Pages are plain functions: Starlette runs them in its thread pool, so a first read of the
+    # snapshot or a large render never holds up the event loop (and the live-update streams).
     def page(request: Request, name: str, **context) -> HTMLResponse:
         snap = store.current()
         partial = request.headers.get("x-partial") == "1"
@@ -54,25 +55,25 @@ def create_app(store: SnapshotStore, token: str | None = None, allowed_hosts: li
         return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store",
                                            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
-    async def fleet(request: Request):
+    def fleet(request: Request):
         health = request.query_params.get("health", "")
         return page(request, "fleet.html", title="Fleet", health=health if health in HEALTHS else "",
                     q=request.query_params.get("q", "")[:200], max_rows=MAX_DEVICE_ROWS)
 
-    async def rollouts(request: Request):
+    def rollouts(request: Request):
         return page(request, "rollouts.html", title="Rollouts")
 
-    async def rollout(request: Request):
+    def rollout(request: Request):
         name = request.path_params["name"]
         view = store.current().rollout(name)
         if view is None:
             raise HTTPException(404, f"no rollout named {name!r} in the journal")
         return page(request, "rollout.html", title=f"Rollout {name}", rollout=view)
 
-    async def builds(request: Request):
+    def builds(request: Request):
         return page(request, "builds.html", title="Builds")
 
-    async def report(request: Request):
+    def report(request: Request):
         path = store.source.report_path(request.path_params["digest"])
         if path is None:
             raise HTTPException(404, "no such artifact report in the store")
@@ -90,7 +91,7 @@ def create_app(store: SnapshotStore, token: str | None = None, allowed_hosts: li
     async def not_found(request: Request, exc: HTTPException):
         html = templates.get_template("error.html").render(
             snap=store.current(), version=store.version, partial=False, path=request.url.path, interval=store.interval,
-            edgeship_version=__version__, title="Not found", status=exc.status_code, detail=exc.detail)
+            edgeship_version=__version__, title=f"Error {exc.status_code}", status=exc.status_code, detail=exc.detail)
         return HTMLResponse(html, status_code=exc.status_code, headers={"Content-Security-Policy": PAGE_CSP})
 
     routes = [

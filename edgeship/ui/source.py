@@ -243,6 +243,7 @@ class StateSource:
         self._journal = None
         self._fleets: dict[Path, tuple[float, object, object]] = {}  # path -> (mtime, Fleet, Transports)
         self._statuses: dict[Path, tuple[float, dict]] = {}  # path -> (when asked, device -> state or error)
+        self._plans: dict[str, tuple] = {}  # rollout -> (manifest mtimes, spec, planned waves, why not)
 
     def close(self) -> None:
         for _, _, transports in self._fleets.values():
@@ -258,13 +259,13 @@ class StateSource:
         errors: list[str] = []
         journal = self._open_journal(errors)
         rows = journal.rollouts() if journal else []
-        specs = {row.name: self._spec(row, errors) for row in rows}
+        plans = {row.name: self._plan(row, errors) for row in rows}
         fleet_paths = list(self.fleet_paths)
-        for spec in specs.values():
+        for spec, _, _ in plans.values():
             if spec is not None and spec.fleet_path.resolve() not in fleet_paths:
                 fleet_paths.append(spec.fleet_path.resolve())
         history = {row.name: journal.steps(row.name) for row in rows}  # one read per rollout per snapshot
-        rollouts = [self._rollout(journal, row, specs.get(row.name), history[row.name]) for row in rows]
+        rollouts = [self._rollout(journal, row, plans[row.name], history[row.name]) for row in rows]
         fleets = [self._fleet(path, journal, rows) for path in fleet_paths]
         _attach_p95(fleets, history)
         return Snapshot(time.time(), fleets, rollouts, self._artifacts(), self._builds(), errors)
@@ -282,16 +283,20 @@ class StateSource:
                 errors.append(str(err))
         return self._journal
 
-    def _spec(self, row, errors: list[str]):
-        from edgeship.fleet.rollout.spec import load_rollout
+    def _plan(self, row, errors: list[str]) -> tuple[object | None, list[tuple[int, str, list[str]]], str]:
+        """(spec, planned waves, why not) of a journaled rollout: the engine's own planner, so the same
+        canary and waves; re-read only when its Rollout or Fleet manifest changed."""
+        cached = self._plans.get(row.name)
+        if cached is None or cached[0] != _mtimes(row.manifest, cached[1]):
+            spec, planned, why = _read_plan(row)
+            cached = (_mtimes(row.manifest, spec), spec, planned, why)
+            self._plans[row.name] = cached
+        _, spec, planned, why = cached
+        if spec is None:
+            errors.append(f"rollout {row.name}: {why}")
+        return spec, planned, why
 
-        try:
-            return load_rollout(Path(row.manifest), row.name)
-        except (EdgeshipError, OSError) as err:
-            errors.append(f"rollout {row.name}: {row.manifest}: {str(err).splitlines()[0]}")
-            return None
-
-    def _rollout(self, journal, row, spec, all_steps: list[dict]) -> RolloutView:
+    def _rollout(self, journal, row, plan, all_steps: list[dict]) -> RolloutView:
         view = RolloutView(row.name, row.state, row.reason, row.run_id, row.fleet, row.manifest,
                            row.artifact_digest, row.updated)
         steps = [s for s in all_steps if s["run_id"] == row.run_id]
@@ -300,7 +305,8 @@ class StateSource:
         view.bytes_pushed = journal.bytes_pushed(row.run_id)
         view.bytes_total = sum(s["bytes"] or 0 for s in all_steps
                                if s["action"] == "push" and s["phase"] == "end" and s["ok"])
-        view.waves = self._waves(spec, steps, gates, view)
+        view.error = plan[2]
+        view.waves = _waves(plan[1], steps, gates, view)
         latest = _latest_ends(steps, "activate")
         rolled = {s["device"] for s in steps if s["action"] == "rollback" and s["phase"] == "end" and s["ok"]}
         view.devices_total = view.devices_total or len(latest)
@@ -310,40 +316,6 @@ class StateSource:
         view.smoke_p95_ms = [p for s in latest.values() if s["ok"] for p in [_p95(_detail(s))] if p is not None]
         view.timeline = _timeline(row, view.runs, steps, gates)
         return view
-
-    def _waves(self, spec, steps: list[dict], gates: dict, view: RolloutView) -> list[WaveView]:
-        """The engine's waves (same planner, same order) when the manifest is readable; else as the
-        journal recorded them."""
-        planned: list[tuple[int, str, list[str]]] = []
-        if spec is not None:
-            from edgeship.fleet.rollout.devices import load_fleet_and_select
-            from edgeship.fleet.rollout.waves import plan_waves
-
-            try:
-                _, devices = load_fleet_and_select(spec)
-                planned = [(w.index, w.name, list(w.devices)) for w in
-                           plan_waves([d.id for d in devices], spec.strategy.canary, spec.strategy.waves)]
-            except (EdgeshipError, OSError) as err:
-                view.error = str(err).splitlines()[0]
-        if not planned:
-            by_wave: dict[int, set[str]] = {}
-            for s in steps:
-                if s["wave"] is not None and s["wave"] >= 0:
-                    by_wave.setdefault(s["wave"], set()).add(s["device"])
-            planned = [(i, (gates.get(i) or {}).get("name") or f"wave {i}", sorted(ds)) for i, ds in sorted(by_wave.items())]
-        view.devices_total = sum(len(ds) for _, _, ds in planned)
-        waves = []
-        for index, name, devices in planned:
-            ends = _latest_ends([s for s in steps if s["wave"] == index], "activate")
-            rolled = {s["device"] for s in steps if s["action"] == "rollback" and s["phase"] == "end" and s["ok"]
-                      and s["device"] in devices}
-            wave = WaveView(index, name, devices, sum(1 for d, s in ends.items() if s["ok"] and d not in rolled),
-                            sum(1 for s in ends.values() if not s["ok"]), len(rolled))
-            g = gates.get(index)
-            if g:
-                wave.gate = GateView(index, g["name"], g["ok"], g["reason"], g["figures"], g.get("ts"))
-            waves.append(wave)
-        return waves
 
     # --- fleets and devices -----------------------------------------------------------------
 
@@ -417,6 +389,57 @@ class StateSource:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+def _waves(planned: list[tuple[int, str, list[str]]], steps: list[dict], gates: dict, view: RolloutView) -> list[WaveView]:
+    """Each wave's counts and gate: as planned from the manifest, else as the journal recorded them."""
+    if not planned:
+        by_wave: dict[int, set[str]] = {}
+        for s in steps:
+            if s["wave"] is not None and s["wave"] >= 0:
+                by_wave.setdefault(s["wave"], set()).add(s["device"])
+        planned = [(i, (gates.get(i) or {}).get("name") or f"wave {i}", sorted(ds)) for i, ds in sorted(by_wave.items())]
+    view.devices_total = sum(len(ds) for _, _, ds in planned)
+    waves = []
+    for index, name, devices in planned:
+        ends = _latest_ends([s for s in steps if s["wave"] == index], "activate")
+        rolled = {s["device"] for s in steps if s["action"] == "rollback" and s["phase"] == "end" and s["ok"]
+                  and s["device"] in devices}
+        wave = WaveView(index, name, devices, sum(1 for d, s in ends.items() if s["ok"] and d not in rolled),
+                        sum(1 for s in ends.values() if not s["ok"]), len(rolled))
+        g = gates.get(index)
+        if g:
+            wave.gate = GateView(index, g["name"], g["ok"], g["reason"], g["figures"], g.get("ts"))
+        waves.append(wave)
+    return waves
+
+
+def _read_plan(row) -> tuple[object | None, list[tuple[int, str, list[str]]], str]:
+    from edgeship.fleet.rollout.devices import load_fleet_and_select
+    from edgeship.fleet.rollout.spec import load_rollout
+    from edgeship.fleet.rollout.waves import plan_waves
+
+    try:
+        spec = load_rollout(Path(row.manifest), row.name)
+    except (EdgeshipError, OSError) as err:
+        return None, [], f"{row.manifest}: {str(err).splitlines()[0]}"
+    try:
+        _, devices = load_fleet_and_select(spec)
+    except (EdgeshipError, OSError) as err:
+        return spec, [], str(err).splitlines()[0]
+    waves = plan_waves([d.id for d in devices], spec.strategy.canary, spec.strategy.waves)
+    return spec, [(w.index, w.name, list(w.devices)) for w in waves], ""
+
+
+def _mtimes(manifest: str, spec) -> tuple:
+    """What a cached plan depends on: the Rollout manifest and its Fleet manifest."""
+    def mtime(path) -> float | None:
+        try:
+            return Path(path).stat().st_mtime
+        except OSError:
+            return None
+
+    return mtime(manifest), mtime(spec.fleet_path) if spec is not None else None
+
 
 def _device_health(d: DeviceView, state, row) -> None:
     if state is None:

@@ -213,3 +213,17 @@ def test_devices_are_asked_at_most_every_status_interval(tmp_path, setup):
     finally:
         patient.close()
         eager.close()
+
+
+def test_rollout_whose_manifest_is_gone_shows_the_journal(tmp_path, setup):
+    fleet, rollout = setup
+    assert main(["apply", str(rollout)]) == 0
+    rollout.unlink()
+    client, store = _client([fleet])
+    with client:
+        page = client.get("/rollouts/kws-v1").text
+    store.stop()
+    assert "Waves read from the journal" in page and "rollout kws-v1:" in page
+    assert [m for m in re.findall(r'data-wave="(\d+)" data-status="(\w+)"', page)] == \
+        [("0", "passed"), ("1", "passed"), ("2", "passed")]
+    assert "wave 1 (50%)" in page  # names as the gates recorded them
