@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 import time
 
-from edgeship.ui.source import Snapshot, StateSource
+from edgeship.ui.source import StateSource
+from edgeship.ui.views import Snapshot
 
 
 class SnapshotStore:

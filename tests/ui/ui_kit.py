@@ -21,7 +21,6 @@ from edgeship.pipelines.manifest import load_documents
 from edgeship.pipelines.runner import Progress, build
 from tests.buildflow.models import tiny_mlp
 from tests.rollout.rollout_kit import device_ids, write_local_fleet, write_rollout
-from tests.support.bundles import signing_keys
 
 TARGETS = ("host-cpu", "raspberry-pi-5", "infineon-psoc-edge-e84")
 ROOT = Path(__file__).resolve().parents[2]
