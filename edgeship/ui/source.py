@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from edgeship import artifact
-from edgeship.errors import EdgeshipError
+from edgeship.errors import ArtifactError, EdgeshipError
 from edgeship.paths import state_dir
 from edgeship.ui.views import (ArtifactView, BudgetRow, BuildView, DeviceView, EventView, FleetView, GateView, RolloutView,
                                Snapshot, WaveView)
@@ -37,6 +37,7 @@ class StateSource:
         self._fleets: dict[Path, tuple[float, object, object]] = {}  # path -> (mtime, Fleet, Transports)
         self._statuses: dict[Path, tuple[float, dict]] = {}  # path -> (when asked, device -> state or error)
         self._plans: dict[str, tuple] = {}  # rollout -> (manifest mtimes, spec, planned waves, why not)
+        self._names: dict[str, str] = {}  # digest -> pipeline name ("" unknown) of shipped bundles
 
     def close(self) -> None:
         for _, _, transports in self._fleets.values():
@@ -61,7 +62,8 @@ class StateSource:
         rollouts = [self._rollout(journal, row, plans[row.name], history[row.name]) for row in rows]
         fleets = [self._fleet(path, journal, rows) for path in fleet_paths]
         _attach_p95(fleets, history)
-        return Snapshot(time.time(), fleets, rollouts, self._artifacts(), self._builds(), errors)
+        return Snapshot(time.time(), fleets, rollouts, self._artifacts(), self._builds(), errors,
+                        self._shipped_names(rows))
 
     # --- journal and rollouts ---------------------------------------------------------------
 
@@ -159,6 +161,19 @@ class StateSource:
                 if view is not None:
                     out.append(view)
         return out
+
+    def _shipped_names(self, rows) -> dict[str, str]:
+        """digest -> pipeline name of the bundles rollouts shipped (a tar outside the store too);
+        each bundle read once."""
+        for row in rows:
+            if row.artifact_digest not in self._names and row.bundle:
+                try:
+                    meta = artifact.read_json_member(Path(row.bundle), "bundle.json")
+                except (ArtifactError, OSError, ValueError):
+                    meta = {}
+                name = meta.get("name") if isinstance(meta, dict) else None
+                self._names[row.artifact_digest] = str(name) if name else ""
+        return {digest: name for digest, name in self._names.items() if name}
 
     def _builds(self) -> list[BuildView]:
         root = self.home / "builds"

@@ -155,15 +155,14 @@ class Snapshot:
     artifacts: list[ArtifactView]
     builds: list[BuildView]
     errors: list[str] = field(default_factory=list)
+    pipelines: dict[str, str] = field(default_factory=dict)  # digest -> pipeline name, for bundles outside the store
 
     def release_name(self, digest: str | None) -> str:
         """`kws@3f2a9c1d0b7e`: the pipeline's name beside the short digest (the digest alone if unknown)."""
         if not digest:
             return "-"
-        for a in self.artifacts:
-            if a.digest == digest:
-                return f"{a.name}@{artifact.short(digest)}"
-        return artifact.short(digest)
+        name = next((a.name for a in self.artifacts if a.digest == digest), None) or self.pipelines.get(digest)
+        return f"{name}@{artifact.short(digest)}" if name else artifact.short(digest)
 
     @property
     def devices(self) -> list[DeviceView]:

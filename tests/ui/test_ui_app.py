@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from edgeship import artifact
 from edgeship.cli import main
 from edgeship.errors import UsageError
 from tests.rollout.rollout_kit import make_bundle, make_failing, write_rollout
@@ -43,7 +44,8 @@ def setup(tmp_path, monkeypatch):
 def test_failed_gate_and_rollback_are_shown(tmp_path, setup):
     fleet, rollout = setup
     assert main(["apply", str(rollout)]) == 0  # v1 everywhere: something to roll back to
-    v2 = write_rollout(tmp_path, "kws-v2", fleet, make_bundle(tmp_path, "kws", seed=2),
+    v2_bundle = make_bundle(tmp_path, "kws", seed=2)
+    v2 = write_rollout(tmp_path, "kws-v2", fleet, v2_bundle,
                        {"canary": {"count": 1}, "waves": [50, 100]})
     make_failing(tmp_path, ["edge-002"])  # in wave 1: its smoke test really fails, the gate fails
     assert main(["apply", str(v2), "--take-over"]) == 1
@@ -61,6 +63,8 @@ def test_failed_gate_and_rollback_are_shown(tmp_path, setup):
     assert ">rollback<" in page  # the timeline lists the rollback step
     assert 'data-device="edge-002" data-health="failed"' in fleet_page
     assert 'data-rollout="kws-v2" data-state="failed"' in listing
+    v2_digest = artifact.bundle_digest(v2_bundle)  # a tar outside the store: named from its bundle.json
+    assert f"kws@{artifact.short(v2_digest)}</span>" in page
 
 
 def test_pages_partials_and_not_found(setup):
