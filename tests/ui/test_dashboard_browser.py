@@ -45,17 +45,19 @@ def test_dashboard_in_chromium_mid_rollout(tmp_path, monkeypatch):
     fleet, rollout = fleet_mid_rollout_setup(tmp_path, devices=8, soak_s=4.0)
     out = _output_dir()
     ui, url, _ = start_ui(fleet, tmp_path / "ui.log")
-    apply = start_apply(rollout, tmp_path / "apply.log")
-    browser = None
+    browser = apply = None
     try:
-        wait_for(lambda: _rollout_state("kws-v1") == "running", 120, "the rollout to start")
-        browser = Chromium(binary, tmp_path / "chromium-profile")
+        browser = Chromium(binary, tmp_path / "chromium-profile")  # up before the rollout starts
 
-        # the fleet: every device listed, then a live update while the rollout moves on
+        # the fleet, before and while the rollout runs: the page changes in place (a live update)
         browser.navigate(url)
         assert browser.evaluate("document.querySelectorAll('#fleet-lab tbody tr').length") == 8
         assert browser.evaluate("document.title") == "Fleet · edgeship"
-        browser.wait_for("Number(document.body.dataset.liveUpdates) > 0", 120, "a live update on the fleet page")
+        assert browser.evaluate("document.querySelectorAll('tr[data-health=\"empty\"]').length") == 8
+        apply = start_apply(rollout, tmp_path / "apply.log")
+        wait_for(lambda: _rollout_state("kws-v1") == "running", 120, "the rollout to start")
+        browser.wait_for("document.querySelector('tr[data-health=\"healthy\"]') !== null"
+                         " && Number(document.body.dataset.liveUpdates) > 0", 120, "a live update on the fleet page")
         assert browser.evaluate("document.getElementById('live').textContent") == "live"
         browser.screenshot(out / "fleet.png")
 
@@ -89,7 +91,8 @@ def test_dashboard_in_chromium_mid_rollout(tmp_path, monkeypatch):
     finally:
         if browser is not None:
             browser.close()
-        stop(apply)
+        if apply is not None:
+            stop(apply)
         stop(ui)
     for name in ("fleet.png", "rollout.png", "builds.png"):
         assert (out / name).stat().st_size > 10_000
