@@ -231,3 +231,25 @@ def test_rollout_whose_manifest_is_gone_shows_the_journal(tmp_path, setup):
     assert [m for m in re.findall(r'data-wave="(\d+)" data-status="(\w+)"', page)] == \
         [("0", "passed"), ("1", "passed"), ("2", "passed")]
     assert "wave 1 (50%)" in page  # names as the gates recorded them
+
+
+def test_a_build_over_budget_shows_failed_with_its_reason(tmp_path):
+    import yaml
+
+    from edgeship.pipelines.manifest import load_documents
+    from edgeship.pipelines.runner import Progress, build
+    from tests.buildflow.models import tiny_mlp
+
+    tiny_mlp(tmp_path / "mlp.onnx", batch=1)
+    doc = {"apiVersion": "edgeship/v1", "kind": "Pipeline", "metadata": {"name": "too-slow"},
+           "model": {"path": "mlp.onnx", "inputs": {"x": [1, 8]}}, "target": "host-cpu",
+           "budget": {"latency_ms": {"p95": 0.000001}}, "quantization": {"mode": "none"}}
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(doc))
+    result = build(load_documents(tmp_path / "pipeline.yaml")[0], progress=Progress(quiet=True))
+    assert not result.ok
+    client, store = _client([])
+    with client:
+        page = client.get("/builds").text
+    store.stop()
+    assert re.search(r'<td class="strong">too-slow</td>\s*<td><span class="badge v-fail">failed</span>', page)
+    assert "latency" in page.split("too-slow", 1)[1]  # the budget that failed, in the record's error
