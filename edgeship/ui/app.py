@@ -28,11 +28,11 @@ from edgeship import __version__, artifact
 from edgeship.ui.auth import TokenMiddleware
 from edgeship.ui.metrics import registry_for, render
 from edgeship.ui.snapshots import SnapshotStore
+from edgeship.ui.views import HEALTHS
 
 STATIC = Path(__file__).parent / "static"
 PAGE_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
-HEALTHS = ("healthy", "updating", "drifted", "failed", "offline", "unreachable", "empty", "unknown")
 MAX_DEVICE_ROWS = 500  # per fleet and page: past that, filter (the counts above the table stay whole)
 SSE_POLL_S = 0.5
 SSE_KEEPALIVE_S = 15.0
@@ -58,7 +58,7 @@ def create_app(store: SnapshotStore, token: str | None = None, allowed_hosts: li
     def fleet(request: Request):
         health = request.query_params.get("health", "")
         return page(request, "fleet.html", title="Fleet", health=health if health in HEALTHS else "",
-                    q=request.query_params.get("q", "")[:200], max_rows=MAX_DEVICE_ROWS)
+                    q=request.query_params.get("q", "")[:200], max_rows=MAX_DEVICE_ROWS, healths=HEALTHS)
 
     def rollouts(request: Request):
         return page(request, "rollouts.html", title="Rollouts")

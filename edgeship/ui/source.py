@@ -146,7 +146,7 @@ class StateSource:
             d.rollout = owner
             if row is not None and row.state != "rolled-back":
                 d.desired = row.artifact_digest
-            _device_health(d, statuses.get(device.id), row)
+            _device_health(d, statuses.get(device.id), row, (applied.get(device.id) or {}).get("digest"))
             view.devices.append(d)
         return view
 
@@ -249,7 +249,9 @@ def _mtimes(manifest: str, spec) -> tuple:
     return mtime(manifest), mtime(spec.fleet_path) if spec is not None else None
 
 
-def _device_health(d: DeviceView, state, row) -> None:
+def _device_health(d: DeviceView, state, row, given: str | None) -> None:
+    """`given`: the release edgeship last gave the device (the journal's `applied`), which tells a
+    device left behind by a stopped rollout (out-of-sync) from one changed by something else (drifted)."""
     if state is None:
         d.health, d.reason = "unknown", "not asked"
         return
@@ -261,17 +263,18 @@ def _device_health(d: DeviceView, state, row) -> None:
     d.online, d.current, d.last_seen = bool(state.online), state.current, state.last_seen
     last = state.last_result if isinstance(state.last_result, dict) else {}
     if not state.online:
-        d.health, d.reason = "offline", ""
+        d.health = "offline"
     elif last and not last.get("ok", True):
         d.health, d.reason = "failed", str(last.get("reason") or "failed")
+    elif given and d.current != given and not (row is not None and row.state == "running"):
+        d.health, d.reason = "drifted", "runs what edgeship did not give it"
     elif d.desired and d.current != d.desired:
-        d.health = "updating" if row is not None and row.state == "running" else "drifted"
+        d.health = "updating" if row.state == "running" else "out-of-sync"
+        d.reason = f"rollout {row.name} {row.state}"
     elif d.current is None:
         d.health = "empty"
     else:
         d.health = "healthy"
-    if not d.reason and d.health in ("updating", "drifted") and row is not None:
-        d.reason = f"rollout {row.name} {row.state}"
 
 
 def _attach_p95(fleets: list[FleetView], history: dict[str, list[dict]]) -> None:

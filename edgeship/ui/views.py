@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from edgeship import artifact
 
 
+# What a device's health can be, in the order the fleet page counts them (docs/ui.md says what each means).
+HEALTHS = ("healthy", "updating", "out-of-sync", "drifted", "failed", "offline", "unreachable", "empty", "unknown")
+
+
 @dataclass
 class DeviceView:
     id: str
@@ -19,7 +23,7 @@ class DeviceView:
     current: str | None = None       # digest it runs now
     desired: str | None = None       # digest its rollout wants
     rollout: str = ""                # the rollout that owns it
-    health: str = "unknown"          # healthy | updating | drifted | failed | offline | unreachable | empty
+    health: str = "unknown"          # one of HEALTHS
     reason: str = ""
     online: bool = False
     last_seen: float | None = None
@@ -59,7 +63,7 @@ class WaveView:
 
     @property
     def pending(self) -> int:
-        return max(0, len(self.devices) - self.activated - self.failed)
+        return max(0, len(self.devices) - self.activated - self.failed - self.rolled_back)
 
     @property
     def status(self) -> str:

@@ -60,8 +60,12 @@ def test_failed_gate_and_rollback_are_shown(tmp_path, setup):
     assert 'data-wave="1" data-status="failed"' in page
     assert "Gate FAILED: success ratio" in page and "edge-002 (smoke-failed)" in page
     assert re.search(r"<b>1</b> rolled back", page)  # edge-001 switched, then went back to v1
+    wave1 = page.split('data-wave="1"', 1)[1].split("</article>", 1)[0]
+    assert "pending" not in wave1  # its two devices: one failed, one rolled back
     assert ">rollback<" in page  # the timeline lists the rollback step
     assert 'data-device="edge-002" data-health="failed"' in fleet_page
+    for left_behind in ("edge-001", "edge-003", "edge-004", "edge-005"):  # rolled back, or never reached
+        assert f'data-device="{left_behind}" data-health="out-of-sync"' in fleet_page
     assert 'data-rollout="kws-v2" data-state="failed"' in listing
     v2_digest = artifact.bundle_digest(v2_bundle)  # a tar outside the store: named from its bundle.json
     assert f"kws@{artifact.short(v2_digest)}</span>" in page
@@ -253,3 +257,22 @@ def test_a_build_over_budget_shows_failed_with_its_reason(tmp_path):
     store.stop()
     assert re.search(r'<td class="strong">too-slow</td>\s*<td><span class="badge v-fail">failed</span>', page)
     assert "latency" in page.split("too-slow", 1)[1]  # the budget that failed, in the record's error
+
+
+def test_a_device_changed_outside_edgeship_is_drifted(tmp_path, setup):
+    from edgeship.fleet.inventory import load_fleet
+    from edgeship.fleet.transports.local import LocalTransport
+
+    fleet, rollout = setup
+    assert main(["apply", str(rollout)]) == 0
+    inventory = load_fleet(fleet)
+    device, transport = inventory.device("edge-004"), LocalTransport(inventory)
+    other = make_bundle(tmp_path, "kws", seed=3)
+    transport.push(device, other)  # straight to the device: no journal, no rollout
+    assert transport.activate(device, artifact.bundle_digest(other)).ok
+    client, store = _client([fleet])
+    with client:
+        page = client.get("/").text
+    store.stop()
+    assert 'data-device="edge-004" data-health="drifted"' in page
+    assert page.count('data-health="healthy"') == 5
