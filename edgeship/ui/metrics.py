@@ -86,6 +86,15 @@ class SnapshotCollector:
             smoke.add_metric([release], buckets, sum(values))
         yield smoke
 
+        budget = GaugeMetricFamily("edgeship_build_budget_passed",
+                                   "1 when the newest artifact of the pipeline for the target met every budget, 0 when not",
+                                   labels=["pipeline", "target", "release"])
+        for pipeline, artifacts in snap.compare().items():
+            for a in artifacts:
+                if a.verdict is not None:
+                    budget.add_metric([pipeline, a.target, snap.release_name(a.digest)], 1.0 if a.verdict else 0.0)
+        yield budget
+
 
 def registry_for(store: SnapshotStore) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)

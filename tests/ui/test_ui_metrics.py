@@ -77,6 +77,8 @@ def test_metrics_parse_and_add_up(applied_fleet):
     assert smoke[("edgeship_smoke_latency_ms_count", None)] == 6
     assert smoke[("edgeship_smoke_latency_ms_bucket", "+Inf")] == 6
     assert smoke[("edgeship_smoke_latency_ms_sum", None)] > 0
+    budgets = {s.labels["target"]: s.value for s in samples["edgeship_build_budget_passed"]}
+    assert budgets == {"host-cpu": 1.0, "raspberry-pi-5": 1.0, "infineon-psoc-edge-e84": 1.0}
 
 
 def test_metrics_need_the_token_when_one_is_set(applied_fleet):
