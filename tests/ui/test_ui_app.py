@@ -44,7 +44,7 @@ def setup(tmp_path, monkeypatch):
 def test_failed_gate_and_rollback_are_shown(tmp_path, setup):
     fleet, rollout = setup
     assert main(["apply", str(rollout)]) == 0  # v1 everywhere: something to roll back to
-    v2_bundle = make_bundle(tmp_path, "kws", seed=2)
+    v2_bundle = make_bundle(tmp_path, "kws-next", seed=2)  # another pipeline: no anti-rollback floor to meet
     v2 = write_rollout(tmp_path, "kws-v2", fleet, v2_bundle,
                        {"canary": {"count": 1}, "waves": [50, 100]})
     make_failing(tmp_path, ["edge-002"])  # in wave 1: its smoke test really fails, the gate fails
@@ -68,7 +68,7 @@ def test_failed_gate_and_rollback_are_shown(tmp_path, setup):
         assert f'data-device="{left_behind}" data-health="out-of-sync"' in fleet_page
     assert 'data-rollout="kws-v2" data-state="failed"' in listing
     v2_digest = artifact.bundle_digest(v2_bundle)  # a tar outside the store: named from its bundle.json
-    assert f"kws@{artifact.short(v2_digest)}</span>" in page
+    assert f"kws-next@{artifact.short(v2_digest)}</span>" in page
 
 
 def test_pages_partials_and_not_found(setup):
@@ -267,7 +267,7 @@ def test_a_device_changed_outside_edgeship_is_drifted(tmp_path, setup):
     assert main(["apply", str(rollout)]) == 0
     inventory = load_fleet(fleet)
     device, transport = inventory.device("edge-004"), LocalTransport(inventory)
-    other = make_bundle(tmp_path, "kws", seed=3)
+    other = make_bundle(tmp_path, "hand-made", seed=3)
     transport.push(device, other)  # straight to the device: no journal, no rollout
     assert transport.activate(device, artifact.bundle_digest(other)).ok
     client, store = _client([fleet])
