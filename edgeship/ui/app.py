@@ -153,9 +153,13 @@ def _when(ts: float | None) -> str:
 
 
 def _bytes_text(n: int | None) -> str:
-    from edgeship.fleet.rollout.engine import _human
-
-    return _human(int(n or 0))
+    """`60.0 KiB`: binary units, as the CLI prints transfer sizes."""
+    value, unit = float(n or 0), "B"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            break
+        value /= 1024
+    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def _pct(ratio: float | None) -> str:

@@ -325,15 +325,14 @@ def _timeline(row, runs: list[dict], steps: list[dict], gates: dict) -> list[Eve
         detail = _detail(s)
         text = detail.get("message") or detail.get("reason") or ""
         if s["action"] == "push":
-            from edgeship.fleet.rollout.engine import _human
-
-            text = "skipped (already there)" if detail.get("skipped") else _human(s["bytes"] or 0)
+            text = "skipped (already there)" if detail.get("skipped") else ""  # the page shows the bytes
         elif s["action"] == "verify" and s["ok"]:
             text = "still runs the release after the soak"
         elif s["action"] == "activate" and s["ok"]:
             p95 = _p95(detail)
             text = f"smoke p95 {p95:.3g} ms" if p95 is not None else "activated"
-        events.append(EventView(s["ts"], "step", s["device"], s["wave"], s["action"], bool(s["ok"]), str(text)))
+        events.append(EventView(s["ts"], "step", s["device"], s["wave"], s["action"], bool(s["ok"]), str(text),
+                                int(s["bytes"] or 0) if s["action"] == "push" else 0))
     for wave, g in gates.items():
         events.append(EventView(g["ts"], "gate", "", wave, f"gate {g['name']}", g["ok"], g["reason"]))
     events.sort(key=lambda e: e.ts or 0, reverse=True)

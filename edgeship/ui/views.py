@@ -83,6 +83,7 @@ class EventView:
     action: str
     ok: bool | None
     text: str
+    bytes: int = 0   # a push's bytes sent
 
 
 @dataclass

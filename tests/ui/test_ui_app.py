@@ -95,6 +95,7 @@ def test_pages_partials_and_not_found(setup):
     assert full.status_code == 200 and full.text.startswith("<!doctype html>")
     assert "script-src 'self'" in full.headers["content-security-policy"]
     assert partial.status_code == 200 and "<html" not in partial.text and 'class="wave' in partial.text
+    assert re.search(r'<td class="detail">\d+\.\d KiB</td>', full.text)  # each push's bytes in the timeline
     assert missing.status_code == 404 and "no rollout named" in missing.text
     assert css.status_code == 200
     assert report.status_code == 200 and "sandbox" in report.headers["content-security-policy"]
