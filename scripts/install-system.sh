@@ -3,6 +3,7 @@
 # zsh and fish.
 set -euo pipefail
 need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # headless, for the dashboard's browser test (tests/ui)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
