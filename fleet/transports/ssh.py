@@ -187,12 +187,18 @@ class SshTransport:
                 pass
 
     def _run(self, device: Device, conn: Connection, command: str, timeout: float | None = None):
-        s = self.settings(device)
+        limit = timeout or self.settings(device)["command_timeout_s"]
+        started = time.monotonic()
         try:
-            return conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout or s["command_timeout_s"])
+            result = conn.run(command, hide=True, warn=True, in_stream=False, timeout=limit)
         except CommandTimedOut:
+            result = None
+        # invoke's timer cuts the channel; on a busy machine the runner can see the closed channel
+        # (exit status -1) before it sees its own timer, and returns instead of raising: same timeout.
+        if result is None or (result.exited == -1 and time.monotonic() - started >= limit):
             self._drop(device)
-            raise TransportTimeout(device.id, f"command timed out after {timeout or s['command_timeout_s']}s: {command.split()[0]}") from None
+            raise TransportTimeout(device.id, f"command timed out after {limit}s: {command.split()[0]}") from None
+        return result
 
     def _with_retries(self, device: Device, what: str, action):
         """Run action(conn, attempt) with a fresh connection per attempt; connection-level errors retry.
