@@ -64,7 +64,7 @@ def calibration_data(ctx, policy: QuantPolicy) -> tuple[dict, dict]:
 @register
 class QuantizeStage(BaseStage):
     name = "quantize"
-    version = "1"
+    version = "2"
     uses_target = True
 
     def _auto(self, ctx) -> bool:
@@ -128,6 +128,7 @@ class QuantizeStage(BaseStage):
                 from edgeship.stages.quant_auto import choose
 
                 chosen = choose(ctx, policy, src, pre, calib, keep, work, report)
+                ctx.extra["layer_precision"] = report.get("layer_precision") or {}  # for backends (TFLite, Vela)
                 if chosen is None:
                     return ctx  # float won: the model is left as it is
                 out.write_bytes(Path(chosen).read_bytes())

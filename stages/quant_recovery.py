@@ -1,0 +1,147 @@
+"""Accuracy recovery when full int8 misses the goal: measured sensitivity, then mixed-precision candidates.
+
+1. `sensitivity`: every quantized layer of the best int8 candidate, quantized alone, scored end to end
+   on the validation data (quant_sensitivity). Cached per model + data + policy + metric (not the
+   bound), so a rebuild that only changes the budget reuses it.
+2. `float-layers` (targets that run float, e.g. the host): int8 for the largest set of layers, taken
+   most-MACs-per-damage first, that still meets the goal (bisected); the rest stay float.
+3. `int16-layers` (16x8 targets): the fewest most-sensitive layers get int16 activations with int8
+   weights, the rest int8 - fully integer. If even all-int16 misses, the build fails on an
+   integer-only target with a table of the layers that break it (never a float fallback there).
+Each search runs on surgery-made models; the winner is then built by onnxruntime's quantizer and
+scored like every other candidate, so the table shows what ships.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import onnx
+
+from edgeship.errors import BudgetExceeded, BudgetRow
+from edgeship.pipelines.data import strided
+from edgeship.stages import quant_sensitivity as qs
+
+SENSITIVITY_SAMPLES = 32
+VERSION = "3"
+TABLE_LAYERS = 8  # layers named in the failure table
+MAX_BUILDS = 3  # real models built per search when the subset's answer misses on the full data
+
+
+def cache_key(ctx, policy, goal: dict, base_name: str) -> str:
+    """Model + data + policy + metrics (not bounds): what the ranking depends on."""
+    doc = {"v": VERSION, "model": ctx.digests.get("float_model") or ctx.digests.get("model", ""),
+           "calibration": ctx.data_digest("calibration"), "validation": ctx.data_digest("validation"),
+           "validation_samples": ctx.setting("validation", "samples"), "policy": policy.describe(), "base": base_name,
+           "metrics": {k: v["metric"] for k, v in goal["outputs"].items()}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cache_file(key: str) -> Path:
+    from edgeship.pipelines.cache import cache_root
+
+    return cache_root() / "quant-sensitivity" / key[:2] / f"{key}.json"
+
+
+def sensitivity(ctx, policy, goal, cands, base: dict, report: dict) -> tuple[list[dict], "qs.Scorer"]:
+    """The per-layer ranking (cached), and the scorer the searches use."""
+    float_model = onnx.load(str(ctx.float_model_path or cands.pre))
+    data = strided(cands.eval_data, SENSITIVITY_SAMPLES)
+    from edgeship.stages.quant_measure import run_all, session
+
+    reference = run_all(session(ctx.float_model_path or cands.pre, threads=0), data)
+    scorer = qs.Scorer(float_model, data, cands.names, reference, goal)
+    key = cache_key(ctx, policy, goal, base["name"])
+    path = _cache_file(key)
+    try:
+        ranking = json.loads(path.read_text())
+        report["sensitivity_cache"] = "hit"
+    except (OSError, ValueError):
+        ranking = qs.rank_layers(scorer, onnx.load(base["path"]), qs.layer_macs(Path(ctx.float_model_path or cands.pre)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(ranking))
+        tmp.replace(path)
+        report["sensitivity_cache"] = "miss"
+    report["sensitivity"] = {"base": base["name"], "samples": len(next(iter(data.values()))), "layers": ranking}
+    return ranking, scorer
+
+
+def float_layers(cands, policy, base: dict, ranking: list[dict], scorer, report: dict) -> dict | None:
+    """int8 for the largest cheap-damage-first set of layers meeting the goal; the rest float."""
+    qdq = onnx.load(base["path"])
+    order = [n for n in qs.int8_order(ranking) if n not in cands.keep]
+    k, trials = qs.largest_passing_prefix(order, lambda nodes: scorer.score({n: qdq for n in nodes}))
+    report["search_float_layers"] = {"order": order, "int8_layers": k, "trials": trials}
+    # the search ran on a subset of the validation data: if the built model misses on all of it, step
+    # back to the next smaller passing set (bounded)
+    sizes = sorted({t["k"] for t in trials if t["meets"] and 0 < t["k"] <= k}, reverse=True)[:MAX_BUILDS]
+    row = None
+    for size in sizes:
+        chosen, kept = order[:size], order[size:]
+        row = cands.static(f"{base['name']}+float{len(kept)}", base["per_channel"], cands.keep,
+                           replace(policy, activation_dtype=base["activations"]), nodes_to_quantize=chosen)
+        row.update(kept_float=kept, float_nodes=len(kept),
+                   layer_precision={**{n: "int8" for n in chosen}, **{n: "float" for n in kept}})
+        if row["meets_accuracy"]:
+            break
+    return row
+
+
+def _activation_tensors(model: onnx.ModelProto, nodes: list[str]) -> list[str]:
+    inits = {t.name for t in model.graph.initializer}
+    by_name = {n.name: n for n in model.graph.node}
+    tensors: list[str] = []
+    for name in nodes:
+        node = by_name.get(name)
+        for t in (list(node.input) + list(node.output)) if node is not None else []:
+            if t and t not in inits and t not in tensors:
+                tensors.append(t)
+    return tensors
+
+
+def int16_layers(cands, policy, base: dict, ranking: list[dict], scorer, report: dict) -> dict | None:
+    """The fewest most-sensitive layers at int16 activations (the rest int8) meeting the goal, fully integer."""
+    a16_policy = replace(policy, activation_dtype="int16", activation_symmetric=True)
+    full = cands.static("static-a16w8", base["per_channel"], cands.keep, a16_policy)
+    full["layer_precision"] = {r["node"]: "int16" for r in ranking}
+    if not full["meets_accuracy"]:
+        return None
+    a8, a16 = onnx.load(base["path"]), onnx.load(full["path"])
+    order = [r["node"] for r in ranking]  # most sensitive first
+
+    def evaluate(int8_nodes: list[str]) -> dict:  # the LAST layers of `order` stay int8
+        int8 = set(int8_nodes)
+        return scorer.score({n: (a8 if n in int8 else a16) for n in order})
+
+    least_first = list(reversed(order))
+    k, trials = qs.largest_passing_prefix(least_first, evaluate)
+    report["search_int16_layers"] = {"int8_layers": k, "int16_layers": len(order) - k, "trials": trials}
+    if k == 0:
+        return full
+    int16 = least_first[k:]
+    float_model = onnx.load(str(cands.pre))
+    row = cands.static(f"{base['name']}+int16x{len(int16)}", base["per_channel"], cands.keep,
+                       replace(policy, activation_dtype=base["activations"], activation_symmetric=True),
+                       int16_tensors=_activation_tensors(float_model, int16))
+    row.update(int16_layers=int16, layer_precision={**{n: "int8" for n in least_first[:k]}, **{n: "int16" for n in int16}})
+    return row if row["meets_accuracy"] else full
+
+
+def fail_integer_only(ctx, goal: dict, best: dict | None, ranking: list[dict]) -> None:
+    """No integer candidate meets the goal on an integer-only target: the table names the layers."""
+    rows = []
+    if best is not None:
+        value = best["accuracy"].get(goal["metric"])
+        rows.append(BudgetRow(f"accuracy.{goal['metric']} (best integer: {best['name']})", f"{goal['bound']:g}",
+                              f"{value:.4g}" if value is not None else "-", "no fully integer candidate meets it"))
+    for r in ranking[:TABLE_LAYERS]:
+        value = r.get(goal["metric"])
+        rows.append(BudgetRow(f"layer {r['node']} ({r['op_type']}) int8 alone", f"{goal['bound']:g}",
+                              f"{value:.4g}" if isinstance(value, float) else str(value),
+                              f"output noise {r['noise']:.3g}, SQNR {r['sqnr_db']:.1f} dB"))
+    raise BudgetExceeded(rows or [BudgetRow(f"accuracy.{goal['metric']}", f"{goal['bound']:g}", "-", "nothing quantized")],
+                         stage="quantize")
