@@ -79,6 +79,17 @@ class _Errors:
             raise BuildError("; ".join(self.messages), stage="quantize")
 
 
+def integer_only_target(target_data: dict) -> bool:
+    """No float layer can ship: the accelerator runs no float format and nothing else runs the rest -
+    no host fallback, or a compiler that takes only fully quantized models (Arm Vela: int8 or 16x8)."""
+    dtypes = [str(d) for d in _get(target_data, "quantization", "dtypes", default=[]) or []]
+    if not dtypes or any(d in FLOAT_FORMATS for d in dtypes):
+        return False
+    command = str(_get(target_data, "runtime", "compile_command", default="") or "")
+    fallback = bool(_get(target_data, "host_fallback", "enabled", default=False))
+    return not fallback or command.split()[:1] == ["vela"]
+
+
 def resolve_policy(spec: dict, target_data: dict, where=None) -> QuantPolicy:
     """The effective policy for `spec` (pipeline fields) on a target (profile dict).
 
@@ -152,7 +163,7 @@ def resolve_policy(spec: dict, target_data: dict, where=None) -> QuantPolicy:
                        samples=samples, keep_float=keep, power_of_two=power_of_two,
                        per_channel_allowed=per_channel_ok, per_tensor_allowed=per_tensor_ok,
                        dynamic_allowed=dynamic_ok, integer_allowed=any(d in QUANTIZER_DTYPES for d in allowed),
-                       integer_only=not any(d in FLOAT_FORMATS for d in allowed) and bool(tq.get("dtypes")),
+                       integer_only=integer_only_target(target_data),
                        int16_activations_allowed="int16" in act_allowed and "int8" in weight_allowed,
                        recovery=tuple(q.get("recovery", RECOVERY)),
                        alternative_activation_dtypes=tuple(

@@ -26,7 +26,7 @@ from edgeship.pipelines.data import strided
 from edgeship.stages import quant_sensitivity as qs
 
 SENSITIVITY_SAMPLES = 32
-VERSION = "3"
+VERSION = "4"
 TABLE_LAYERS = 8  # layers named in the failure table
 MAX_BUILDS = 3  # real models built per search when the subset's answer misses on the full data
 
@@ -107,7 +107,7 @@ def int16_layers(cands, policy, base: dict, ranking: list[dict], scorer, report:
     """The fewest most-sensitive layers at int16 activations (the rest int8) meeting the goal, fully integer."""
     a16_policy = replace(policy, activation_dtype="int16", activation_symmetric=True)
     full = cands.static("static-a16w8", base["per_channel"], cands.keep, a16_policy)
-    full["layer_precision"] = {r["node"]: "int16" for r in ranking}
+    full.update(int16_layers=[r["node"] for r in ranking], layer_precision={r["node"]: "int16" for r in ranking})
     if not full["meets_accuracy"]:
         return None
     a8, a16 = onnx.load(base["path"]), onnx.load(full["path"])

@@ -98,7 +98,18 @@ def compose(float_model: onnx.ModelProto, choices: Mapping[str, onnx.ModelProto]
     for n in out.graph.node:
         for i in n.input:
             readers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in out.graph.output}
     for tensor, (q, dq, inits) in quantized_tensors.items():
+        if tensor in graph_outputs:  # the graph output itself is read quantized: produce it from the DQ
+            _rename_output(out, tensor, f"{tensor}__es_float")
+            for name in list(q.input[1:]) + list(dq.input[1:]):
+                copy_init(inits, name)
+            tag = f"{tensor}__es_{len(added)}"
+            added.append(onnx.helper.make_node("QuantizeLinear", [f"{tensor}__es_float", *q.input[1:]], [f"{tag}_q"],
+                                               name=f"{tag}_Q", **_attrs(q)))
+            added.append(onnx.helper.make_node("DequantizeLinear", [f"{tag}_q", *dq.input[1:]], [tensor],
+                                               name=f"{tag}_DQ", **_attrs(dq)))
+            continue
         if not readers.get(tensor):
             continue
         for name in list(q.input[1:]) + list(dq.input[1:]):
@@ -115,12 +126,19 @@ def compose(float_model: onnx.ModelProto, choices: Mapping[str, onnx.ModelProto]
     return out
 
 
-def _consumers(model: onnx.ModelProto, tensor: str) -> list[onnx.NodeProto]:
-    return [n for n in model.graph.node if tensor in n.input]
-
-
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _rename_output(model: onnx.ModelProto, old: str, new: str) -> None:
+    """Rename tensor `old` where it is produced and read (not in graph.output)."""
+    for n in model.graph.node:
+        for j, o in enumerate(n.output):
+            if o == old:
+                n.output[j] = new
+        for j, i in enumerate(n.input):
+            if i == old:
+                n.input[j] = new
 
 
 def _insert_before_consumers(model: onnx.ModelProto, added: list[onnx.NodeProto]) -> None:
@@ -144,6 +162,8 @@ def _insert_before_consumers(model: onnx.ModelProto, added: list[onnx.NodeProto]
         for i in n.input:
             place(i)
         ordered.append(n)
+    for n in added:  # read by nobody inside the graph (they produce a graph output): at the end
+        place(n.output[0])
     del model.graph.node[:]
     model.graph.node.extend(ordered)
 
