@@ -149,3 +149,37 @@ def magika_inputs(n: int, seed: int) -> np.ndarray:
         except OSError:
             continue
     return np.stack(rows)
+
+
+# --- PP-OCR text detector ------------------------------------------------------------------------
+
+DET_SIZE = 320  # a multiple of 32, as the DB detector needs
+DET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
+DET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
+
+
+def ppocr_det_model() -> Path:
+    import rapidocr_onnxruntime
+
+    return Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+
+
+def ocr_pages(n: int, seed: int) -> np.ndarray:
+    """(n, 3, 320, 320) float32: pages with a few rendered text lines, normalised as PaddleOCR's detector expects."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pages = []
+    for _ in range(n):
+        shade = int(rng.integers(200, 256))
+        page = Image.new("RGB", (DET_SIZE, DET_SIZE), (shade, shade, shade))
+        y = int(rng.integers(4, 30))
+        while y < DET_SIZE - 30:
+            line = _render_line(rng)
+            if line.width > DET_SIZE - 8:
+                line = line.crop((0, 0, DET_SIZE - 8, line.height))
+            page.paste(line, (int(rng.integers(0, max(1, DET_SIZE - line.width))), y))
+            y += line.height + int(rng.integers(4, 40))
+        arr = np.asarray(page, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        pages.append((arr - DET_MEAN) / DET_STD)
+    return np.stack(pages).astype(np.float32)

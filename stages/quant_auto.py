@@ -76,6 +76,17 @@ class Candidates:
         self.rows.append(row)
         return row
 
+    def trial(self, per_channel: bool, policy, nodes_to_quantize=None, int16_tensors=()) -> dict:
+        """Build with onnxruntime's quantizer and score, without a row in the table (a search step)."""
+        path = self.work / "trial.onnx"
+        quant_ort.quantize_static_qdq(self.pre, path, policy, self.calib, self.cache, self.keep, per_channel,
+                                      nodes_to_quantize=nodes_to_quantize, int16_tensors=list(int16_tensors))
+        comparison = self.score(path)
+        met, short = quant_goal.evaluate(self.goal, comparison)
+        first = comparison["primary"]
+        return {"meets": met, "shortfall": round(short, 6), self.goal["metric"]: first.get(self.goal["metric"]),
+                "cosine": first.get("cosine"), "sqnr_db": first.get("sqnr_db")}
+
     def static(self, name: str, per_channel: bool, exclude: list[str], policy=None, nodes_to_quantize=None,
                int16_tensors=()) -> dict:
         policy = policy or self.policy
@@ -113,13 +124,13 @@ def _goal(ctx, cands_reference, names, float_path: Path) -> dict:
 def _recover(ctx, policy, goal, cands, statics: list[dict], keep: list[str], report: dict) -> list[dict]:
     """Sensitivity, then the mixed-precision searches the policy and target allow; returns new rows."""
     base = sorted(statics, key=lambda r: r["shortfall"])[0]
-    ranking, scorer = quant_recovery.sensitivity(ctx, policy, goal, cands, base, report)
+    ranking = quant_recovery.sensitivity(ctx, policy, goal, cands, base, report)
     added = []
     if "float-layers" in policy.recovery and not policy.integer_only:
-        row = quant_recovery.float_layers(cands, policy, base, ranking, scorer, report)
+        row = quant_recovery.float_layers(cands, policy, base, ranking, report)
         added += [row] if row else []
     if "int16-layers" in policy.recovery and policy.int16_activations_allowed and policy.weight_dtype == "int8":
-        row = quant_recovery.int16_layers(cands, policy, base, ranking, scorer, report)
+        row = quant_recovery.int16_layers(cands, policy, base, ranking, report)
         added += [row] if row else []
     report["ranking_for_failure"] = ranking[: quant_recovery.TABLE_LAYERS]
     return added
