@@ -124,8 +124,17 @@ def _goal(ctx, cands_reference, names, float_path: Path) -> dict:
 def _recover(ctx, policy, goal, cands, statics: list[dict], keep: list[str], report: dict) -> list[dict]:
     """Sensitivity, then the mixed-precision searches the policy and target allow; returns new rows."""
     base = sorted(statics, key=lambda r: r["shortfall"])[0]
-    ranking = quant_recovery.sensitivity(ctx, policy, goal, cands, base, report)
     added = []
+    for step, build in (("bias-correction", lambda b: quant_recovery.bias_corrected(cands, b, report)),
+                        ("equalize", lambda b: quant_recovery.equalized(cands, policy, b, report))):
+        if step in policy.recovery and not policy.power_of_two:
+            row = build(base)
+            if row is not None:
+                added.append(row)
+                if row["meets_accuracy"]:
+                    return added  # cheap recovery was enough
+    # the searches rebuild from the float model with onnxruntime: they start from a plain int8 candidate
+    ranking = quant_recovery.sensitivity(ctx, policy, goal, cands, base, report)
     if "float-layers" in policy.recovery and not policy.integer_only:
         row = quant_recovery.float_layers(cands, policy, base, ranking, report)
         added += [row] if row else []

@@ -1,5 +1,7 @@
 """Accuracy recovery when full int8 misses the goal: measured sensitivity, then mixed-precision candidates.
 
+0. `bias-correction` and `equalize` (cheapest first): the best int8 candidate with its biases corrected
+   for the measured per-channel mean shift; cross-layer equalization of the float model, requantized.
 1. `sensitivity`: every quantized layer of the best int8 candidate, quantized alone, scored end to end
    on the validation data (quant_sensitivity). Cached per model + data + policy + metric (not the
    bound), so a rebuild that only changes the budget reuses it.
@@ -68,6 +70,64 @@ def sensitivity(ctx, policy, goal, cands, base: dict, report: dict) -> list[dict
         report["sensitivity_cache"] = "miss"
     report["sensitivity"] = {"base": base["name"], "samples": len(next(iter(data.values()))), "layers": ranking}
     return ranking
+
+
+def _output_means(model_path: Path, tensors: list[str], data: dict, work: Path) -> dict:
+    """Per-channel means of `tensors` (node outputs) over `data`, by exposing them as graph outputs."""
+    from edgeship.stages.quant_equalize import channel_means
+    from edgeship.stages.quant_measure import run_all, session
+
+    model = onnx.load(str(model_path))
+    present = {o.name for o in model.graph.output}
+    produced = {o for n in model.graph.node for o in n.output}
+    wanted = [t for t in tensors if t in produced and t not in present]
+    for t in wanted:
+        model.graph.output.append(onnx.ValueInfoProto(name=t))
+    path = work / "means.onnx"
+    onnx.save(model, str(path))
+    sess = session(path, threads=0)
+    names = [o.name for o in sess.get_outputs()]
+    values = dict(zip(names, run_all(sess, data)))
+    path.unlink(missing_ok=True)
+    return {t: channel_means(values[t]) for t in wanted if t in values}
+
+
+def bias_corrected(cands, base: dict, report: dict) -> dict | None:
+    """The base candidate with each Conv/Gemm bias corrected for its measured int8 mean shift."""
+    from edgeship.stages.quant_equalize import correct_biases
+
+    qdq = onnx.load(base["path"])
+    tensors = [n.output[0] for n in qdq.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2]
+    data = strided(cands.calib, SENSITIVITY_SAMPLES)
+    float_means = _output_means(Path(cands.pre), tensors, data, cands.work)
+    quant_means = _output_means(Path(base["path"]), tensors, data, cands.work)
+    changed = correct_biases(qdq, float_means, quant_means)
+    report["bias_correction"] = {"base": base["name"], "biases": changed}
+    if not changed:
+        return None
+    path = cands.work / f"{base['name']}+bc.onnx"
+    onnx.save(qdq, str(path))
+    return cands.add(f"{base['name']}+bc", "static", path, per_channel=base["per_channel"], float_nodes=0,
+                     activations=base["activations"])
+
+
+def equalized(cands, policy, base: dict, report: dict) -> dict | None:
+    """Cross-layer equalization of the float model, then the base candidate's quantization of it."""
+    from edgeship.stages import quant_ort
+    from edgeship.stages.quant_equalize import equalize
+
+    model = onnx.load(str(cands.pre))
+    facts = equalize(model)
+    report["equalization"] = facts
+    if not facts["pairs"]:
+        return None
+    pre = cands.work / "equalized-preprocessed.onnx"
+    onnx.save(model, str(pre))
+    path = cands.work / f"{base['name']}+cle.onnx"
+    quant_ort.quantize_static_qdq(pre, path, replace(policy, activation_dtype=base["activations"]), cands.calib,
+                                  cands.work / "calibration-equalized.json", cands.keep, base["per_channel"])
+    return cands.add(f"{base['name']}+cle", "static", path, per_channel=base["per_channel"], float_nodes=0,
+                     activations=base["activations"], equalized_pairs=facts["pairs"])
 
 
 def float_layers(cands, policy, base: dict, ranking: list[dict], report: dict) -> dict | None:

@@ -134,3 +134,10 @@ class QuantizeStage(BaseStage):
                 out.write_bytes(Path(chosen).read_bytes())
         ctx.model_path = out
         return ctx
+
+
+def report_html(section: dict) -> str:
+    """report.html's quantize fragment: goal, per-layer sensitivity chart, chosen precision per layer."""
+    from edgeship.stages.quant_report import report_html as render
+
+    return render(section)

@@ -171,3 +171,14 @@ def test_budget_only_change_reuses_the_sensitivity(tmp_path):
     again = build(_pipeline(tmp_path, "raspberry-pi-5", budget={"accuracy": {"metric": "cosine", "min": 0.996}}),
                   stages=("import", "quantize"))
     assert again.ok and again.ctx.report["quantize"]["sensitivity_cache"] == "hit"
+
+
+def test_report_shows_sensitivity_and_chosen_precision(tmp_path):
+    from edgeship.stages.report import render_html
+
+    result = build(_pipeline(tmp_path, "arm-ethos-u85"), stages=("import", "quantize"))
+    assert result.ok, result.error
+    page = render_html({"name": "mlp", "stages": {"quantize": result.ctx.report["quantize"]}})
+    assert "Per-layer sensitivity" in page and "<svg" in page and "shipped int16" in page
+    assert "Accuracy goal" in page and "budget.accuracy in the manifest" in page
+    assert "Chosen precision per layer" in page and "int16" in page

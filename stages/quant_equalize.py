@@ -1,0 +1,141 @@
+"""Cross-layer equalization and empirical bias correction: accuracy back without leaving int8.
+
+Cross-layer equalization (Nagel et al., "Data-Free Quantization", 2019): in Conv -> (ReLU) -> Conv,
+output channel i of the first conv can be divided by s_i and input channel i of the second multiplied
+by s_i without changing the float function (ReLU(x / s) = ReLU(x) / s for s > 0). With
+s_i = sqrt(r1_i / r2_i) both channels end with the same range sqrt(r1_i * r2_i), so per-tensor int8
+weights no longer lose the small channels to one large one. Depthwise -> pointwise chains are the
+classic case. Only positively homogeneous activations qualify (ReLU, LeakyRelu, PRelu, none):
+ReLU6/Clip and hard-swish do not commute with a scale, so those pairs are left alone.
+
+Bias correction: int8 weights shift each output channel's mean (E[(W_q - W) x] != 0). Measured on
+the calibration data - the float conv output against the quantized model's, per channel - and
+subtracted from the quantized int32 bias.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+HOMOGENEOUS = {"Relu", "LeakyRelu", "PRelu"}
+MAX_PASSES = 4
+EPS = 1e-12
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def _pairs(model: onnx.ModelProto, inits: Mapping[str, onnx.TensorProto]) -> list[tuple]:
+    """(conv1, activation or None, conv2) chains where conv1's output feeds only conv2 (through the activation)."""
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+    pairs = []
+    for c1 in model.graph.node:
+        if c1.op_type != "Conv" or len(c1.input) < 2 or c1.input[1] not in inits or c1.output[0] in outputs:
+            continue
+        nxt = consumers.get(c1.output[0], [])
+        if len(nxt) != 1:
+            continue
+        act = None
+        if nxt[0].op_type in HOMOGENEOUS:
+            act = nxt[0]
+            if act.op_type == "PRelu" and (len(act.input) < 2 or act.input[1] not in inits):
+                continue
+            nxt = consumers.get(act.output[0], [])
+            if len(nxt) != 1 or act.output[0] in outputs:
+                continue
+        c2 = nxt[0]
+        if c2.op_type != "Conv" or len(c2.input) < 2 or c2.input[1] not in inits:
+            continue
+        pairs.append((c1, act, c2))
+    return pairs
+
+
+def _scales(w1: np.ndarray, w2: np.ndarray, group2: int) -> np.ndarray | None:
+    """Per channel of the shared tensor: s_i with W1[i] / s_i and W2[.., i] * s_i balanced, or None."""
+    channels = w1.shape[0]
+    r1 = np.abs(w1.reshape(channels, -1)).max(axis=1)
+    if group2 == 1:
+        if w2.shape[1] != channels:
+            return None
+        r2 = np.abs(np.moveaxis(w2, 1, 0).reshape(channels, -1)).max(axis=1)
+    elif group2 == channels and w2.shape[0] == channels and w2.shape[1] == 1:  # depthwise second conv
+        r2 = np.abs(w2.reshape(channels, -1)).max(axis=1)
+    else:
+        return None
+    s = np.sqrt(np.maximum(r1, EPS) / np.maximum(r2, EPS))
+    s[(r1 < EPS) | (r2 < EPS)] = 1.0  # dead channels: leave them
+    return s
+
+
+def equalize(model: onnx.ModelProto) -> dict:
+    """Rescale every qualifying Conv -> (act) -> Conv pair in place; returns {pairs, passes}."""
+    inits = {t.name: t for t in model.graph.initializer}
+    shared = {}
+    for n in model.graph.node:
+        for i in n.input:
+            shared[i] = shared.get(i, 0) + 1
+    pairs = [p for p in _pairs(model, inits)
+             if all(shared.get(name, 0) == 1 for name in [p[0].input[1], p[2].input[1]] + list(p[0].input[2:3]))]
+    arrays = {name: numpy_helper.to_array(inits[name]).astype(np.float64) for p in pairs
+              for name in [p[0].input[1], p[2].input[1], *p[0].input[2:3]] + ([p[1].input[1]] if p[1] is not None and p[1].op_type == "PRelu" else [])}
+    eligible = [p for p in pairs if _scales(arrays[p[0].input[1]], arrays[p[2].input[1]], int(_attr(p[2], "group", 1))) is not None]
+    for _ in range(MAX_PASSES if eligible else 0):
+        for c1, act, c2 in eligible:
+            w1, w2 = arrays[c1.input[1]], arrays[c2.input[1]]
+            group2 = int(_attr(c2, "group", 1))
+            s = _scales(w1, w2, group2)
+            arrays[c1.input[1]] = w1 / s.reshape(-1, *([1] * (w1.ndim - 1)))
+            if len(c1.input) > 2 and c1.input[2]:
+                arrays[c1.input[2]] = arrays[c1.input[2]] / s
+            if group2 == 1:
+                arrays[c2.input[1]] = w2 * s.reshape(1, -1, *([1] * (w2.ndim - 2)))
+            else:
+                arrays[c2.input[1]] = w2 * s.reshape(-1, *([1] * (w2.ndim - 1)))
+    for name, value in arrays.items():
+        dtype = numpy_helper.to_array(inits[name]).dtype
+        inits[name].CopyFrom(numpy_helper.from_array(value.astype(dtype), name))
+    return {"pairs": len(eligible), "passes": MAX_PASSES if eligible else 0}
+
+
+def correct_biases(qdq: onnx.ModelProto, float_means: Mapping[str, np.ndarray], quant_means: Mapping[str, np.ndarray]) -> int:
+    """Subtract (quantized - float) per-channel output means from each Conv/Gemm's int32 bias (in place).
+
+    `*_means[tensor]` is the per-output-channel mean of the node output `tensor` over the calibration data.
+    Returns how many biases changed."""
+    producers = {o: n for n in qdq.graph.node for o in n.output}
+    inits = {t.name: t for t in qdq.graph.initializer}
+    changed = 0
+    for node in qdq.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.output[0] not in quant_means:
+            continue
+        dq = producers.get(node.input[2])
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+            continue
+        q_bias = numpy_helper.to_array(inits[dq.input[0]])
+        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+        delta = np.asarray(quant_means[node.output[0]], np.float64) - np.asarray(float_means[node.output[0]], np.float64)
+        if q_bias.dtype != np.int32 or delta.shape != q_bias.shape:
+            continue
+        step = np.round(delta / np.broadcast_to(scale, q_bias.shape))
+        info = np.iinfo(np.int32)
+        new = np.clip(q_bias.astype(np.int64) - step.astype(np.int64), info.min, info.max).astype(np.int32)
+        inits[dq.input[0]].CopyFrom(numpy_helper.from_array(new, dq.input[0]))
+        changed += 1
+    return changed
+
+
+def channel_means(values: np.ndarray) -> np.ndarray:
+    """Per-channel mean of stacked node outputs `(N, batch, C, ...)` or `(N, batch, C)`."""
+    arr = np.asarray(values, np.float64)
+    arr = arr.reshape(arr.shape[0] * arr.shape[1], *arr.shape[2:])  # samples x batch
+    axes = tuple(i for i in range(arr.ndim) if i != 1)
+    return arr.mean(axis=axes)
