@@ -55,7 +55,9 @@ class Candidates:
         self.cache = work / "calibration.json"
         self.rows: list[dict] = []
         ref_sess = quant_measure.session(ctx.float_model_path or pre, threads=0)
+        start = time.perf_counter()
         self.reference = quant_measure.run_all(ref_sess, eval_data)
+        self.reference_seconds_per_sample = (time.perf_counter() - start) / max(1, sample_count(eval_data))
         self.names = quant_measure.output_names(ref_sess)
         self.metric_names = quant_goal.metric_names(goal)
 

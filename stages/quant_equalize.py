@@ -8,9 +8,10 @@ weights no longer lose the small channels to one large one. Depthwise -> pointwi
 classic case. Only positively homogeneous activations qualify (ReLU, LeakyRelu, PRelu, none):
 ReLU6/Clip and hard-swish do not commute with a scale, so those pairs are left alone.
 
-Bias correction: int8 weights shift each output channel's mean (E[(W_q - W) x] != 0). Measured on
-the calibration data - the float conv output against the quantized model's, per channel - and
-subtracted from the quantized int32 bias.
+Bias correction: int8 weights shift each output channel's mean (E[(W_q - W) x] != 0). With the
+per-channel means of each conv's input, measured in the quantized model on the calibration data,
+the expected shift is computed per layer (not measured at the output, where it would include the
+shift of every layer above and be corrected twice) and subtracted from the quantized int32 bias.
 """
 
 from __future__ import annotations
@@ -106,29 +107,52 @@ def equalize(model: onnx.ModelProto) -> dict:
     return {"pairs": len(eligible), "passes": MAX_PASSES if eligible else 0}
 
 
-def correct_biases(qdq: onnx.ModelProto, float_means: Mapping[str, np.ndarray], quant_means: Mapping[str, np.ndarray]) -> int:
-    """Subtract (quantized - float) per-channel output means from each Conv/Gemm's int32 bias (in place).
+def weight_error_shift(w_float: np.ndarray, w_quant: np.ndarray, input_means: np.ndarray, group: int) -> np.ndarray:
+    """E[conv(x; W_q) - conv(x; W)] per output channel, from the input's per-channel means (Nagel et al.):
+    sum over input channels and kernel taps of (W_q - W)[o, i, k] * E[x_i] (borders ignored)."""
+    err = (np.asarray(w_quant, np.float64) - np.asarray(w_float, np.float64))
+    out_c, in_per_group = err.shape[0], err.shape[1]
+    per_in = err.reshape(out_c, in_per_group, -1).sum(axis=2)  # (O, I/g)
+    means = np.asarray(input_means, np.float64).reshape(group, in_per_group)
+    out_per_group = out_c // group
+    return np.einsum("gfi,gi->gf", per_in.reshape(group, out_per_group, in_per_group), means).reshape(out_c)
 
-    `*_means[tensor]` is the per-output-channel mean of the node output `tensor` over the calibration data.
+
+def correct_biases(qdq: onnx.ModelProto, float_model: onnx.ModelProto, input_means: Mapping[str, np.ndarray]) -> int:
+    """Subtract each Conv's expected int8 weight error (`weight_error_shift`) from its int32 bias, in place.
+
+    `input_means[tensor]` is the per-channel mean, in the quantized model, of each Conv's data input.
     Returns how many biases changed."""
     producers = {o: n for n in qdq.graph.node for o in n.output}
     inits = {t.name: t for t in qdq.graph.initializer}
+    float_nodes = {n.name: n for n in float_model.graph.node if n.name}
+    float_inits = {t.name: t for t in float_model.graph.initializer}
     changed = 0
     for node in qdq.graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.output[0] not in quant_means:
+        fnode = float_nodes.get(node.name)
+        if node.op_type != "Conv" or len(node.input) < 3 or fnode is None or node.input[0] not in input_means:
             continue
-        dq = producers.get(node.input[2])
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+        dq_b, dq_w = producers.get(node.input[2]), producers.get(node.input[1])
+        if any(d is None or d.op_type != "DequantizeLinear" or d.input[0] not in inits for d in (dq_b, dq_w)):
             continue
-        q_bias = numpy_helper.to_array(inits[dq.input[0]])
-        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
-        delta = np.asarray(quant_means[node.output[0]], np.float64) - np.asarray(float_means[node.output[0]], np.float64)
-        if q_bias.dtype != np.int32 or delta.shape != q_bias.shape:
+        if fnode.input[1] not in float_inits:
             continue
-        step = np.round(delta / np.broadcast_to(scale, q_bias.shape))
+        w_float = numpy_helper.to_array(float_inits[fnode.input[1]])
+        w_q = numpy_helper.to_array(inits[dq_w.input[0]]).astype(np.float64)
+        w_scale = numpy_helper.to_array(inits[dq_w.input[1]]).astype(np.float64)
+        w_zp = numpy_helper.to_array(inits[dq_w.input[2]]).astype(np.float64) if len(dq_w.input) > 2 and dq_w.input[2] else 0.0
+        view = (-1,) + (1,) * (w_q.ndim - 1) if np.ndim(w_scale) else ()
+        w_deq = (w_q - np.reshape(w_zp, view)) * np.reshape(w_scale, view)
+        if w_deq.shape != w_float.shape:
+            continue
+        shift = weight_error_shift(w_float, w_deq, input_means[node.input[0]], int(_attr(node, "group", 1)))
+        q_bias = numpy_helper.to_array(inits[dq_b.input[0]])
+        b_scale = np.broadcast_to(numpy_helper.to_array(inits[dq_b.input[1]]).astype(np.float64), q_bias.shape)
+        if q_bias.dtype != np.int32 or shift.shape != q_bias.shape:
+            continue
         info = np.iinfo(np.int32)
-        new = np.clip(q_bias.astype(np.int64) - step.astype(np.int64), info.min, info.max).astype(np.int32)
-        inits[dq.input[0]].CopyFrom(numpy_helper.from_array(new, dq.input[0]))
+        new = np.clip(q_bias.astype(np.int64) - np.round(shift / b_scale).astype(np.int64), info.min, info.max)
+        inits[dq_b.input[0]].CopyFrom(numpy_helper.from_array(new.astype(np.int32), dq_b.input[0]))
         changed += 1
     return changed
 

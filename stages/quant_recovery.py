@@ -28,8 +28,11 @@ import onnx
 from edgeship.errors import BudgetExceeded, BudgetRow
 from edgeship.pipelines.data import strided
 from edgeship.stages import quant_sensitivity as qs
+from edgeship.stages.quant_subset import quantized_nodes
 
-SENSITIVITY_SAMPLES = 32
+SENSITIVITY_SAMPLES = 32  # at most, per layer of the ranking
+MIN_RANKING_SAMPLES = 4
+RANKING_BUDGET_S = 60.0  # the ranking runs one model per layer: fewer samples per layer on big models
 VERSION = "4"
 TABLE_LAYERS = 8  # layers named in the failure table
 
@@ -43,6 +46,12 @@ def cache_key(ctx, policy, goal: dict, base_name: str) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def ranking_samples(layers: int, seconds_per_sample: float) -> int:
+    """Samples per layer so that the ranking takes about RANKING_BUDGET_S of inference (4..32)."""
+    affordable = RANKING_BUDGET_S / max(1, layers) / max(seconds_per_sample, 1e-6)
+    return int(max(MIN_RANKING_SAMPLES, min(SENSITIVITY_SAMPLES, affordable)))
+
+
 def _cache_file(key: str) -> Path:
     from edgeship.pipelines.cache import cache_root
 
@@ -54,7 +63,8 @@ def sensitivity(ctx, policy, goal, cands, base: dict, report: dict) -> list[dict
     from edgeship.stages.quant_measure import run_all, session
 
     float_model = onnx.load(str(ctx.float_model_path or cands.pre))
-    data = strided(cands.eval_data, SENSITIVITY_SAMPLES)
+    layers = len(quantized_nodes(onnx.load(base["path"], load_external_data=False)))
+    data = strided(cands.eval_data, ranking_samples(layers, cands.reference_seconds_per_sample))
     ranker = qs.Scorer(float_model, data, cands.names, run_all(session(ctx.float_model_path or cands.pre, threads=0), data), goal)
     key = cache_key(ctx, policy, goal, base["name"])
     path = _cache_file(key)
@@ -93,15 +103,13 @@ def _output_means(model_path: Path, tensors: list[str], data: dict, work: Path) 
 
 
 def bias_corrected(cands, base: dict, report: dict) -> dict | None:
-    """The base candidate with each Conv/Gemm bias corrected for its measured int8 mean shift."""
+    """The base candidate with each Conv bias corrected for its int8 weights' expected mean shift."""
     from edgeship.stages.quant_equalize import correct_biases
 
     qdq = onnx.load(base["path"])
-    tensors = [n.output[0] for n in qdq.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2]
-    data = strided(cands.calib, SENSITIVITY_SAMPLES)
-    float_means = _output_means(Path(cands.pre), tensors, data, cands.work)
-    quant_means = _output_means(Path(base["path"]), tensors, data, cands.work)
-    changed = correct_biases(qdq, float_means, quant_means)
+    tensors = [n.input[0] for n in qdq.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    means = _output_means(Path(base["path"]), tensors, strided(cands.calib, SENSITIVITY_SAMPLES), cands.work)
+    changed = correct_biases(qdq, onnx.load(str(cands.pre)), means)
     report["bias_correction"] = {"base": base["name"], "biases": changed}
     if not changed:
         return None

@@ -64,22 +64,41 @@ def test_clip_and_shared_outputs_are_left_alone(tmp_path):
     assert facts["pairs"] == 1  # only conv2 -> conv3 remains
 
 
-def test_bias_correction_moves_each_channel_by_its_mean_shift():
-    c = 4
-    graph = helper.make_graph(
-        [helper.make_node("DequantizeLinear", ["bq", "bs"], ["b"], name="dq_b"),
-         helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 4, 4])],
-        [numpy_helper.from_array(np.array([100, -50, 0, 7], np.int32), "bq"),
-         numpy_helper.from_array(np.full(c, 0.01, np.float32), "bs"),
-         numpy_helper.from_array(np.ones((c, c, 1, 1), np.float32), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    float_means = {"y": np.array([1.0, 2.0, 3.0, 4.0])}
-    quant_means = {"y": np.array([1.5, 2.0, 2.9, 4.0])}  # channel 0 drifted up 0.5, channel 2 down 0.1
-    assert quant_equalize.correct_biases(model, float_means, quant_means) == 1
+def test_bias_correction_removes_the_expected_weight_error():
+    """conv y = W x + b, 2 in / 2 out channels, 1x1; int8 weights off by known amounts, input means known."""
+    w = np.array([[1.00, 2.00], [0.50, -1.00]], np.float32).reshape(2, 2, 1, 1)
+    wq = np.array([[51, 99], [25, -50]], np.int8).reshape(2, 2, 1, 1)  # scale 0.02: errors +0.02, -0.02, 0, 0
+    def qdq_model():
+        graph = helper.make_graph(
+            [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w_dq"], name="dq_w", axis=0),
+             helper.make_node("DequantizeLinear", ["bq", "bs"], ["b_dq"], name="dq_b", axis=0),
+             helper.make_node("Conv", ["x", "w_dq", "b_dq"], ["y"], name="conv")],
+            "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+            [numpy_helper.from_array(wq, "wq"), numpy_helper.from_array(np.full(2, 0.02, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(2, np.int8), "wz"),
+             numpy_helper.from_array(np.array([1000, -500], np.int32), "bq"),
+             numpy_helper.from_array(np.full(2, 0.001, np.float32), "bs")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    float_graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], "f",
+                                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+                                    [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1.0, -0.5], np.float32), "b")])
+    model = qdq_model()
+    means = {"x": np.array([3.0, 2.0])}  # E[x0] = 3, E[x1] = 2
+    # channel 0: (+0.02 * 3) + (-0.02 * 2) = +0.02 -> 20 bias steps of 0.001; channel 1: no error
+    assert quant_equalize.correct_biases(model, helper.make_model(float_graph), means) == 1
     bias = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "bq"))
-    assert bias.tolist() == [100 - 50, -50, 0 + 10, 7]
+    assert bias.tolist() == [1000 - 20, -500]
+    np.testing.assert_allclose(quant_equalize.weight_error_shift(w, wq.astype(np.float64) * 0.02, means["x"], 1),
+                               [0.02, 0.0], atol=1e-9)
+
+
+def test_depthwise_weight_error_uses_its_own_channel():
+    w = np.zeros((3, 1, 1, 1))
+    wq = np.array([1.0, 2.0, 3.0]).reshape(3, 1, 1, 1)
+    shift = quant_equalize.weight_error_shift(w, wq, np.array([10.0, 20.0, 30.0]), group=3)
+    assert shift.tolist() == [10.0, 40.0, 90.0]
 
 
 def test_channel_means_per_output_channel():
