@@ -96,7 +96,7 @@ def _layers(row: dict) -> str:
 
 
 def bench_one(entry: dict, folder: Path, repeats: int, integer: bool) -> dict:
-    from edgeship.stages.quant_measure import first_feed, interleaved_p50, output_names, run_all, session
+    from edgeship.stages.quant_measure import first_feed, interleaved_p50, output_names, run_all, runs_within, session
     from edgeship.stages.quant_ort import default_quantize_static
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,21 +143,10 @@ def bench_one(entry: dict, folder: Path, repeats: int, integer: bool) -> dict:
     feed = first_feed(evaluation)
     runs: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(repeats):
-        for k, v in interleaved_p50(paths, feed, rounds=3, runs=_runs_for(paths, feed), threads=1).items():
+        for k, v in interleaved_p50(paths, feed, rounds=3, runs=runs_within(paths, feed, 150.0, 2, 20), threads=1).items():
             runs[k].append(v)
     return {"name": entry["name"], "goal": goal, "rows": rows, "accuracy": accuracy, "runs": runs, "build_s": build_s,
             "selected": q["selected"]}
-
-
-def _runs_for(paths: dict, feed: dict) -> int:
-    from edgeship.stages import quant_measure
-
-    slowest = 0.0
-    for path in paths.values():
-        sess = quant_measure.session(path, threads=1)
-        quant_measure.time_runs(sess, feed, 1)
-        slowest = max(slowest, min(quant_measure.time_runs(sess, feed, 2)))
-    return int(max(2, min(20, 150.0 / max(slowest, 1e-3))))  # ~0.15 s per model per round
 
 
 def table(result: dict) -> str:

@@ -127,6 +127,14 @@ def _recover(ctx, policy, goal, cands, statics: list[dict], keep: list[str], rep
     """Sensitivity, then the mixed-precision searches the policy and target allow; returns new rows."""
     base = sorted(statics, key=lambda r: r["shortfall"])[0]
     added = []
+    if "calibration" in policy.recovery and policy.method == "minmax":
+        row = quant_recovery.calibrated(cands, policy, base, report)
+        if row is not None:
+            added.append(row)
+            if row["meets_accuracy"]:
+                return added
+            if report["calibration_choice"]["kept"]:
+                base = row  # reproducible by the searches: a plain build with the chosen calibration
     for step, build in (("bias-correction", lambda b: quant_recovery.bias_corrected(cands, b, report)),
                         ("equalize", lambda b: quant_recovery.equalized(cands, policy, b, report))):
         if step in policy.recovery and not policy.power_of_two:

@@ -82,6 +82,16 @@ def interleaved_p50(paths: Mapping[str, Path], feed: dict, rounds: int = 5, runs
     return {name: float(np.median(values)) for name, values in samples.items()}
 
 
+def runs_within(paths: Mapping[str, Path], feed: dict, budget_ms: float, low: int, high: int) -> int:
+    """Timed runs per model and round so the slowest model takes about `budget_ms` (within [low, high])."""
+    slowest = 0.0
+    for path in paths.values():
+        sess = session(path, threads=1)
+        time_runs(sess, feed, 1)
+        slowest = max(slowest, min(time_runs(sess, feed, 2)))
+    return int(max(low, min(high, budget_ms / max(slowest, 1e-3))))
+
+
 def percentiles(times_ms: list[float]) -> dict[str, float]:
     arr = np.asarray(times_ms, dtype=np.float64)
     return {

@@ -16,7 +16,7 @@ from edgeship.errors import BuildError
 QUANTIZER_DTYPES = ("int8", "uint8", "int16", "uint16")  # what onnxruntime's QDQ quantizer emits here
 METHODS = ("minmax", "percentile", "entropy")
 MODES = ("none", "dynamic", "static", "auto")
-RECOVERY = ("bias-correction", "equalize", "float-layers", "int16-layers")  # in order of cost
+RECOVERY = ("calibration", "bias-correction", "equalize", "float-layers", "int16-layers")  # in order of cost
 FLOAT_FORMATS = ("float32", "fp32", "float16", "fp16", "bf16", "bfloat16")
 DEFAULT_SAMPLES = 200
 

@@ -1,7 +1,8 @@
 """Accuracy recovery when full int8 misses the goal: measured sensitivity, then mixed-precision candidates.
 
-0. `bias-correction` and `equalize` (cheapest first): the best int8 candidate with its biases corrected
-   for the measured per-channel mean shift; cross-layer equalization of the float model, requantized.
+0. `calibration`, `bias-correction`, `equalize` (cheapest first): each activation's range chosen per tensor by
+   measured error (quant_calib); the best int8 candidate with its biases corrected for its weights' expected
+   error; cross-layer equalization of the float model, requantized.
 1. `sensitivity`: every quantized layer of the best int8 candidate, quantized alone, scored end to end
    on the validation data (quant_sensitivity). Cached per model + data + policy + metric (not the
    bound), so a rebuild that only changes the budget reuses it.
@@ -80,6 +81,25 @@ def sensitivity(ctx, policy, goal, cands, base: dict, report: dict) -> list[dict
         report["sensitivity_cache"] = "miss"
     report["sensitivity"] = {"base": base["name"], "samples": len(next(iter(data.values()))), "layers": ranking}
     return ranking
+
+
+def calibrated(cands, policy, base: dict, report: dict) -> dict | None:
+    """The base candidate requantized with each tensor's range chosen by measured error; when it beats the
+    base, its calibration becomes the one every later candidate (and search step) uses."""
+    from edgeship.stages.quant_calib import choose_ranges
+
+    if not cands.cache.is_file():
+        return None
+    chosen = cands.work / "calibration-chosen.json"
+    report["calibration_choice"] = choose_ranges(Path(cands.pre), cands.cache, chosen, cands.calib, cands.work,
+                                                 symmetric=policy.activation_symmetric)
+    minmax_cache, cands.cache = cands.cache, chosen
+    row = cands.static(f"{base['name']}+calib", base["per_channel"], cands.keep,
+                       replace(policy, activation_dtype=base["activations"]))
+    if row["shortfall"] >= base["shortfall"]:
+        cands.cache = minmax_cache
+    report["calibration_choice"]["kept"] = cands.cache == chosen
+    return row
 
 
 def _output_means(model_path: Path, tensors: list[str], data: dict, work: Path) -> dict:

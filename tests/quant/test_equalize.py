@@ -105,3 +105,16 @@ def test_channel_means_per_output_channel():
     values = np.zeros((3, 1, 2, 2, 2))
     values[:, :, 1] = 4.0
     assert quant_equalize.channel_means(values).tolist() == [0.0, 4.0]
+
+
+def test_calibration_range_is_chosen_per_tensor_by_held_out_error():
+    from edgeship.stages import quant_calib
+
+    rng = np.random.default_rng(0)
+    uniform = rng.uniform(-1, 1, 20000)
+    method, (lo, hi), errors = quant_calib.choose(uniform[:10000], uniform[10000:], symmetric=False)
+    assert method == "minmax" and errors["minmax"] <= min(errors.values())  # every level is in use: keep the range
+    spiky = rng.normal(0, 1, 20000)
+    spiky[::4000] = 200.0  # a few outliers stretch min-max by 50x
+    method, (lo, hi), errors = quant_calib.choose(spiky[:10000], spiky[10000:], symmetric=False)
+    assert method in ("percentile", "mse") and errors[method] < errors["minmax"] / 5
