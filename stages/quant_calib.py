@@ -23,7 +23,7 @@ from edgeship.stages.quant_measure import run_all, session
 MAX_SAMPLES = 8
 VALUES_PER_SAMPLE = 4096  # a fixed stride through each tensor keeps memory bounded on big activations
 PERCENTILE = 99.99
-MSE_GRID = np.linspace(0.25, 1.0, 16)
+MSE_GRID = np.geomspace(0.01, 1.0, 25)  # clip at 1% .. 100% of the min-max range
 METHODS = ("minmax", "percentile", "mse")
 
 

@@ -114,7 +114,7 @@ def test_calibration_range_is_chosen_per_tensor_by_held_out_error():
     uniform = rng.uniform(-1, 1, 20000)
     method, (lo, hi), errors = quant_calib.choose(uniform[:10000], uniform[10000:], symmetric=False)
     assert method == "minmax" and errors["minmax"] <= min(errors.values())  # every level is in use: keep the range
-    spiky = rng.normal(0, 1, 20000)
-    spiky[::4000] = 200.0  # a few outliers stretch min-max by 50x
-    method, (lo, hi), errors = quant_calib.choose(spiky[:10000], spiky[10000:], symmetric=False)
-    assert method in ("percentile", "mse") and errors[method] < errors["minmax"] / 5
+    fit, held = rng.uniform(-1, 1, 20000), rng.uniform(-1, 1, 20000)
+    fit[7] = 200.0  # one spurious spike in the calibration half stretches min-max 100x; the held-out half has none
+    method, (lo, hi), errors = quant_calib.choose(fit, held, symmetric=False)
+    assert method == "percentile" and hi < 2.0 and errors[method] < errors["minmax"] / 100
