@@ -164,6 +164,7 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
     report["accuracy_goal"] = {**goal, "data": source, "samples": sample_count(eval_data),
                                "summary": quant_goal.describe(goal)}
     cands = Candidates(ctx, policy, pre, calib, keep, work, goal, eval_data)
+    report["calibration_cache"] = "hit" if quant_recovery.reuse_calibration(ctx, policy, cands.cache) else "miss"
     cands.add("float", "float", float_path, float_nodes=_count_float_compute(src))
     statics = []
     if policy.per_channel_allowed:
@@ -173,6 +174,7 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
     for dtype in policy.alternative_activation_dtypes:  # e.g. S8S8 next to U8S8: which is faster depends on the CPU
         statics.append(cands.static(f"static-per-tensor-a{dtype}" if policy.per_tensor_allowed else f"static-per-channel-a{dtype}",
                                     not policy.per_tensor_allowed, keep, replace(policy, activation_dtype=dtype)))
+    quant_recovery.keep_calibration(ctx, policy, cands.cache)
     if policy.dynamic_allowed and _has_op(pre, set(quant_ort.DYNAMIC_OP_TYPES)):
         path = work / "dynamic.onnx"
         quant_ort.quantize_dynamic_int8(pre, path, policy, keep, policy.per_channel_allowed)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from edgeship.stages.quant_subset import quantized_nodes
 SENSITIVITY_SAMPLES = 32  # at most, per layer of the ranking
 MIN_RANKING_SAMPLES = 4
 RANKING_BUDGET_S = 60.0  # the ranking runs one model per layer: fewer samples per layer on big models
-VERSION = "4"
+VERSION = "5"
 TABLE_LAYERS = 8  # layers named in the failure table
 
 
@@ -53,10 +54,39 @@ def ranking_samples(layers: int, seconds_per_sample: float) -> int:
     return int(max(MIN_RANKING_SAMPLES, min(SENSITIVITY_SAMPLES, affordable)))
 
 
-def _cache_file(key: str) -> Path:
+def _cache_file(key: str, kind: str = "quant-sensitivity") -> Path:
     from edgeship.pipelines.cache import cache_root
 
-    return cache_root() / "quant-sensitivity" / key[:2] / f"{key}.json"
+    return cache_root() / kind / key[:2] / f"{key}.json"
+
+
+def _store(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def calibration_key(ctx, policy) -> str:
+    """The activation ranges depend on the float model, the calibration data and how they are computed."""
+    doc = {"v": VERSION, "model": ctx.digests.get("float_model") or ctx.digests.get("model", ""),
+           "calibration": ctx.data_digest("calibration"), "method": policy.method, "samples": policy.samples,
+           "keep_float": list(policy.keep_float)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def reuse_calibration(ctx, policy, local: Path) -> bool:
+    """Copy a stored calibration cache into `local` (onnxruntime then skips calibrating); True on a hit."""
+    try:
+        local.write_text(_cache_file(calibration_key(ctx, policy), "quant-calibration").read_text())
+        return True
+    except OSError:
+        return False
+
+
+def keep_calibration(ctx, policy, local: Path) -> None:
+    if local.is_file():
+        _store(_cache_file(calibration_key(ctx, policy), "quant-calibration"), local.read_text())
 
 
 def sensitivity(ctx, policy, goal, cands, base: dict, report: dict) -> list[dict]:
@@ -74,10 +104,7 @@ def sensitivity(ctx, policy, goal, cands, base: dict, report: dict) -> list[dict
         report["sensitivity_cache"] = "hit"
     except (OSError, ValueError):
         ranking = qs.rank_layers(ranker, onnx.load(base["path"]), qs.layer_macs(Path(ctx.float_model_path or cands.pre)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(ranking))
-        tmp.replace(path)
+        _store(path, json.dumps(ranking))
         report["sensitivity_cache"] = "miss"
     report["sensitivity"] = {"base": base["name"], "samples": len(next(iter(data.values()))), "layers": ranking}
     return ranking

@@ -33,8 +33,8 @@ def sensitivity_svg(layers: list[dict], precision: dict[str, str], width: int = 
              'layer int8 (most damaging first)</text>']
     for j, (name, colour) in enumerate(PRECISION_COLOURS.items()):
         if name != "?":
-            parts.append(f'<rect x="{label_w + j * 90}" y="22" width="10" height="10" fill="{colour}"/>'
-                         f'<text x="{label_w + 14 + j * 90}" y="31" font-size="11">shipped {name}</text>')
+            parts.append(f'<rect x="{label_w + j * 115}" y="22" width="10" height="10" fill="{colour}"/>'
+                         f'<text x="{label_w + 14 + j * 115}" y="31" font-size="11">shipped {name}</text>')
     for i, (r, d) in enumerate(zip(rows, damage)):
         y = 40 + i * (bar_h + pad)
         w = max(1.0, (width - label_w - 120) * d / top)

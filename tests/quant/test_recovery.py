@@ -171,6 +171,7 @@ def test_budget_only_change_reuses_the_sensitivity(tmp_path):
     again = build(_pipeline(tmp_path, "raspberry-pi-5", budget={"accuracy": {"metric": "cosine", "min": 0.996}}),
                   stages=("import", "quantize"))
     assert again.ok and again.ctx.report["quantize"]["sensitivity_cache"] == "hit"
+    assert again.ctx.report["quantize"]["calibration_cache"] == "hit"  # the activation ranges too
 
 
 def test_report_shows_sensitivity_and_chosen_precision(tmp_path):
