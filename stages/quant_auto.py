@@ -124,7 +124,7 @@ def _goal(ctx, cands_reference, names, float_path: Path) -> dict:
 
 
 def _recover(ctx, policy, goal, cands, statics: list[dict], keep: list[str], report: dict) -> list[dict]:
-    """Sensitivity, then the mixed-precision searches the policy and target allow; returns new rows."""
+    """The recovery steps the policy and target allow, cheapest first (quant_recovery); returns the new rows."""
     base = sorted(statics, key=lambda r: r["shortfall"])[0]
     added = []
     if "calibration" in policy.recovery and policy.method == "minmax":
