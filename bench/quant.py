@@ -111,8 +111,9 @@ def bench_one(entry: dict, folder: Path, repeats: int, integer: bool) -> dict:
     q = host.ctx.report["quantize"]
     goal = q["accuracy_goal"]
     work = Path(host.ctx.workdir) / "quantize"
-    paths = {"float": Path(entry["model"])}
-    rows = {"float": {"kind": "float", "name": "float"}}
+    float_label = "float" + (" (auto's pick)" if q["selected"] == "float" else "")
+    paths = {float_label: Path(entry["model"])}
+    rows = {float_label: {"kind": "float", "name": "float"}}
     ortq = folder / "ort-default.onnx"
     try:
         default_quantize_static(Path(entry["model"]), ortq, {k: v for k, v in calib.items()})
@@ -136,7 +137,7 @@ def bench_one(entry: dict, folder: Path, repeats: int, integer: bool) -> dict:
             rows[label] = pick
         else:
             rows[f"{INTEGER_TARGET}: no integer model"] = {"error": str(ethos.error).splitlines()[0][:100]}
-    ref_sess = session(paths["float"], threads=0)
+    ref_sess = session(paths[float_label], threads=0)
     names = output_names(ref_sess)
     reference = run_all(ref_sess, evaluation)
     accuracy = {label: _accuracy(goal, reference, path, evaluation, names) for label, path in paths.items()}
@@ -146,14 +147,14 @@ def bench_one(entry: dict, folder: Path, repeats: int, integer: bool) -> dict:
         for k, v in interleaved_p50(paths, feed, rounds=3, runs=runs_within(paths, feed, 150.0, 2, 20), threads=1).items():
             runs[k].append(v)
     return {"name": entry["name"], "goal": goal, "rows": rows, "accuracy": accuracy, "runs": runs, "build_s": build_s,
-            "selected": q["selected"]}
+            "selected": q["selected"], "float_label": float_label}
 
 
 def table(result: dict) -> str:
     if "error" in result:
         return f"{result['name']}: build failed: {result['error']}"
     goal = result["goal"]
-    float_p50 = float(np.median(result["runs"]["float"]))
+    float_p50 = float(np.median(result["runs"][result["float_label"]]))
     head = ["model", goal["metric"], "cosine", "SQNR dB", "p50 ms (spread)", "speed-up", "layers float/int16", "goal"]
     lines = [head]
     for label, row in result["rows"].items():
@@ -166,7 +167,7 @@ def table(result: dict) -> str:
         ok = acc["meets"] and (speed >= 1.3 or "integer" in label)
         lines.append([label, f"{acc['metric']:.4f}", f"{acc['cosine']:.4f}", f"{acc['sqnr']:.1f}",
                       f"{med:.3f} ({min(p):.3f}-{max(p):.3f})", f"{speed:.2f}x", _layers(row),
-                      "-" if label == "float" else ("MET" if ok else "accuracy" if not acc["meets"] else "speed")])
+                      "-" if label == result["float_label"] else ("MET" if ok else "accuracy" if not acc["meets"] else "speed")])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     out = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
