@@ -159,7 +159,7 @@ def table(result: dict) -> str:
     lines = [head]
     for label, row in result["rows"].items():
         if "error" in row:
-            lines.append([label, f"failed: {row['error']}"] + [""] * (len(head) - 2))
+            lines.append([label] + ["-"] * (len(head) - 2) + [f"failed: {row['error']}"])
             continue
         acc, p = result["accuracy"][label], result["runs"][label]
         med = float(np.median(p))

@@ -133,8 +133,6 @@ def _recover(ctx, policy, goal, cands, statics: list[dict], keep: list[str], rep
             added.append(row)
             if row["meets_accuracy"]:
                 return added
-            if report["calibration_choice"]["kept"]:
-                base = row  # reproducible by the searches: a plain build with the chosen calibration
     for step, build in (("bias-correction", lambda b: quant_recovery.bias_corrected(cands, b, report)),
                         ("equalize", lambda b: quant_recovery.equalized(cands, policy, b, report))):
         if step in policy.recovery and not policy.power_of_two:

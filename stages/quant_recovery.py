@@ -1,7 +1,7 @@
 """Accuracy recovery when full int8 misses the goal: measured sensitivity, then mixed-precision candidates.
 
 0. `calibration`, `bias-correction`, `equalize` (cheapest first): each activation's range chosen per tensor by
-   measured error (quant_calib); the best int8 candidate with its biases corrected for its weights' expected
+   measured error (quant_calib; a candidate of its own); the best int8 candidate with its biases corrected for its weights' expected
    error; cross-layer equalization of the float model, requantized.
 1. `sensitivity`: every quantized layer of the best int8 candidate, quantized alone, scored end to end
    on the validation data (quant_sensitivity). Cached per model + data + policy + metric (not the
@@ -111,8 +111,10 @@ def sensitivity(ctx, policy, goal, cands, base: dict, report: dict) -> list[dict
 
 
 def calibrated(cands, policy, base: dict, report: dict) -> dict | None:
-    """The base candidate requantized with each tensor's range chosen by measured error; when it beats the
-    base, its calibration becomes the one every later candidate (and search step) uses."""
+    """The base candidate requantized with each tensor's range chosen by measured error (its own cache file).
+
+    The later steps keep min-max ranges: a per-tensor error criterion can still hurt end to end (on magika
+    it made the int16 and float-layer searches worse), and a better-but-failing candidate is no evidence."""
     from edgeship.stages.quant_calib import choose_ranges
 
     if not cands.cache.is_file():
@@ -121,12 +123,11 @@ def calibrated(cands, policy, base: dict, report: dict) -> dict | None:
     report["calibration_choice"] = choose_ranges(Path(cands.pre), cands.cache, chosen, cands.calib, cands.work,
                                                  symmetric=policy.activation_symmetric)
     minmax_cache, cands.cache = cands.cache, chosen
-    row = cands.static(f"{base['name']}+calib", base["per_channel"], cands.keep,
-                       replace(policy, activation_dtype=base["activations"]))
-    if row["shortfall"] >= base["shortfall"]:
+    try:
+        return cands.static(f"{base['name']}+calib", base["per_channel"], cands.keep,
+                            replace(policy, activation_dtype=base["activations"]))
+    finally:
         cands.cache = minmax_cache
-    report["calibration_choice"]["kept"] = cands.cache == chosen
-    return row
 
 
 def _output_means(model_path: Path, tensors: list[str], data: dict, work: Path) -> dict:
