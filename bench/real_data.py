@@ -38,7 +38,7 @@ def magika_model() -> Path:
     return Path(magika.__file__).parent / "models" / "standard_v3_3" / "model.onnx"
 
 
-def _render_line(rng: np.random.Generator) -> "Image.Image":
+def _render_line(rng: np.random.Generator):
     from PIL import Image, ImageDraw, ImageFont
 
     text = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 6))))
