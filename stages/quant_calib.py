@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import onnx
 
 from edgeship.pipelines.data import strided
-from edgeship.stages.quant_measure import run_all, session
+from edgeship.stages.quant_measure import tensor_values
 
 MAX_SAMPLES = 8
 VALUES_PER_SAMPLE = 4096  # a fixed stride through each tensor keeps memory bounded on big activations
@@ -61,18 +60,7 @@ def choose(fit: np.ndarray, held: np.ndarray, symmetric: bool) -> tuple[str, tup
 
 
 def _collect(model_path: Path, names: list[str], data: Mapping[str, np.ndarray], work: Path) -> dict[str, list[np.ndarray]]:
-    model = onnx.load(str(model_path))
-    produced = {o for n in model.graph.node for o in n.output}
-    present = {o.name for o in model.graph.output}
-    for name in names:
-        if name in produced and name not in present:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
-    path = work / "calibration-probe.onnx"
-    onnx.save(model, str(path))
-    sess = session(path, threads=0)
-    outputs = [o.name for o in sess.get_outputs()]
-    values = dict(zip(outputs, run_all(sess, data)))
-    path.unlink(missing_ok=True)
+    values = tensor_values(model_path, names, data, work)
     for name, arr in data.items():  # graph inputs are calibrated too
         values.setdefault(name, np.asarray(arr))
     picked = {}

@@ -51,6 +51,27 @@ def run_all(sess: ort.InferenceSession, data: Mapping[str, np.ndarray]) -> list[
     return [np.stack(values) for values in per_output]
 
 
+def tensor_values(model_path: Path, tensors: list[str], data: Mapping[str, np.ndarray], workdir: Path) -> dict[str, np.ndarray]:
+    """Intermediate tensors of a model on `data`, stacked `(N, ...)`: exposed as extra graph outputs."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    produced = {o for n in model.graph.node for o in n.output}
+    present = {o.name for o in model.graph.output}
+    for name in tensors:
+        if name in produced and name not in present:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+            present.add(name)
+    path = Path(workdir) / f"probe-{Path(model_path).stem}.onnx"
+    onnx.save(model, str(path))
+    try:
+        sess = session(path, threads=0)
+        values = dict(zip(output_names(sess), run_all(sess, data)))
+    finally:
+        path.unlink(missing_ok=True)
+    return {name: values[name] for name in tensors if name in values}
+
+
 def first_feed(data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return next(iter_samples(data))
 

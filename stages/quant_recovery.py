@@ -131,23 +131,11 @@ def calibrated(cands, policy, base: dict, report: dict) -> dict | None:
 
 
 def _output_means(model_path: Path, tensors: list[str], data: dict, work: Path) -> dict:
-    """Per-channel means of `tensors` (node outputs) over `data`, by exposing them as graph outputs."""
+    """Per-channel means of intermediate `tensors` over `data`."""
     from edgeship.stages.quant_equalize import channel_means
-    from edgeship.stages.quant_measure import run_all, session
+    from edgeship.stages.quant_measure import tensor_values
 
-    model = onnx.load(str(model_path))
-    present = {o.name for o in model.graph.output}
-    produced = {o for n in model.graph.node for o in n.output}
-    wanted = [t for t in tensors if t in produced and t not in present]
-    for t in wanted:
-        model.graph.output.append(onnx.ValueInfoProto(name=t))
-    path = work / "means.onnx"
-    onnx.save(model, str(path))
-    sess = session(path, threads=0)
-    names = [o.name for o in sess.get_outputs()]
-    values = dict(zip(names, run_all(sess, data)))
-    path.unlink(missing_ok=True)
-    return {t: channel_means(values[t]) for t in wanted if t in values}
+    return {t: channel_means(v) for t, v in tensor_values(model_path, tensors, data, work).items()}
 
 
 def bias_corrected(cands, base: dict, report: dict) -> dict | None:
