@@ -145,7 +145,7 @@ def bench_one(entry: dict, folder: Path, repeats: int) -> dict:
     feed = quant_measure.first_feed(data)
     medians: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(repeats):
-        p50 = quant_measure.interleaved_p50(paths, feed, rounds=3, runs=_runs_for(paths, feed), threads=1)
+        p50 = quant_measure.interleaved_p50(paths, feed, rounds=3, runs=quant_measure.runs_within(paths, feed, 300.0, 3, 30), threads=1)
         for k, v in p50.items():
             medians[k].append(v)
     row.update({f"{k}_p50": float(np.median(v)) for k, v in medians.items()})
@@ -158,17 +158,6 @@ def bench_one(entry: dict, folder: Path, repeats: int) -> dict:
     row["budget"] = acc_budget
     row["validate_passed"] = ctx.report.get("validate", {}).get("passed")
     return row
-
-
-def _runs_for(paths: dict, feed: dict) -> int:
-    from edgeship.stages import quant_measure
-
-    slowest = 0.0
-    for path in paths.values():
-        sess = quant_measure.session(path, threads=1)
-        quant_measure.time_runs(sess, feed, 1)
-        slowest = max(slowest, min(quant_measure.time_runs(sess, feed, 2)))
-    return int(max(3, min(30, 300.0 / max(slowest, 1e-3))))  # ~0.3 s per model per round
 
 
 def _fmt_ms(v) -> str:

@@ -51,6 +51,27 @@ def run_all(sess: ort.InferenceSession, data: Mapping[str, np.ndarray]) -> list[
     return [np.stack(values) for values in per_output]
 
 
+def tensor_values(model_path: Path, tensors: list[str], data: Mapping[str, np.ndarray], workdir: Path) -> dict[str, np.ndarray]:
+    """Intermediate tensors of a model on `data`, stacked `(N, ...)`: exposed as extra graph outputs."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    produced = {o for n in model.graph.node for o in n.output}
+    present = {o.name for o in model.graph.output}
+    for name in tensors:
+        if name in produced and name not in present:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+            present.add(name)
+    path = Path(workdir) / f"probe-{Path(model_path).stem}.onnx"
+    onnx.save(model, str(path))
+    try:
+        sess = session(path, threads=0)
+        values = dict(zip(output_names(sess), run_all(sess, data)))
+    finally:
+        path.unlink(missing_ok=True)
+    return {name: values[name] for name in tensors if name in values}
+
+
 def first_feed(data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return next(iter_samples(data))
 
@@ -80,6 +101,16 @@ def interleaved_p50(paths: Mapping[str, Path], feed: dict, rounds: int = 5, runs
         for name, sess in sessions.items():
             samples[name].extend(time_runs(sess, feed, runs))
     return {name: float(np.median(values)) for name, values in samples.items()}
+
+
+def runs_within(paths: Mapping[str, Path], feed: dict, budget_ms: float, low: int, high: int) -> int:
+    """Timed runs per model and round so the slowest model takes about `budget_ms` (within [low, high])."""
+    slowest = 0.0
+    for path in paths.values():
+        sess = session(path, threads=1)
+        time_runs(sess, feed, 1)
+        slowest = max(slowest, min(time_runs(sess, feed, 2)))
+    return int(max(low, min(high, budget_ms / max(slowest, 1e-3))))
 
 
 def percentiles(times_ms: list[float]) -> dict[str, float]:

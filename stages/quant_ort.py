@@ -181,11 +181,17 @@ def extra_options(policy) -> dict:
 
 
 def quantize_static_qdq(src: Path, dst: Path, policy, calibration: dict[str, np.ndarray] | None, cache: Path,
-                        nodes_to_exclude: list[str], per_channel: bool) -> None:
-    """QDQ static quantization; calibrates once into `cache` and reuses it for every later candidate."""
+                        nodes_to_exclude: list[str], per_channel: bool, nodes_to_quantize: list[str] | None = None,
+                        int16_tensors: list[str] = ()) -> None:
+    """QDQ static quantization; calibrates once into `cache` and reuses it for every later candidate.
+
+    `nodes_to_quantize` limits int8 to those nodes (the rest stay float); `int16_tensors` get symmetric
+    int16 activations (16x8 with int8 weights), onnxruntime inserting the int8<->int16 conversions."""
     if per_channel:
         require_opset_for_per_channel(src)
     opts = extra_options(policy)
+    if int16_tensors:
+        opts["TensorQuantOverrides"] = {t: [{"quant_type": QuantType.QInt16, "symmetric": True}] for t in int16_tensors}
     reader = None
     if not cache.is_file():
         if calibration is None:
@@ -204,6 +210,7 @@ def quantize_static_qdq(src: Path, dst: Path, policy, calibration: dict[str, np.
                 weight_type=QUANT_TYPES[policy.weight_dtype],
                 nodes_to_exclude=list(nodes_to_exclude),
                 op_types_to_quantize=op_types_to_quantize(policy),
+                nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize is not None else None,
                 calibrate_method=METHODS[policy.method],
                 extra_options=opts,
                 calibration_cache_path=str(cache),

@@ -16,6 +16,8 @@ from edgeship.errors import BuildError
 QUANTIZER_DTYPES = ("int8", "uint8", "int16", "uint16")  # what onnxruntime's QDQ quantizer emits here
 METHODS = ("minmax", "percentile", "entropy")
 MODES = ("none", "dynamic", "static", "auto")
+RECOVERY = ("calibration", "bias-correction", "equalize", "float-layers", "int16-layers")  # in order of cost
+FLOAT_FORMATS = ("float32", "fp32", "float16", "fp16", "bf16", "bfloat16")
 DEFAULT_SAMPLES = 200
 
 
@@ -37,6 +39,9 @@ class QuantPolicy:
     integer_allowed: bool = True  # the target runs at least one integer format this quantizer emits
     integer_only: bool = False  # the target's backend (integer TFLite, Vela) needs every op quantized
     alternative_activation_dtypes: tuple[str, ...] = ()  # auto may also try these (activation dtype not pinned)
+    integer_only: bool = False  # the target runs no float format: never ship float layers to it
+    int16_activations_allowed: bool = False  # the target runs 16x8 (int16 activations, int8 weights)
+    recovery: tuple[str, ...] = RECOVERY  # what auto may try when full int8 misses the accuracy goal
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def with_granularity(self, per_channel: bool) -> "QuantPolicy":
@@ -49,6 +54,8 @@ class QuantPolicy:
             "activations": {"dtype": self.activation_dtype, "symmetric": self.activation_symmetric},
             "calibration": {"method": self.method, "samples": self.samples},
             "keep_float": list(self.keep_float), "power_of_two_scales": self.power_of_two,
+            "recovery": list(self.recovery), "integer_only_target": self.integer_only,
+            "int16_activations": self.int16_activations_allowed,
         }
 
 
@@ -73,10 +80,20 @@ class _Errors:
             raise BuildError("; ".join(self.messages), stage="quantize")
 
 
-def backend_integer_only(target_data: dict) -> bool:
+def integer_only_target(target_data: dict) -> bool:
+    """No float layer can ship: the backend takes only fully integer models (TFLite emitter, Vela), or
+    the accelerator runs no float format and nothing else runs the rest - no host fallback, or a
+    compiler that takes only fully quantized models (Arm Vela: int8 or 16x8)."""
     from edgeship.targets.backends import integer_only
 
-    return integer_only(target_data)
+    if integer_only(target_data):
+        return True
+    dtypes = [str(d) for d in _get(target_data, "quantization", "dtypes", default=[]) or []]
+    if not dtypes or any(d in FLOAT_FORMATS for d in dtypes):
+        return False
+    command = str(_get(target_data, "runtime", "compile_command", default="") or "")
+    fallback = bool(_get(target_data, "host_fallback", "enabled", default=False))
+    return not fallback or command.split()[:1] == ["vela"]
 
 
 def resolve_policy(spec: dict, target_data: dict, where=None) -> QuantPolicy:
@@ -152,7 +169,9 @@ def resolve_policy(spec: dict, target_data: dict, where=None) -> QuantPolicy:
                        samples=samples, keep_float=keep, power_of_two=power_of_two,
                        per_channel_allowed=per_channel_ok, per_tensor_allowed=per_tensor_ok,
                        dynamic_allowed=dynamic_ok, integer_allowed=any(d in QUANTIZER_DTYPES for d in allowed),
-                       integer_only=backend_integer_only(target_data),
+                       integer_only=integer_only_target(target_data),
+                       int16_activations_allowed="int16" in act_allowed and "int8" in weight_allowed,
+                       recovery=tuple(q.get("recovery", RECOVERY)),
                        alternative_activation_dtypes=tuple(
                            d for d in act_allowed if d in ("int8", "uint8") and d != act_dtype
                        ) if _get(q, "activations", "dtype") is None else (),

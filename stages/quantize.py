@@ -64,7 +64,7 @@ def calibration_data(ctx, policy: QuantPolicy) -> tuple[dict, dict]:
 @register
 class QuantizeStage(BaseStage):
     name = "quantize"
-    version = "3"
+    version = "4"  # 3: integer-only backends get every op quantized; 4: task-aware goals and recovery
     uses_target = True
 
     def _auto(self, ctx) -> bool:
@@ -128,8 +128,16 @@ class QuantizeStage(BaseStage):
                 from edgeship.stages.quant_auto import choose
 
                 chosen = choose(ctx, policy, src, pre, calib, keep, work, report)
+                ctx.extra["layer_precision"] = report.get("layer_precision") or {}  # for backends (TFLite, Vela)
                 if chosen is None:
                     return ctx  # float won: the model is left as it is
                 out.write_bytes(Path(chosen).read_bytes())
         ctx.model_path = out
         return ctx
+
+
+def report_html(section: dict) -> str:
+    """report.html's quantize fragment: goal, per-layer sensitivity chart, chosen precision per layer."""
+    from edgeship.stages.quant_report import report_html as render
+
+    return render(section)

@@ -24,7 +24,7 @@ import onnx
 from edgeship.errors import BudgetExceeded, BudgetRow, BuildError
 from edgeship.pipelines import metrics
 from edgeship.pipelines.data import sample_count, synthetic_inputs
-from edgeship.stages import quant_measure
+from edgeship.stages import quant_goal, quant_measure
 from edgeship.stages.base import BaseStage
 from edgeship.stages.registry import register
 
@@ -225,13 +225,13 @@ class ValidateStage(BaseStage):
         if names != quant_measure.output_names(cand_sess):
             raise BuildError(f"candidate outputs {quant_measure.output_names(cand_sess)} differ from the "
                              f"reference's {names}", stage=self.name)
-        wanted = metrics.default_metrics(ctx.setting("model", "task"))
-        budget_metric = ctx.setting("budget", "accuracy", "metric")
-        if budget_metric and budget_metric not in wanted:
-            wanted.append(budget_metric)
         ref_out, cand_out = quant_measure.run_all(ref_sess, data), quant_measure.run_all(cand_sess, data)
+        goal = quant_goal.accuracy_goal(ctx.setting("model", "task"), ctx.setting("budget", "accuracy"), names, ref_out, reference)
+        wanted = quant_goal.metric_names(goal)
         accuracy = metrics.compare(ref_out, cand_out, names, wanted)
         report["accuracy"] = accuracy
+        report["accuracy_metric"] = {"summary": quant_goal.describe(goal), "meets": quant_goal.evaluate(goal, accuracy)[0],
+                                     "outputs": goal["outputs"]}
         primary = np.asarray(ref_out[0], dtype=np.float64)
         if not np.all(np.isfinite(primary)):
             ctx.warnings.append("validate: the float reference gives non-finite outputs on the validation inputs: "

@@ -71,3 +71,60 @@ def test_light_squeezenet_static_int8(tmp_path):
 def test_light_zoo_static_int8(tmp_path, name):
     result = build(_pipeline(tmp_path, _onnx_light(name), None, samples=4), stages=STAGES)
     _check(result)
+
+
+# --- trained models with realistic data made in code (bench/real_data.py) -----------------------------
+
+def _real_data():
+    require_module("PIL")
+    require_module("magika")
+    require_module("rapidocr_onnxruntime")
+    from bench import real_data
+
+    return real_data
+
+
+def test_real_data_is_deterministic_and_shaped_for_the_models():
+    real_data = _real_data()
+    lines, labels = real_data.ocr_lines(6, seed=3)
+    again, _ = real_data.ocr_lines(6, seed=3)
+    assert lines.shape == (6, 3, 48, 192) and lines.dtype.name == "float32" and labels.tolist() == [0, 1] * 3
+    assert (lines == again).all() and -1.0 <= lines.min() and lines.max() <= 1.0
+    files = real_data.magika_inputs(12, seed=0)
+    assert files.shape == (12, 2048) and files.dtype.name == "int32" and (files == real_data.magika_inputs(12, 0)).all()
+    assert files.max() <= 256 and len({bytes(r[:16].astype("uint8")) for r in files}) > 6  # varied real files
+
+
+def test_the_goal_is_inferred_as_classification_for_both_real_classifiers():
+    from edgeship.stages import quant_goal
+    from edgeship.stages.quant_measure import output_names, run_all, session
+
+    real_data = _real_data()
+    for model, data in ((real_data.ppocr_cls_model(), {"x": real_data.ocr_lines(8, 0)[0][:, None]}),
+                        (real_data.magika_model(), {"bytes": real_data.magika_inputs(8, 0)[:, None]})):
+        sess = session(model)
+        goal = quant_goal.accuracy_goal(None, None, output_names(sess), run_all(sess, data), model)
+        assert goal["metric"] == "top1_agreement" and goal["inferred"], goal
+    # and the text-orientation classifier really reads the rendered lines: upright vs 180 degrees
+    lines, labels = real_data.ocr_lines(16, 5)
+    probs = run_all(session(real_data.ppocr_cls_model()), {"x": lines[:, None]})[0].reshape(16, -1)
+    assert (probs.argmax(-1) == labels).mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_magika_auto_ships_a_faster_int8_model_meeting_top1(tmp_path):
+    import numpy as np
+
+    real_data = _real_data()
+    np.savez(tmp_path / "calib.npz", bytes=real_data.magika_inputs(64, 0)[:, None])
+    np.savez(tmp_path / "eval.npz", bytes=real_data.magika_inputs(200, 1)[:, None])
+    doc = {"apiVersion": "edgeship/v1", "kind": "Pipeline", "metadata": {"name": "magika"},
+           "model": {"path": str(real_data.magika_model()), "inputs": {"bytes": [1, 2048]}}, "target": "host-cpu",
+           "quantization": {"mode": "auto", "calibration": {"data": "calib.npz", "samples": 64}},
+           "validation": {"data": "eval.npz", "samples": 200, "latency": {"warmup": 2, "runs": 10}}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    result = build(tmp_path / "p.yaml", stages=STAGES)
+    assert result.ok, result.error
+    q = result.ctx.report["quantize"]
+    chosen = next(c for c in q["candidates"] if c["selected"])
+    assert chosen["kind"] == "static" and chosen["meets_accuracy"] and "+float" in chosen["name"]
