@@ -81,7 +81,11 @@ def test_magika_builds_with_its_macs_on_the_npu(tmp_path):
 def test_llm_example_lowers_layernorm_and_attention(tmp_path):
     require_module("ethosu.vela")
     folder = make_example("llm", tmp_path / "llm")
-    shutil.copy(EXAMPLES / "llm" / "pipeline.yaml", folder / "pipeline.yaml")
+    doc = yaml.safe_load((EXAMPLES / "llm" / "pipeline.yaml").read_text())
+    # Pinned static int8: this test is about lowering; under `auto` an integer-only target that misses
+    # the accuracy goal fails in quantize (with its layer table), before anything is lowered.
+    doc["quantization"] = {"mode": "static", "calibration": doc["quantization"]["calibration"]}
+    (folder / "pipeline.yaml").write_text(yaml.safe_dump(doc))
     report = _build(folder / "pipeline.yaml", "arm-ethos-u85")
     assert report["lower"]["self_check"]["within_1_lsb_pct"] >= 99.0
     assert _npu_mac_share(report) >= 0.95
