@@ -3,7 +3,9 @@ device to its retained `desired` document.
 
 It subscribes to its own `desired` and `chunks` topics, fetches the chunks of a new release that
 none of its kept releases holds (request/response on its own `req`/`chunks` topics, a few chunks in
-flight), verifies each chunk by its sha256 and the whole bundle by its sha256 and signature, then
+flight; or, when the signed desired says `fanout`, by subscribing to the shared retained chunk topics
+`<p>/chunks/<sha256>` the manager publishes once per release, falling back to its own topics for a
+chunk that does not come in time), verifies each chunk by its sha256 and the whole bundle by its sha256 and signature, then
 hands it to the same `Agent` every transport uses, and publishes `reported`. Verified chunks are on
 disk, so a broker restart, a lost connection or a killed service resumes where it stopped.
 
@@ -52,6 +54,8 @@ class Transfer:
     chunks_reused: int = 0
     corrupt: int = 0
     started: float = field(default_factory=time.time)
+    fanout: bool = False  # chunks come from the shared retained topics (see fleet/mqtt/server.py)
+    shared: set[str] = field(default_factory=set)  # shared chunk topics subscribed for this transfer
 
     def figures(self) -> dict:
         return {"digest": self.recipe.digest, "chunks_total": len(set(self.recipe.ids())),
@@ -96,6 +100,7 @@ class DeviceService:
         self.client.subscribe(self.topics.device(device_id, "desired"), self._on_desired, qos=0)
         self.client.subscribe(self.topics.device(device_id, "chunks"), self._on_chunk)
         self.client.subscribe(self.topics.manager_status(), self._on_manager_status)
+        self.client.add_handler(self.topics.all_chunks(), self._on_chunk)  # subscribed chunk by chunk
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -133,7 +138,7 @@ class DeviceService:
         now = time.monotonic()
         stale = [c for c, at in t.outstanding.items() if now - at > self.request_timeout_s]
         if stale:
-            self._request(stale)
+            self._request(stale, unicast=True)  # lost or expired on the shared topic: ask for it alone
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -193,6 +198,7 @@ class DeviceService:
 
     def _on_desired(self, msg: Incoming) -> None:
         if not msg.payload:  # withdrawn by the manager (a stopped rollout): drop a transfer for it
+            self._drop_shared(self.transfer)
             if self.transfer is not None:
                 log.info("%s: desired state withdrawn: abandoning the transfer of %s", self.device_id,
                          _short(self.transfer.recipe.digest))
@@ -214,6 +220,7 @@ class DeviceService:
             return
         if self.transfer is not None and self.transfer.desired.get("seq") == doc["seq"]:
             return  # the same desired again (retained, re-delivered): the transfer goes on
+        self._drop_shared(self.transfer)
         self.transfer = None
         action = doc["action"]
         log.info("%s: desired state seq %s: %s %s", self.device_id, doc["seq"], action, _short(doc.get("digest")))
@@ -252,7 +259,7 @@ class DeviceService:
             return
         self._seed_from_releases(recipe)
         missing = self.store.missing(recipe)
-        transfer = Transfer(doc, recipe, set(missing))
+        transfer = Transfer(doc, recipe, set(missing), fanout=doc.get("fanout") is True)
         transfer.chunks_reused = len(set(recipe.ids())) - len(missing)
         self.transfer = transfer
         self._event("fetch-start", digest=digest, chunks_missing=len(missing), chunks_total=len(set(recipe.ids())))
@@ -289,17 +296,35 @@ class DeviceService:
         order = [c for c in dict.fromkeys(t.recipe.ids()) if c in t.wanted and c not in t.outstanding]
         return order[:max(0, room)]
 
-    def _request(self, chunk_ids: list[str]) -> None:
+    def _request(self, chunk_ids: list[str], unicast: bool = False) -> None:
+        """Ask the manager for chunks. Fan-out: subscribe to their shared topics first (a chunk
+        already published arrives as the retained message) and ask the manager to publish the ones
+        it has not yet; `unicast` (a retry) asks for them on this device's own topic instead."""
         t = self.transfer
         if t is None or not chunk_ids:
             return
         now = time.monotonic()
         for cid in chunk_ids:
             t.outstanding[cid] = now
+        shared = t.fanout and not unicast
+        if shared:
+            topics = [self.topics.chunk(c) for c in chunk_ids]
+            t.shared.update(topics)
+            self.client.subscribe_topics(topics)
         rid = uuid.uuid4().hex[:12]
-        self.client.publish(self.topics.device(self.device_id, "req"),
-                            protocol.dumps({"digest": t.recipe.digest, "chunks": chunk_ids, "rid": rid}),
+        doc = {"digest": t.recipe.digest, "chunks": chunk_ids, "rid": rid}
+        if shared:
+            doc["fanout"] = True
+        self.client.publish(self.topics.device(self.device_id, "req"), protocol.dumps(doc),
                             response_topic=self.topics.device(self.device_id, "chunks"), correlation=rid.encode())
+
+    def _drop_shared(self, t: "Transfer | None", topics: list[str] | None = None) -> None:
+        """Unsubscribe shared chunk topics no longer needed (all of the transfer's by default)."""
+        if t is None or not t.shared:
+            return
+        gone = list(t.shared) if topics is None else [x for x in topics if x in t.shared]
+        t.shared.difference_update(gone)
+        self.client.unsubscribe_topics(gone)
 
     def _on_chunk(self, msg: Incoming) -> None:
         t = self.transfer
@@ -314,11 +339,12 @@ class DeviceService:
             t.corrupt += 1
             self._event("corrupt-chunk", chunk=cid)
             log.warning("%s: chunk %s failed its sha256: dropped, asking again", self.device_id, cid[:12])
-            self._request([cid])
+            self._request([cid], unicast=True)
             return
         t.wanted.discard(cid)
         t.chunks_fetched += 1
         t.bytes_fetched += len(data)
+        self._drop_shared(t, [self.topics.chunk(cid)])
         if t.wanted:
             self._request(self._next_wanted())
         else:
@@ -336,11 +362,13 @@ class DeviceService:
             if t.wanted:
                 self._request(self._next_wanted())
                 return
+            self._drop_shared(t)
             self.transfer = None
             self._finish(t.desired, Result(False, self.device_id, t.recipe.digest, "tampered",
                                            "assembled bundle does not match the recipe's sha256"), t.figures())
             return
         save_recipe(self.recipes_dir, t.recipe)
+        self._drop_shared(t)
         self.transfer = None
         figures = t.figures()
         log.info("%s: transfer of %s complete: %d byte(s) in %d chunk(s) of a %d-byte bundle, %.1fs", self.device_id,

@@ -7,6 +7,8 @@ target digest as its current release.
 
 push     cut the bundle into content-defined chunks (manager chunk store), offer them to the device,
          publish a retained `stage` desired and wait until the device reports it holds the release.
+         With `fanout: true` the chunks go once per release to shared retained topics that every
+         device reads (bytes sent per release ~1x the artifact whatever the fleet size).
 activate publish a retained `activate` desired and wait for the device's reported result.
 rollback publish a retained `rollback` desired and wait likewise.
 status   the retained `status` + `reported` documents of the device.
@@ -65,7 +67,8 @@ class MqttManager:
                  password: str | None = None, ca: str | None = None, chunk_kb: int = 256,
                  timeout_s: float = 600.0, offline_grace_s: float = 5.0, connect_timeout_s: float = 15.0,
                  protocol_version: str = "auto", store_dir: Path | None = None,
-                 signing_key: Path | None = None):
+                 signing_key: Path | None = None, fanout: bool = False):
+        self.fanout = bool(fanout)  # chunks once per release on shared retained topics (fleet/mqtt/server.py)
         self.signing_key = Path(signing_key) if signing_key else None
         self.topics = Topics(prefix)
         self.params = ChunkParams(int(chunk_kb) * 1024)
@@ -275,6 +278,8 @@ class MqttManager:
         if recipe is not None:
             doc["recipe"] = recipe.to_json()
             doc["size"] = recipe.size
+            if self.fanout:
+                doc["fanout"] = True
             self.server.offer(device_id, recipe)
         elif size:
             doc["size"] = int(size)
@@ -365,7 +370,7 @@ class MqttTransport:
                            password=password, ca=ca, chunk_kb=int(conf.get("chunk_kb", 256)),
                            timeout_s=float(conf.get("timeout_s", 600)),
                            offline_grace_s=float(conf.get("offline_grace_s", 5)), store_dir=store_dir,
-                           signing_key=conf.get("signing_key"),
+                           signing_key=conf.get("signing_key"), fanout=bool(conf.get("fanout", False)),
                            protocol_version=str(conf.get("protocol", conf.get("protocol_version", "auto"))))
 
     def close(self) -> None:
@@ -388,6 +393,9 @@ class MqttTransport:
         if not result.ok:
             raise TransportError(device.id, f"staging failed: {result.reason}: {result.message}")
         sent = self.manager.server.bytes_sent[device.id] - before
+        if self.manager.fanout:  # shared chunks are not sent to one device: count what it fetched
+            transfer = (result.figures or {}).get("transfer") or {}
+            sent = max(sent, int(transfer.get("bytes_fetched") or 0)) if transfer.get("digest") == digest else sent
         return PushResult(sent, sent == 0, device.id, digest)
 
     def activate(self, device, digest: str) -> Result:
