@@ -89,7 +89,9 @@ class MqttManager:
         self._own_public = None
         self._cond = threading.Condition()
         self._sync_topic = f"{prefix}/manager/{self.client.client_id}/sync"
-        self._synced: set[str] = set()
+        self._sync_sent = self._sync_done = 0  # sync rounds sent / answered (see sync())
+        self._sync_inflight: int | None = None
+        self._synced_connect = -1  # client.connects at the last completed sync
         self.client.subscribe(self.topics.all_devices("reported"), self._on_reported)
         self.client.subscribe(self.topics.all_devices("status"), self._on_status)
         self.client.subscribe(self._sync_topic, self._on_sync)
@@ -130,6 +132,9 @@ class MqttManager:
                 self.client.publish(self.topics.manager_status(), protocol.status_doc("online"), retain=True)
 
     def _on_connected(self, session_present: bool) -> None:
+        with self._cond:
+            self._sync_inflight = None  # a round sent on the old connection may be lost
+            self._cond.notify_all()
         if self.server.enabled:
             self.client.publish(self.topics.manager_status(), protocol.status_doc("online"), retain=True)
         # A broker that lost its retained store (crash without persistence) gets our intent again.
@@ -137,17 +142,42 @@ class MqttManager:
             self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)
 
     def sync(self, timeout: float = 10.0) -> None:
-        """Return once every retained message published before now has been received."""
+        """Return once every retained message published before now has been received.
+
+        A sync is a message to ourselves through the broker (in order with everything before it).
+        Concurrent callers share rounds: one that arrives while a round is in flight waits for the
+        next round, which one of them starts; so 100 threads asking at once cost two round trips,
+        not 100 (a busy broker answers each in tens of milliseconds)."""
         self.start()
-        token = uuid.uuid4().hex
-        self.client.publish(self._sync_topic, token.encode())
+        deadline = time.monotonic() + timeout
         with self._cond:
-            if not self._cond.wait_for(lambda: token in self._synced, timeout):
-                raise TransportError("broker", "no answer from the broker (sync timed out)")
+            wanted = self._sync_sent + 1  # a round sent after this call began
+            while self._sync_done < wanted:
+                if self._sync_inflight is None:
+                    self._sync_sent += 1
+                    self._sync_inflight = self._sync_sent
+                    self.client.publish(self._sync_topic, str(self._sync_sent).encode())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._sync_inflight = None  # lost (a disconnect): the next caller sends a new round
+                    raise TransportError("broker", "no answer from the broker (sync timed out)")
+                self._cond.wait(min(left, 0.5))
+        self._synced_connect = self.client.connects
+
+    def ensure_synced(self) -> None:
+        """sync() once per connection: after it, retained updates arrive live and in order."""
+        if self._synced_connect != self.client.connects:
+            self.sync()
 
     def _on_sync(self, msg: Incoming) -> None:
+        try:
+            done = int(msg.payload)
+        except ValueError:
+            return
         with self._cond:
-            self._synced.add(msg.payload.decode(errors="replace"))
+            self._sync_done = max(self._sync_done, done)
+            if self._sync_inflight is not None and done >= self._sync_inflight:
+                self._sync_inflight = None
             self._cond.notify_all()
 
     def _on_desired_seen(self, msg: Incoming) -> None:
@@ -267,10 +297,12 @@ class MqttManager:
             raise TransportError(device_id, f"cannot sign desired state: {err}") from None
 
     def publish_desired(self, device_id: str, action: str, digest: str | None = None,
-                        recipe: Recipe | None = None, url: str | None = None, size: int | None = None) -> int:
-        """Publish a signed, retained intent for one device; return its seq."""
+                        recipe: Recipe | None = None, url: str | None = None, size: int | None = None,
+                        wait: bool = True) -> int:
+        """Publish a signed, retained intent for one device; return its seq. `wait=False` returns
+        before the broker acknowledges it (a caller publishing to a whole fleet at once)."""
         self.start()
-        self.sync()  # the retained reported/desired of the device are in: the seq goes above them
+        self.ensure_synced()  # the retained reported/desired of the device are in: the seq goes above them
         seq = self._next_seq(device_id)
         doc: dict = {"seq": seq, "device": device_id, "action": action}
         if digest:
@@ -290,10 +322,11 @@ class MqttManager:
         self.serve()
         self._desired[device_id] = doc
         info = self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)
-        try:
-            info.wait_for_publish(self.connect_timeout_s)
-        except (RuntimeError, ValueError):
-            pass  # not connected right now: paho resends after reconnect, and _on_connected republishes
+        if wait:
+            try:
+                info.wait_for_publish(self.connect_timeout_s)
+            except (RuntimeError, ValueError):
+                pass  # not connected right now: paho resends after reconnect, and _on_connected republishes
         return seq
 
     def withdraw_desired(self, device_id: str) -> None:
