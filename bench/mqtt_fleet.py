@@ -219,11 +219,12 @@ def start_broker(workdir: Path, port: int) -> subprocess.Popen:
 
 
 class SysBytes:
-    """mosquitto's own counter of bytes it sent ($SYS/broker/bytes/sent, updated every second)."""
+    """mosquitto's own counter of bytes it sent ($SYS/broker/bytes/sent, updated every second),
+    read through an MQTT client of ours (the manager's here; bench/rollout.py brings its own)."""
 
-    def __init__(self, manager: MqttManager):
+    def __init__(self, client):
         self.value, self.updated = 0, threading.Event()
-        manager.client.subscribe("$SYS/broker/bytes/sent", self._on, qos=0)
+        client.subscribe("$SYS/broker/bytes/sent", self._on, qos=0)
 
     def _on(self, msg):
         self.value = int(msg.payload)
@@ -289,7 +290,7 @@ def run(size: int, procs: int, chunk_kb: int, timeout: float, bundles: list[Path
         manager = MqttManager(url, chunk_kb=chunk_kb, store_dir=tmp / f"manager-{tag}",
                                signing_key=tmp / "keys" / "signing.key", fanout=mode == "fanout",
                                timeout_s=timeout).start()
-        sysbytes = SysBytes(manager)
+        sysbytes = SysBytes(manager.client)
         manager.sync()
         for phase, bundle in zip(("full", "delta"), bundles):
             wire0, cpu0 = sysbytes.read(), sum(resource.getrusage(resource.RUSAGE_SELF)[:2])

@@ -8,13 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-
-import pytest
 
 from edgeship import artifact
 from edgeship.fleet.rollout.journal import Journal
 from rollout_kit import current_of, device_ids, make_bundle, write_local_fleet, write_rollout
+from tests.mqtt.test_faults import wait_until
 
 TTL_S = 3
 
@@ -24,16 +22,6 @@ def _query(url: str, sql: str):
 
     with psycopg.connect(url, autocommit=True) as con:
         return con.execute(sql).fetchall()
-
-
-def _wait(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"gave up after {seconds:.0f}s waiting for {what}")
 
 
 def _replica(repo, name: str, tmp_path, url: str) -> subprocess.Popen:
@@ -56,8 +44,8 @@ def test_sigkilled_manager_is_taken_over_by_another(tmp_path, postgres_url):
     replicas = {name: _replica(repo, name, tmp_path, postgres_url) for name in ("replica-a", "replica-b")}
     try:
         # the replica that got the lease has begun rolling out: kill it mid-wave
-        _wait(lambda: _query(postgres_url, "SELECT COUNT(*) FROM steps WHERE action = 'activate' AND phase = 'end'")[0][0] >= 5
-              if _query(postgres_url, "SELECT to_regclass('steps')")[0][0] else False, 120, "5 activations")
+        wait_until(lambda: _query(postgres_url, "SELECT COUNT(*) FROM steps WHERE action = 'activate' AND phase = 'end'")
+                   [0][0] >= 5 if _query(postgres_url, "SELECT to_regclass('steps')")[0][0] else False, 120, "5 activations")
         (holder, pid), = _query(postgres_url, "SELECT manager, pid FROM leases WHERE name = 'kws'")
         assert replicas[holder].pid == pid
         os.kill(pid, signal.SIGKILL)
@@ -65,8 +53,8 @@ def test_sigkilled_manager_is_taken_over_by_another(tmp_path, postgres_url):
         steps_at_kill = _query(postgres_url, "SELECT COUNT(*) FROM steps")[0][0]
         survivor = next(n for n in replicas if n != holder)
 
-        _wait(lambda: _query(postgres_url, "SELECT state FROM rollouts WHERE name = 'kws'")[0][0] == "done", 180,
-              "the survivor to finish the rollout")
+        wait_until(lambda: _query(postgres_url, "SELECT state FROM rollouts WHERE name = 'kws'")[0][0] == "done", 180,
+                   "the survivor to finish the rollout")
         (manager, takeovers), = _query(postgres_url, "SELECT manager, takeovers FROM leases WHERE name = 'kws'")
         assert manager == survivor and takeovers >= 1
     finally:
