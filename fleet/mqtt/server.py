@@ -33,11 +33,12 @@ log = logging.getLogger("edgeship.mqtt.server")
 class ArtifactServer:
     def __init__(self, client: MqttClient, topics: Topics, store: ChunkStore, *,
                  max_unacked_bytes: int = 32 << 20, chunk_expiry_s: int = 600, cache_bytes: int = 64 << 20,
-                 shared_expiry_s: int = 7 * 24 * 3600):
+                 shared_expiry_s: int = 7 * 24 * 3600, republish_after_s: float = 10.0):
         self.client, self.topics, self.store = client, topics, store
         self.max_unacked_bytes = max_unacked_bytes
         self.chunk_expiry_s = chunk_expiry_s
         self.shared_expiry_s = shared_expiry_s
+        self.republish_after_s = republish_after_s  # a device's overdue re-ask of an older copy: publish again
         self._shared_at: dict[str, float] = {}  # chunk -> when it was last published on its shared topic
         self.bytes_shared = 0  # fan-out bytes: counted once, whatever number of devices receive them
         self._allowed: dict[str, set[str]] = collections.defaultdict(set)
@@ -74,6 +75,7 @@ class ArtifactServer:
             return
         self.requests += 1
         shared = doc.get("fanout") is True
+        fresh_for = self.republish_after_s if doc.get("retry") is True else self.shared_expiry_s
         now = time.monotonic()
         with self._cond:
             allowed = self._allowed.get(device_id, set())
@@ -81,7 +83,7 @@ class ArtifactServer:
                 if cid not in allowed:
                     continue
                 if shared:
-                    if now - self._shared_at.get(cid, float("-inf")) < self.shared_expiry_s:
+                    if now - self._shared_at.get(cid, float("-inf")) < fresh_for:
                         continue  # already retained on its shared topic: the device's subscription gets it
                     self._shared_at[cid] = now
                 key = (None if shared else device_id, cid)

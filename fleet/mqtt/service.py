@@ -56,6 +56,7 @@ class Transfer:
     started: float = field(default_factory=time.time)
     fanout: bool = False  # chunks come from the shared retained topics (see fleet/mqtt/server.py)
     shared: set[str] = field(default_factory=set)  # shared chunk topics subscribed for this transfer
+    retries: dict[str, int] = field(default_factory=dict)  # chunk -> overdue re-requests so far
 
     def figures(self) -> dict:
         return {"digest": self.recipe.digest, "chunks_total": len(set(self.recipe.ids())),
@@ -137,8 +138,17 @@ class DeviceService:
             return
         now = time.monotonic()
         stale = [c for c, at in t.outstanding.items() if now - at > self.request_timeout_s]
-        if stale:
-            self._request(stale, unicast=True)  # lost or expired on the shared topic: ask for it alone
+        for cid in stale:
+            t.retries[cid] = t.retries.get(cid, 0) + 1
+        # Fan-out: the first time a chunk is overdue, ask again on the shared topic (the manager
+        # publishes it again if its copy may be lost; a busy broker may simply be late, and a fleet
+        # of devices all falling back to unicast at once would multiply the load); after that, alone.
+        again = [c for c in stale if t.fanout and t.retries[c] == 1]
+        alone = [c for c in stale if c not in again]
+        if again:
+            self._request(again, retry=True)
+        if alone:
+            self._request(alone, unicast=True)
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -296,10 +306,11 @@ class DeviceService:
         order = [c for c in dict.fromkeys(t.recipe.ids()) if c in t.wanted and c not in t.outstanding]
         return order[:max(0, room)]
 
-    def _request(self, chunk_ids: list[str], unicast: bool = False) -> None:
+    def _request(self, chunk_ids: list[str], unicast: bool = False, retry: bool = False) -> None:
         """Ask the manager for chunks. Fan-out: subscribe to their shared topics first (a chunk
         already published arrives as the retained message) and ask the manager to publish the ones
-        it has not yet; `unicast` (a retry) asks for them on this device's own topic instead."""
+        it has not yet (`retry`: or published long ago: it may be lost); `unicast` asks for them on
+        this device's own topic instead."""
         t = self.transfer
         if t is None or not chunk_ids:
             return
@@ -315,6 +326,8 @@ class DeviceService:
         doc = {"digest": t.recipe.digest, "chunks": chunk_ids, "rid": rid}
         if shared:
             doc["fanout"] = True
+            if retry:
+                doc["retry"] = True
         self.client.publish(self.topics.device(self.device_id, "req"), protocol.dumps(doc),
                             response_topic=self.topics.device(self.device_id, "chunks"), correlation=rid.encode())
 

@@ -191,6 +191,8 @@ class MqttManager:
         except protocol.ProtocolError:
             return
         seq = doc.get("seq")
+        if (self._desired.get(parsed[0]) or {}).get("seq") == seq:
+            return  # our own publication coming back: nothing to learn (and no signature to check)
         own = self._public_key()
         if isinstance(seq, int) and not isinstance(seq, bool) and 0 < seq <= protocol.MAX_SEQ \
                 and own is not None and desired_state.signed_by(doc, own):

@@ -104,3 +104,26 @@ def test_generated_acl_lets_devices_read_the_shared_chunks(tmp_path, mosquitto_b
     pushed = _push_all(transport, ["cam-01", "cam-02"], bundle)
     assert not transport.manager.server.bytes_sent  # nothing fell back to unicast
     assert all(transport.activate(device(d), p.digest).ok for d, p in zip(["cam-01", "cam-02"], pushed))
+
+
+def test_a_lost_retained_chunk_is_published_again_when_a_device_re_asks(tmp_path, mosquitto_broker, make_service,
+                                                                         make_transport):
+    """The broker lost the retained copies (cleared here, as a restart without persistence would):
+    a device whose chunks are overdue asks once more on the shared topic and the manager publishes
+    them again there, instead of every device falling back to unicast."""
+    broker = mosquitto_broker()
+    make_service(broker.url, "cam-01").start().client.wait_connected(10)
+    transport = make_transport(broker.url, fanout=True, chunk_kb=64)
+    server = transport.manager.server
+    server.republish_after_s = 0.0
+    bundle = make_bundle(tmp_path, "tiny", seed=9, pad_kb=256)
+    transport.push(device("cam-01"), bundle)
+    first = server.bytes_shared
+    recipe = transport.manager.recipe_for(bundle)
+    for cid in set(recipe.ids()):  # an empty retained message deletes the retained copy
+        transport.manager.client.publish(transport.manager.topics.chunk(cid), b"", retain=True).wait_for_publish(5)
+    make_service(broker.url, "cam-02", request_timeout_s=1.0).start().client.wait_connected(10)
+    late = transport.push(device("cam-02"), bundle)
+    assert late.bytes_sent == bundle.stat().st_size
+    assert server.bytes_shared == 2 * first  # published again on the shared topics
+    assert not server.bytes_sent  # no device fell back to unicast
