@@ -60,9 +60,9 @@ from edgeship.fleet.types import Result  # noqa: E402
 
 def make_artifact(tmp: Path, variant: str, size_mb: float) -> Path:
     """A real signed bundle of about size_mb: an MLP trunk (same in v1/v2) and a head that differs."""
-    hidden = 512
+    hidden = 512 if size_mb >= 1 else 256 if size_mb >= 0.25 else 128  # one layer is hidden^2 float32
     layers = max(1, int(size_mb * (1 << 20) / (hidden * hidden * 4)))
-    trunk, head = np.random.default_rng(1), np.random.default_rng(2 if variant == "v1" else 3)
+    trunk, head = np.random.default_rng(1), np.random.default_rng(2 if variant.startswith("v1") else 3)
     inits, nodes, x = [], [], "x"
     for i in range(layers):
         inits.append(numpy_helper.from_array((trunk.standard_normal((hidden, hidden)) / 23).astype(np.float32), f"w{i}"))
@@ -260,7 +260,7 @@ def converge(manager: MqttManager, ids: list[str], bundle: Path, timeout: float)
             done = sum(1 for d in ids if (manager.reported.get(d) or {}).get("current") == recipe.digest)
         if done == len(ids):
             break
-        time.sleep(0.1)
+        time.sleep(max(0.1, len(ids) / 20000))  # the count holds the manager's lock: not too often
     return done, time.monotonic() - t0, published
 
 
@@ -348,6 +348,9 @@ def main() -> int:
     parser.add_argument("--chunk-kb", type=int, default=256)
     parser.add_argument("--size-mb", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=120, help="seconds per phase before giving up")
+    parser.add_argument("--large", type=int, default=10000,
+                        help="then a fan-out run with this many devices and a --large-size-mb artifact (0: none)")
+    parser.add_argument("--large-size-mb", type=float, default=0.25)
     args = parser.parse_args()
     import collections
     grouped: dict = collections.defaultdict(list)
@@ -356,19 +359,23 @@ def main() -> int:
         bundles = [make_artifact(tmp, "v1", args.size_mb), make_artifact(tmp, "v2", args.size_mb)]
         print(f"artifact: {bundles[0].stat().st_size / 1e6:.2f} MB, chunks avg {args.chunk_kb} KiB, "
               f"{args.procs} device processes, mosquitto on loopback, {os.cpu_count()} cores", flush=True)
-        for size in args.devices:
-            for attempt in range(args.repeat):
-                for mode in args.modes:  # interleaved, so a busy spell on the shared machine hits both
-                    for row in run(size, args.procs, args.chunk_kb, args.timeout, bundles, tmp, mode, attempt):
-                        grouped[(row["devices"], row["mode"], row["phase"])].append(row)
-                        print(f"  {row['devices']} {row['mode']} {row['phase']}: {row['converged']}/{row['devices']} "
-                              f"in {row['seconds']:.1f}s (desired published in {row['publish_s']:.1f}s)", flush=True)
-    head = ("devices", "mode", "phase", "converged", "time s", "manager out", "mgr/artifact", "chunks/artifact", "broker out",
+        plan = [(size, mode, bundles) for size in args.devices for mode in args.modes]
+        if args.large:
+            small = [make_artifact(tmp, f"{v}-small", args.large_size_mb) for v in ("v1", "v2")]
+            print(f"large run: {args.large} devices, fan-out, a {small[0].stat().st_size / 1e6:.2f} MB artifact", flush=True)
+            plan.append((args.large, "fanout", small))
+        for attempt in range(args.repeat):
+            for size, mode, pair in plan:  # interleaved, so a busy spell on the shared machine hits every mode
+                for row in run(size, args.procs, args.chunk_kb, args.timeout, pair, tmp, mode, attempt):
+                    grouped[(row["devices"], row["mode"], row["phase"])].append(row)
+                    print(f"  {row['devices']} {row['mode']} {row['phase']}: {row['converged']}/{row['devices']} "
+                          f"in {row['seconds']:.1f}s (desired published in {row['publish_s']:.1f}s)", flush=True)
+    head = ("devices", "mode", "phase", "artifact", "converged", "time s", "manager out", "mgr/artifact", "chunks/artifact", "broker out",
             "fetched/dev", "wire/dev", "manager CPU s", "manager RSS MB")
     table = [head]
     for (devices, mode, phase), runs in grouped.items():
         art = runs[0]["artifact_bytes"]
-        table.append((str(devices), mode, phase, f"{min(r['converged'] for r in runs)}/{devices}",
+        table.append((str(devices), mode, phase, f"{art / 1e6:.2f} MB", f"{min(r['converged'] for r in runs)}/{devices}",
                       spread([r["seconds"] for r in runs]),
                       spread([r["manager_bytes_out"] / 1e6 for r in runs], "{:.2f}") + " MB",
                       spread([r["manager_bytes_out"] / art for r in runs], "{:.2f}") + "x",
