@@ -157,7 +157,7 @@ def start_broker(workdir: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("mosquitto did not start")
 
 
-def run_apply(rollout: Path, log: Path, timeout: float):
+def run_apply(rollout: Path, log: Path, timeout: float, take_over: bool = False):
     """Apply in-process (the engine, as `edgeship apply` runs it) with a deadline; returns
     (report, seconds, the MQTT manager's figures)."""
     import threading
@@ -172,11 +172,14 @@ def run_apply(rollout: Path, log: Path, timeout: float):
         def write(line: str) -> None:
             fh.write(line + "\n")
 
-        engine = _engine_for(spec, journal, write)
+        engine = _engine_for(spec, journal, write, take_over=take_over)
         transport = engine.transports.for_device(engine.devices[0])  # the one the engine uses (cached per fleet)
 
         def work():
-            out.append(engine.apply())
+            try:
+                out.append(engine.apply())
+            except Exception as err:  # said as one line below, with the log to read
+                out.append(err)
 
         t0 = time.monotonic()
         thread = threading.Thread(target=work, daemon=True)
@@ -185,6 +188,8 @@ def run_apply(rollout: Path, log: Path, timeout: float):
         took = time.monotonic() - t0
         if thread.is_alive():
             raise SystemExit(f"{rollout.name}: did not finish within {timeout:.0f}s (see {log})")
+    if isinstance(out[0], Exception):
+        raise SystemExit(f"{rollout.name}: {out[0]} (see {log})")
     manager = transport.manager
     figures = {"manager_bytes_out": manager.client.bytes_out,
                "chunk_bytes": manager.server.bytes_shared + sum(manager.server.bytes_sent.values())}
@@ -255,7 +260,8 @@ def main() -> int:
     from tests.support.bundles import make_bundle, signing_keys
 
     ids = [f"dev-{i:04d}" for i in range(args.devices)]
-    _, pub = signing_keys(workdir)
+    priv, pub = signing_keys(workdir)
+    os.environ["EDGESHIP_SIGNING_KEY"] = str(priv)  # the manager signs desired state with the artifacts' key
     v1, v2 = make_bundle(workdir, "kws", seed=1), make_bundle(workdir, "kws", seed=2)
     strategy = {"canary": {"percent": 1}, "waves": [10, 50, 100], "max_unavailable": "10%",
                 "gate": {"min_success_ratio": 1.0}}
@@ -321,7 +327,7 @@ def main() -> int:
                     config = AgentConfig(trusted_keys=[pub], smoke=SmokeConfig(max_latency_ms=TINY_MS))
                     (root / CONFIG_NAME).write_text(yaml.safe_dump(config.to_yaml_dict(relative_to=root)))
                 hosts.start(args.timeout)
-                report, took, _ = run_apply(rollout("bench-v2-bad", v2), log, args.timeout)
+                report, took, _ = run_apply(rollout("bench-v2-bad", v2), log, args.timeout, take_over=True)
                 with Journal() as j:
                     run = j.runs("bench-v2-bad")[-1]
                     gate_ts = j.gates(run["id"])[0]["ts"]
