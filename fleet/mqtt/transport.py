@@ -412,8 +412,11 @@ class MqttTransport:
         self.manager.close()
 
     def _known(self, device_id: str) -> dict:
-        self.manager.sync()
-        return self.manager.reported.get(device_id) or {}
+        """The device's last report. Synced once per connection: later reports arrive live, and one a
+        moment late only costs a push the device answers with `already present`."""
+        self.manager.ensure_synced()
+        with self.manager._cond:
+            return dict(self.manager.reported.get(device_id) or {})
 
     def push(self, device, bundle: Path) -> PushResult:
         recipe = self.manager.recipe_for(Path(bundle), device.id)
@@ -422,7 +425,7 @@ class MqttTransport:
         if digest == rep.get("current") or digest in (rep.get("releases") or []) or digest in (rep.get("staged") or []):
             return PushResult(0, True, device.id, digest)
         before = self.manager.server.bytes_sent[device.id]
-        seq = self.manager.publish_desired(device.id, "stage", digest, recipe)
+        seq = self.manager.publish_desired(device.id, "stage", digest, recipe, wait=False)
         doc = self.manager.wait_for_seq(device.id, seq)
         result = Result.from_dict(doc.get("last_result"))
         if not result.ok:
@@ -440,7 +443,7 @@ class MqttTransport:
         if recipe is None and not has:
             return Result(False, device.id, digest, "not-found", "push the bundle first (no chunk recipe for this digest)")
         try:
-            seq = self.manager.publish_desired(device.id, "activate", digest, recipe)
+            seq = self.manager.publish_desired(device.id, "activate", digest, recipe, wait=False)
             doc = self.manager.wait_for_seq(device.id, seq)
         except TransportError as err:
             reason = "unreachable" if "offline" in str(err) else "timeout"
@@ -453,7 +456,7 @@ class MqttTransport:
 
     def rollback(self, device) -> Result:
         try:
-            seq = self.manager.publish_desired(device.id, "rollback")
+            seq = self.manager.publish_desired(device.id, "rollback", wait=False)
             doc = self.manager.wait_for_seq(device.id, seq)
         except TransportError as err:
             reason = "unreachable" if "offline" in str(err) else "timeout"
