@@ -305,10 +305,12 @@ def main() -> int:
                   f"{started:.1f}s; bundle {v1.stat().st_size / 1024:.0f} KiB; work dir {here}", file=sys.stderr)
             log = here / "apply.log"
             rss0, wire0 = rss_mb(), sysbytes.read()
+            cpu0 = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])  # this process is the manager
             report, took, figures = run_apply(rollout("bench-v1", v1), log, args.timeout)
+            cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0
             wire = sysbytes.read() - wire0
             ok = sum(r.result == "activated" for r in report.rows)
-            matrix.append((store, transfer, f"{took:.1f}", f"{ok}/{len(ids)}", f"{report.bytes_pushed / 1e6:.2f} MB",
+            matrix.append((store, transfer, f"{took:.1f}", f"{cpu:.1f}", f"{ok}/{len(ids)}", f"{report.bytes_pushed / 1e6:.2f} MB",
                            f"{figures['manager_bytes_out'] / 1e6:.2f} MB", f"{figures['chunk_bytes'] / v1.stat().st_size:.2f}x",
                            f"{wire / 1e6:.1f} MB", f"{rss_mb():.0f} MB (+{rss_mb() - rss0:.0f})"))
             print("  " + "  ".join(matrix[-1]), file=sys.stderr)
@@ -358,7 +360,7 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    head = ("store", "transfer", "converge s", "activated", "to devices", "manager out", "chunks/artifact",
+    head = ("store", "transfer", "converge s", "manager CPU s", "activated", "to devices", "manager out", "chunks/artifact",
             "broker out", "manager RSS")
     widths = [max(len(str(r[i])) for r in [head, *matrix]) for i in range(len(head))]
     print(f"\nConverge {args.devices} MQTT devices (real agents), canary 1% then 10/50/100%, max_unavailable 10%:")
