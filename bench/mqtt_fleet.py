@@ -332,11 +332,12 @@ def run(size: int, procs: int, chunk_kb: int, timeout: float, bundles: list[Path
 
 
 def spread(values: list[float], fmt: str = "{:.1f}") -> str:
-    """median [min-max] over the repeats (just the value for one run)."""
+    """median [min-max] over the repeats (just the value when they all agree)."""
     values = sorted(values)
     median = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
     text = fmt.format(median)
-    return text if len(values) == 1 else f"{text} [{fmt.format(values[0])}-{fmt.format(values[-1])}]"
+    low, high = fmt.format(values[0]), fmt.format(values[-1])
+    return text if low == high else f"{text} [{low}-{high}]"
 
 
 def main() -> int:

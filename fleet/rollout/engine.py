@@ -113,6 +113,7 @@ class Engine:
                 self.journal.backup()  # a journal damaged later loses at most this run (docs/rollouts.md)
                 return self._apply(resume)
         finally:
+            self._lease = None
             self.transports.close()
 
     def _apply(self, resume: bool) -> ApplyReport:
