@@ -9,9 +9,9 @@ checks each chunk's sha256 against the recipe in its signed desired state, as wi
 Retained chunks expire after `shared_expiry_s` (MQTT 5 message expiry); a chunk asked for again
 after that is published again.
 
-A device may only get (or cause the publication of) chunks of releases offered to it. Answers go through one sender thread with
-a bound on bytes published but not yet acknowledged, so a thousand devices asking at once cannot
-fill the manager's memory with queued chunks.
+A device may only get (or cause the publication of) chunks of releases offered to it. Answers go
+through one sender thread with a bound on bytes published but not yet acknowledged, so a thousand
+devices asking at once cannot fill the manager's memory with queued chunks.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ It subscribes to its own `desired` and `chunks` topics, fetches the chunks of a 
 none of its kept releases holds (request/response on its own `req`/`chunks` topics, a few chunks in
 flight; or, when the signed desired says `fanout`, by subscribing to the shared retained chunk topics
 `<p>/chunks/<sha256>` the manager publishes once per release, falling back to its own topics for a
-chunk that does not come in time), verifies each chunk by its sha256 and the whole bundle by its sha256 and signature, then
-hands it to the same `Agent` every transport uses, and publishes `reported`. Verified chunks are on
+chunk that does not come in time), verifies each chunk by its sha256 and the whole bundle by its
+sha256 and signature, then hands it to the same `Agent` every transport uses, and publishes `reported`. Verified chunks are on
 disk, so a broker restart, a lost connection or a killed service resumes where it stopped.
 
 All work runs on the client's worker thread; paho's network loop only enqueues.
