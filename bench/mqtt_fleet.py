@@ -11,11 +11,16 @@ Phases per fleet size:
   full   every device fetches the whole release (nothing cached)
   delta  then a "retrained last layer" v2: devices fetch only chunks v1 does not hold
 
-Prints, per phase: time until every device reports the new release, messages/s through the broker,
-payload bytes per device and bytes on the wire per device (mosquitto's $SYS byte counter / N)
-against the artifact size, and the manager's CPU time. Bounded by --timeout per phase.
+Transfer modes: `unicast` (the manager answers each device's chunk requests on that device's topic:
+bytes grow with the fleet) and `fanout` (each chunk published once, retained, on a shared
+content-addressed topic that every device lacking it subscribes to; fleet/mqtt/server.py).
 
-    python bench/mqtt_fleet.py [--devices 200 1000] [--procs 4] [--chunk-kb 256] [--timeout 300]
+Prints, per fleet size, mode and phase: time until every device reports the new release, bytes the
+manager published, bytes the broker sent (mosquitto's $SYS counter), chunk bytes each device received
+and wire bytes per device against the artifact size, the manager's CPU time and resident memory.
+Bounded by --timeout per phase; --repeat N gives median [min-max] over N runs.
+
+    python bench/mqtt_fleet.py [--devices 1000 10000] [--modes unicast fanout] [--repeat 3] [--procs 4]
 """
 
 from __future__ import annotations
@@ -55,9 +60,9 @@ from edgeship.fleet.types import Result  # noqa: E402
 
 def make_artifact(tmp: Path, variant: str, size_mb: float) -> Path:
     """A real signed bundle of about size_mb: an MLP trunk (same in v1/v2) and a head that differs."""
-    hidden = 512
+    hidden = 512 if size_mb >= 1 else 256 if size_mb >= 0.25 else 128  # one layer is hidden^2 float32
     layers = max(1, int(size_mb * (1 << 20) / (hidden * hidden * 4)))
-    trunk, head = np.random.default_rng(1), np.random.default_rng(2 if variant == "v1" else 3)
+    trunk, head = np.random.default_rng(1), np.random.default_rng(2 if variant.startswith("v1") else 3)
     inits, nodes, x = [], [], "x"
     for i in range(layers):
         inits.append(numpy_helper.from_array((trunk.standard_normal((hidden, hidden)) / 23).astype(np.float32), f"w{i}"))
@@ -141,6 +146,9 @@ class SimAgent:
             self.releases_held.append(digest)
         return Result(True, self.device_id, digest, "", "activated (simulated)")
 
+    def current_hex(self):
+        return self.current.split(":", 1)[-1] if self.current else None
+
     def rollback(self):
         self.current, self.previous = self.previous, self.current
         return Result(True, self.device_id, self.current or "", "", "rolled back (simulated)")
@@ -150,7 +158,15 @@ class SimAgent:
                 "incoming": [], "disk_bytes": 0}
 
 
+def raise_fd_limit() -> None:
+    """Thousands of connections need thousands of descriptors (device processes and the broker)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(hard, 65536):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+
 def device_process(broker: str, ids: list[str], root: str, ready, stop, results) -> None:
+    raise_fd_limit()
     loop = SharedLoop()
     workers = [Worker(f"w{i}") for i in range(2)]
     pool: dict = {}
@@ -190,7 +206,8 @@ def start_broker(workdir: Path, port: int) -> subprocess.Popen:
         import getpass
         lines.append(f"user {getpass.getuser()}")
     conf.write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=raise_fd_limit)
     import socket
     for _ in range(200):
         try:
@@ -202,11 +219,12 @@ def start_broker(workdir: Path, port: int) -> subprocess.Popen:
 
 
 class SysBytes:
-    """mosquitto's own counter of bytes it sent ($SYS/broker/bytes/sent, updated every second)."""
+    """mosquitto's own counter of bytes it sent ($SYS/broker/bytes/sent, updated every second),
+    read through an MQTT client of ours (the manager's here; bench/rollout.py brings its own)."""
 
-    def __init__(self, manager: MqttManager):
+    def __init__(self, client):
         self.value, self.updated = 0, threading.Event()
-        manager.client.subscribe("$SYS/broker/bytes/sent", self._on, qos=0)
+        client.subscribe("$SYS/broker/bytes/sent", self._on, qos=0)
 
     def _on(self, msg):
         self.value = int(msg.payload)
@@ -218,110 +236,165 @@ class SysBytes:
         return self.value
 
 
-# --- one fleet size ----------------------------------------------------------------------------
+# --- one fleet size, one transfer mode ---------------------------------------------------------
 
-def run(size: int, procs: int, chunk_kb: int, timeout: float, bundles: list[Path], tmp: Path) -> list[dict]:
+def rss_mb() -> float:
+    """This process's resident memory now (the manager: devices run in other processes)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def converge(manager: MqttManager, ids: list[str], bundle: Path, timeout: float) -> tuple[int, float, float]:
+    """Publish the release to every device; (devices converged, seconds, seconds spent publishing
+    the desired states) bounded by `timeout`."""
+    recipe = manager.recipe_for(bundle)
+    t0 = time.monotonic()
+    for dev in ids:
+        manager.publish_desired(dev, "activate", recipe.digest, recipe, wait=False)
+    published = time.monotonic() - t0
+    done = 0
+    while time.monotonic() - t0 < timeout:
+        with manager._cond:
+            done = sum(1 for d in ids if (manager.reported.get(d) or {}).get("current") == recipe.digest)
+        if done == len(ids):
+            break
+        time.sleep(max(0.1, len(ids) / 20000))  # the count holds the manager's lock: not too often
+    return done, time.monotonic() - t0, published
+
+
+def run(size: int, procs: int, chunk_kb: int, timeout: float, bundles: list[Path], tmp: Path, mode: str,
+        attempt: int = 0) -> list[dict]:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    workdir = tmp / f"broker-{size}"
+    tag = f"{size}-{mode}-{attempt}"
+    workdir = tmp / f"broker-{tag}"
     workdir.mkdir()
     broker_proc = start_broker(workdir, port)
     url = f"mqtt://127.0.0.1:{port}"
     ctx = mp.get_context("spawn")
     ready, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     ids = [f"sim-{i:05d}" for i in range(size)]
-    workers = [ctx.Process(target=device_process, args=(url, ids[p::procs], str(tmp / f"dev-{size}"), ready, stop, results))
+    workers = [ctx.Process(target=device_process, args=(url, ids[p::procs], str(tmp / f"dev-{tag}"), ready, stop, results))
                for p in range(procs)]
     rows = []
     manager = None
     try:
         for w in workers:
             w.start()
-        connected = sum(ready.get(timeout=180) for _ in workers)
-        manager = MqttManager(url, chunk_kb=chunk_kb, store_dir=tmp / f"manager-{size}",
-                               signing_key=tmp / "keys" / "signing.key").start()
-        sysbytes = SysBytes(manager)
+        connected = sum(ready.get(timeout=max(180, size / 50)) for _ in workers)
+        rss0 = rss_mb()
+        manager = MqttManager(url, chunk_kb=chunk_kb, store_dir=tmp / f"manager-{tag}",
+                               signing_key=tmp / "keys" / "signing.key", fanout=mode == "fanout",
+                               timeout_s=timeout).start()
+        sysbytes = SysBytes(manager.client)
         manager.sync()
         for phase, bundle in zip(("full", "delta"), bundles):
-            recipe = manager.recipe_for(bundle)
             wire0, cpu0 = sysbytes.read(), sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
             msgs0 = manager.client.messages_in + manager.client.messages_out
-            sent0 = sum(manager.server.bytes_sent.values())
-            t0 = time.monotonic()
-            for dev in ids:
-                manager.publish_desired(dev, "activate", recipe.digest, recipe)
-            done = 0
-            while time.monotonic() - t0 < timeout:
-                done = sum(1 for d in ids if (manager.reported.get(d) or {}).get("current") == recipe.digest)
-                if done == size:
-                    break
-                time.sleep(0.1)
-            elapsed = time.monotonic() - t0
+            sent0 = sum(manager.server.bytes_sent.values()) + manager.server.bytes_shared
+            out0 = manager.client.bytes_out
+            done, elapsed, published = converge(manager, ids, bundle, timeout)
             cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu0
             time.sleep(1.2)
             wire = sysbytes.read() - wire0
-            payload = sum(manager.server.bytes_sent.values()) - sent0
-            msgs_mgr = manager.client.messages_in + manager.client.messages_out - msgs0
-            # device-side counts for this phase are not separable per phase; estimate from the manager:
-            # every chunk and desired the manager publishes is delivered once, every report/request once
-            rows.append({"devices": size, "phase": phase, "converged": done, "seconds": elapsed,
-                         "artifact_bytes": bundle.stat().st_size, "payload_per_device": payload / size,
-                         "wire_per_device": wire / size, "manager_msgs": msgs_mgr, "manager_cpu_s": cpu,
+            payload = sum(manager.server.bytes_sent.values()) + manager.server.bytes_shared - sent0
+            with manager._cond:
+                fetched = [int(((manager.reported.get(d) or {}).get("transfer") or {}).get("bytes_fetched") or 0)
+                           for d in ids]
+            rows.append({"devices": size, "mode": mode, "phase": phase, "converged": done, "seconds": elapsed, "publish_s": published,
+                         "artifact_bytes": bundle.stat().st_size, "manager_chunk_bytes": payload,
+                         "manager_bytes_out": manager.client.bytes_out - out0, "broker_bytes_out": wire,
+                         "fetched_per_device": sum(fetched) / size, "wire_per_device": wire / size,
+                         "manager_msgs": manager.client.messages_in + manager.client.messages_out - msgs0,
+                         "manager_cpu_s": cpu, "manager_rss_mb": rss_mb(), "manager_rss_growth_mb": rss_mb() - rss0,
                          "connected": connected})
         stop.set()
-        totals = [results.get(timeout=60) for _ in workers]
-        dev_msgs = sum(t["messages_in"] + t["messages_out"] for t in totals)
+        totals = [results.get(timeout=120) for _ in workers]
         for row in rows:
             row["device_cpu_s_all_phases"] = sum(t["cpu_s"] for t in totals)
-            row["device_msgs_all_phases"] = dev_msgs
     finally:
         stop.set()
         for w in workers:
-            w.join(30)
+            w.join(60)
             if w.is_alive():
                 w.kill()
         if manager:
             manager.close()
         broker_proc.terminate()
         broker_proc.wait(10)
+        shutil.rmtree(tmp / f"dev-{tag}", ignore_errors=True)
+        shutil.rmtree(tmp / f"manager-{tag}", ignore_errors=True)
     return rows
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    """median [min-max] over the repeats (just the value when they all agree)."""
+    values = sorted(values)
+    median = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+    text = fmt.format(median)
+    low, high = fmt.format(values[0]), fmt.format(values[-1])
+    return text if low == high else f"{text} [{low}-{high}]"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--devices", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--devices", type=int, nargs="+", default=[1000])
+    parser.add_argument("--modes", nargs="+", choices=("unicast", "fanout"), default=["unicast", "fanout"])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per (devices, mode): the table shows median [min-max]")
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--chunk-kb", type=int, default=256)
     parser.add_argument("--size-mb", type=float, default=2.0)
-    parser.add_argument("--timeout", type=float, default=300, help="seconds per phase before giving up")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds per phase before giving up")
+    parser.add_argument("--large", type=int, default=10000,
+                        help="then a fan-out run with this many devices and a --large-size-mb artifact (0: none)")
+    parser.add_argument("--large-size-mb", type=float, default=0.25)
     args = parser.parse_args()
+    import collections
+    grouped: dict = collections.defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="edgeship-mqtt-bench-") as tmpdir:
         tmp = Path(tmpdir)
         bundles = [make_artifact(tmp, "v1", args.size_mb), make_artifact(tmp, "v2", args.size_mb)]
         print(f"artifact: {bundles[0].stat().st_size / 1e6:.2f} MB, chunks avg {args.chunk_kb} KiB, "
-              f"{args.procs} device processes, mosquitto on loopback")
-        rows = []
-        for size in args.devices:
-            rows += run(size, args.procs, args.chunk_kb, args.timeout, bundles, tmp)
-    head = ("devices", "phase", "converged", "time s", "msgs/s*", "payload/dev", "wire/dev", "wire/artifact",
-            "manager CPU s")
+              f"{args.procs} device processes, mosquitto on loopback, {os.cpu_count()} cores", flush=True)
+        plan = [(size, mode, bundles) for size in args.devices for mode in args.modes]
+        if args.large:
+            small = [make_artifact(tmp, "v1-small", args.large_size_mb)]
+            print(f"large run: {args.large} devices, fan-out, a {small[0].stat().st_size / 1e6:.2f} MB artifact, "
+                  "full phase only", flush=True)
+            plan.append((args.large, "fanout", small))
+        for attempt in range(args.repeat):
+            for size, mode, pair in plan:  # interleaved, so a busy spell on the shared machine hits every mode
+                for row in run(size, args.procs, args.chunk_kb, args.timeout, pair, tmp, mode, attempt):
+                    grouped[(row["devices"], row["mode"], row["phase"])].append(row)
+                    print(f"  {row['devices']} {row['mode']} {row['phase']}: {row['converged']}/{row['devices']} "
+                          f"in {row['seconds']:.1f}s (desired published in {row['publish_s']:.1f}s)", flush=True)
+    head = ("devices", "mode", "phase", "artifact", "converged", "time s", "manager out", "mgr/artifact", "chunks/artifact", "broker out",
+            "fetched/dev", "wire/dev", "manager CPU s", "manager RSS MB")
     table = [head]
-    for r in rows:
-        # messages through the broker: manager publishes+deliveries, plus the devices' (all phases, split by time)
-        share = r["seconds"] / sum(x["seconds"] for x in rows if x["devices"] == r["devices"])
-        msgs = r["manager_msgs"] + r["device_msgs_all_phases"] * share
-        table.append((str(r["devices"]), r["phase"], f"{r['converged']}/{r['devices']}", f"{r['seconds']:.1f}",
-                      f"{msgs / max(r['seconds'], 1e-9):,.0f}", f"{r['payload_per_device'] / 1e6:.2f} MB",
-                      f"{r['wire_per_device'] / 1e6:.2f} MB", f"{r['wire_per_device'] / r['artifact_bytes']:.2f}x",
-                      f"{r['manager_cpu_s']:.1f}"))
+    for (devices, mode, phase), runs in grouped.items():
+        art = runs[0]["artifact_bytes"]
+        table.append((str(devices), mode, phase, f"{art / 1e6:.2f} MB", f"{min(r['converged'] for r in runs)}/{devices}",
+                      spread([r["seconds"] for r in runs]),
+                      spread([r["manager_bytes_out"] / 1e6 for r in runs], "{:.2f}") + " MB",
+                      spread([r["manager_bytes_out"] / art for r in runs], "{:.2f}") + "x",
+                      spread([r["manager_chunk_bytes"] / art for r in runs], "{:.2f}") + "x",
+                      spread([r["broker_bytes_out"] / 1e6 for r in runs], "{:.0f}") + " MB",
+                      spread([r["fetched_per_device"] / art for r in runs], "{:.3f}") + "x",
+                      spread([r["wire_per_device"] / art for r in runs], "{:.3f}") + "x",
+                      spread([r["manager_cpu_s"] for r in runs]),
+                      spread([r["manager_rss_mb"] for r in runs], "{:.0f}")))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for row in table:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
-    print("* msgs/s: messages published + delivered by the manager in the phase, plus the devices' counts "
-          "apportioned by phase duration. wire/dev: mosquitto's $SYS bytes sent / devices (includes MQTT "
-          "and reports).")
+    print("manager out: bytes the manager published (chunks, desired, sync); mgr/artifact: that over the artifact "
+          "size; chunks/artifact: chunk bytes alone over the artifact size. broker out: mosquitto's $SYS bytes sent to all clients. fetched/dev: chunk bytes each device "
+          "received over the artifact size; wire/dev: broker out / devices over the artifact size (MQTT headers, "
+          "desired, reports included). Values: median [min-max] over --repeat runs.")
+    rows = [r for runs in grouped.values() for r in runs]
     return 0 if all(r["converged"] == r["devices"] for r in rows) else 1
 
 

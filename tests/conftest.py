@@ -14,3 +14,6 @@ def _edgeship_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EDGESHIP_HOME", str(home))
     monkeypatch.setenv("EDGESHIP_ALLOW_PATHS", str(tmp_path_factory.getbasetemp()))
     return home
+
+
+from tests.support.postgres import postgres_server, postgres_url, state_store  # noqa: E402,F401  (fixtures)

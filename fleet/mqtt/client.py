@@ -235,6 +235,25 @@ class MqttClient:
         if self.connected.is_set():
             self.paho.subscribe(topic, qos)
 
+    def add_handler(self, pattern: str, handler: Callable[[Incoming], None]) -> None:
+        """Route messages matching `pattern` to `handler` without subscribing to it (for topics
+        subscribed one by one with `subscribe_topics`)."""
+        self.handlers.append((pattern, handler))
+
+    def subscribe_topics(self, topics: list[str], qos: int = 1) -> None:
+        """Subscribe to several concrete topics in one SUBSCRIBE (kept across reconnects until
+        `unsubscribe_topics`); their messages go to the handler whose pattern matches."""
+        new = [t for t in topics if t not in self.subscriptions]
+        for topic in new:
+            self.subscriptions[topic] = qos
+        if new and self.connected.is_set():
+            self.paho.subscribe([(t, qos) for t in new])
+
+    def unsubscribe_topics(self, topics: list[str]) -> None:
+        gone = [t for t in topics if self.subscriptions.pop(t, None) is not None]
+        if gone and self.connected.is_set():
+            self.paho.unsubscribe(gone)
+
     # --- connection ---------------------------------------------------------------------------
 
     def _connect_properties(self) -> Properties | None:
@@ -319,7 +338,7 @@ class MqttClient:
         self.refused = None
         self.connects += 1
         session_present = bool(getattr(flags, "session_present", False))
-        for topic, qos in self.subscriptions.items():
+        for topic, qos in list(self.subscriptions.items()):  # the worker may add chunk topics meanwhile
             client.subscribe(topic, qos)
         self.connected.set()
         for hook in self.on_connected:

@@ -8,6 +8,7 @@ desired (retained, QoS 1), written by the manager and signed (see fleet/desired_
      "size": 123456,                       # bytes of the bundle (.tar): the most a fetch may write
      "recipe": {...chunks.Recipe...},      # how to fetch it over MQTT, or
      "url": "https://host/kws.tar",        # fetch it over HTTP(S) instead
+     "fanout": true,                       # optional: chunks come on the shared <p>/chunks/<sha256> topics
      "sig": {"algorithm": "ed25519", "key_id", "signature"}}
 
 reported (retained), written by the device:
@@ -17,7 +18,7 @@ reported (retained), written by the device:
 status (retained): {"state": "online"|"offline", "ts"}; the offline one is the device's last will. The
     online ones (birth and heartbeat) add "device": {agent_version, python, arch, runtimes, free_bytes,
     mem_total_bytes, mem_available_bytes} (fleet/device_info.py); `reported` carries it too.
-req: {"digest", "chunks": [ids], "rid"}   chunks: binary frames (chunks.encode_frame)
+req: {"digest", "chunks": [ids], "rid", "fanout"?}   chunks: binary frames (chunks.encode_frame)
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def check_desired(doc: dict) -> dict:
     size = doc.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise ProtocolError("desired.size must be a positive integer")
+    if "fanout" in doc and not isinstance(doc["fanout"], bool):
+        raise ProtocolError("desired.fanout must be true or false")
     action = doc.get("action")
     if action not in ACTIONS:
         raise ProtocolError(f"desired.action must be one of {', '.join(ACTIONS)}, got {action!r}")

@@ -1,8 +1,17 @@
-"""The manager's artifact server: answers devices' chunk requests on their own chunk topics.
+"""The manager's artifact server: answers devices' chunk requests on their own chunk topics, or
+(fan-out) publishes each requested chunk once, retained, on its shared content-addressed topic.
 
-A device may only get chunks of releases offered to it. Answers go through one sender thread with
-a bound on bytes published but not yet acknowledged, so a thousand devices asking at once cannot
-fill the manager's memory with queued chunks.
+Why fan-out: unicast sends the artifact once per device, so the manager's bytes grow with the fleet.
+A retained `<p>/chunks/<sha256>` message is published once and the broker hands it to every device
+that subscribes, now or later: the manager sends ~1x the artifact per release whatever the fleet
+size, and a device receives only the chunks it subscribed to (those it lacks). The device still
+checks each chunk's sha256 against the recipe in its signed desired state, as with unicast.
+Retained chunks expire after `shared_expiry_s` (MQTT 5 message expiry); a chunk asked for again
+after that is published again.
+
+A device may only get (or cause the publication of) chunks of releases offered to it. Answers go
+through one sender thread with a bound on bytes published but not yet acknowledged, so a thousand
+devices asking at once cannot fill the manager's memory with queued chunks.
 """
 
 from __future__ import annotations
@@ -23,10 +32,15 @@ log = logging.getLogger("edgeship.mqtt.server")
 
 class ArtifactServer:
     def __init__(self, client: MqttClient, topics: Topics, store: ChunkStore, *,
-                 max_unacked_bytes: int = 32 << 20, chunk_expiry_s: int = 600, cache_bytes: int = 64 << 20):
+                 max_unacked_bytes: int = 32 << 20, chunk_expiry_s: int = 600, cache_bytes: int = 64 << 20,
+                 shared_expiry_s: int = 7 * 24 * 3600, republish_after_s: float = 10.0):
         self.client, self.topics, self.store = client, topics, store
         self.max_unacked_bytes = max_unacked_bytes
         self.chunk_expiry_s = chunk_expiry_s
+        self.shared_expiry_s = shared_expiry_s
+        self.republish_after_s = republish_after_s  # a device's overdue re-ask of an older copy: publish again
+        self._shared_at: dict[str, float] = {}  # chunk -> when it was last published on its shared topic
+        self.bytes_shared = 0  # fan-out bytes: counted once, whatever number of devices receive them
         self._allowed: dict[str, set[str]] = collections.defaultdict(set)
         self._queue: collections.deque = collections.deque()
         self._queued: set[tuple[str, str]] = set()
@@ -60,11 +74,20 @@ class ArtifactServer:
         except (protocol.ProtocolError, TypeError):
             return
         self.requests += 1
+        shared = doc.get("fanout") is True
+        fresh_for = self.republish_after_s if doc.get("retry") is True else self.shared_expiry_s
+        now = time.monotonic()
         with self._cond:
             allowed = self._allowed.get(device_id, set())
             for cid in wanted:
-                key = (device_id, cid)
-                if cid in allowed and key not in self._queued:
+                if cid not in allowed:
+                    continue
+                if shared:
+                    if now - self._shared_at.get(cid, float("-inf")) < fresh_for:
+                        continue  # already retained on its shared topic: the device's subscription gets it
+                    self._shared_at[cid] = now
+                key = (None if shared else device_id, cid)
+                if key not in self._queued:
                     self._queued.add(key)
                     self._queue.append(key)
             self._cond.notify_all()
@@ -114,7 +137,7 @@ class ArtifactServer:
                 log.warning("%s: chunk %s requested but not in the store", device_id, cid[:12])
                 continue
             if self.tamper is not None:
-                data = self.tamper(device_id, cid, data)
+                data = self.tamper(device_id or "*", cid, data)
             if self.send_delay_s:
                 time.sleep(self.send_delay_s)
             frame = encode_frame(cid, data)
@@ -126,11 +149,15 @@ class ArtifactServer:
                     except (RuntimeError, ValueError):
                         pass
                 unacked_bytes -= size
-            info = self.client.publish(self.topics.device(device_id, "chunks"), frame, expiry_s=self.chunk_expiry_s)
+            if device_id is None:  # fan-out: once, retained, for every device that lacks it
+                info = self.client.publish(self.topics.chunk(cid), frame, retain=True, expiry_s=self.shared_expiry_s)
+                self.bytes_shared += len(frame)
+            else:
+                info = self.client.publish(self.topics.device(device_id, "chunks"), frame, expiry_s=self.chunk_expiry_s)
+                self.bytes_sent[device_id] += len(frame)
             unacked.append((info, len(frame)))
             unacked_bytes += len(frame)
-            self.sent_log.append((device_id, cid))
-            self.bytes_sent[device_id] += len(frame)
+            self.sent_log.append((device_id or "*", cid))
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,8 +3,10 @@ device to its retained `desired` document.
 
 It subscribes to its own `desired` and `chunks` topics, fetches the chunks of a new release that
 none of its kept releases holds (request/response on its own `req`/`chunks` topics, a few chunks in
-flight), verifies each chunk by its sha256 and the whole bundle by its sha256 and signature, then
-hands it to the same `Agent` every transport uses, and publishes `reported`. Verified chunks are on
+flight; or, when the signed desired says `fanout`, by subscribing to the shared retained chunk topics
+`<p>/chunks/<sha256>` the manager publishes once per release, falling back to its own topics for a
+chunk that does not come in time), verifies each chunk by its sha256 and the whole bundle by its
+sha256 and signature, then hands it to the same `Agent` every transport uses, and publishes `reported`. Verified chunks are on
 disk, so a broker restart, a lost connection or a killed service resumes where it stopped.
 
 All work runs on the client's worker thread; paho's network loop only enqueues.
@@ -53,6 +55,9 @@ class Transfer:
     chunks_reused: int = 0
     corrupt: int = 0
     started: float = field(default_factory=time.time)
+    fanout: bool = False  # chunks come from the shared retained topics (see fleet/mqtt/server.py)
+    shared: set[str] = field(default_factory=set)  # shared chunk topics subscribed for this transfer
+    retries: dict[str, int] = field(default_factory=dict)  # chunk -> overdue re-requests so far
 
     def figures(self) -> dict:
         return {"digest": self.recipe.digest, "chunks_total": len(set(self.recipe.ids())),
@@ -101,6 +106,7 @@ class DeviceService:
         # Trust chains: retained, self-authenticating (fleet/trust.py); an older one changes nothing.
         self.client.subscribe(self.topics.fleet_trust(), self._on_trust)
         self.client.subscribe(self.topics.device(device_id, "trust"), self._on_trust)
+        self.client.add_handler(self.topics.all_chunks(), self._on_chunk)  # subscribed chunk by chunk
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -137,8 +143,17 @@ class DeviceService:
             return
         now = time.monotonic()
         stale = [c for c, at in t.outstanding.items() if now - at > self.request_timeout_s]
-        if stale:
-            self._request(stale)
+        for cid in stale:
+            t.retries[cid] = t.retries.get(cid, 0) + 1
+        # Fan-out: the first time a chunk is overdue, ask again on the shared topic (the manager
+        # publishes it again if its copy may be lost; a busy broker may simply be late, and a fleet
+        # of devices all falling back to unicast at once would multiply the load); after that, alone.
+        again = [c for c in stale if t.fanout and t.retries[c] == 1]
+        alone = [c for c in stale if c not in again]
+        if again:
+            self._request(again, retry=True)
+        if alone:
+            self._request(alone, unicast=True)
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -216,6 +231,7 @@ class DeviceService:
     def _on_desired(self, msg: Incoming) -> None:
         if not msg.payload:  # withdrawn by the manager (a stopped rollout): drop a transfer for it
             self._parked_desired = None
+            self._drop_shared(self.transfer)
             if self.transfer is not None:
                 log.info("%s: desired state withdrawn: abandoning the transfer of %s", self.device_id,
                          _short(self.transfer.recipe.digest))
@@ -242,6 +258,7 @@ class DeviceService:
             return
         if self.transfer is not None and self.transfer.desired.get("seq") == doc["seq"]:
             return  # the same desired again (retained, re-delivered): the transfer goes on
+        self._drop_shared(self.transfer)
         self.transfer = None
         action = doc["action"]
         log.info("%s: desired state seq %s: %s %s", self.device_id, doc["seq"], action, _short(doc.get("digest")))
@@ -280,7 +297,7 @@ class DeviceService:
             return
         self._seed_from_releases(recipe)
         missing = self.store.missing(recipe)
-        transfer = Transfer(doc, recipe, set(missing))
+        transfer = Transfer(doc, recipe, set(missing), fanout=doc.get("fanout") is True)
         transfer.chunks_reused = len(set(recipe.ids())) - len(missing)
         self.transfer = transfer
         self._event("fetch-start", digest=digest, chunks_missing=len(missing), chunks_total=len(set(recipe.ids())))
@@ -317,17 +334,38 @@ class DeviceService:
         order = [c for c in dict.fromkeys(t.recipe.ids()) if c in t.wanted and c not in t.outstanding]
         return order[:max(0, room)]
 
-    def _request(self, chunk_ids: list[str]) -> None:
+    def _request(self, chunk_ids: list[str], unicast: bool = False, retry: bool = False) -> None:
+        """Ask the manager for chunks. Fan-out: subscribe to their shared topics first (a chunk
+        already published arrives as the retained message) and ask the manager to publish the ones
+        it has not yet (`retry`: or published long ago: it may be lost); `unicast` asks for them on
+        this device's own topic instead."""
         t = self.transfer
         if t is None or not chunk_ids:
             return
         now = time.monotonic()
         for cid in chunk_ids:
             t.outstanding[cid] = now
+        shared = t.fanout and not unicast
+        if shared:
+            topics = [self.topics.chunk(c) for c in chunk_ids]
+            t.shared.update(topics)
+            self.client.subscribe_topics(topics)
         rid = uuid.uuid4().hex[:12]
-        self.client.publish(self.topics.device(self.device_id, "req"),
-                            protocol.dumps({"digest": t.recipe.digest, "chunks": chunk_ids, "rid": rid}),
+        doc = {"digest": t.recipe.digest, "chunks": chunk_ids, "rid": rid}
+        if shared:
+            doc["fanout"] = True
+            if retry:
+                doc["retry"] = True
+        self.client.publish(self.topics.device(self.device_id, "req"), protocol.dumps(doc),
                             response_topic=self.topics.device(self.device_id, "chunks"), correlation=rid.encode())
+
+    def _drop_shared(self, t: "Transfer | None", topics: list[str] | None = None) -> None:
+        """Unsubscribe shared chunk topics no longer needed (all of the transfer's by default)."""
+        if t is None or not t.shared:
+            return
+        gone = list(t.shared) if topics is None else [x for x in topics if x in t.shared]
+        t.shared.difference_update(gone)
+        self.client.unsubscribe_topics(gone)
 
     def _on_chunk(self, msg: Incoming) -> None:
         t = self.transfer
@@ -342,11 +380,12 @@ class DeviceService:
             t.corrupt += 1
             self._event("corrupt-chunk", chunk=cid)
             log.warning("%s: chunk %s failed its sha256: dropped, asking again", self.device_id, cid[:12])
-            self._request([cid])
+            self._request([cid], unicast=True)
             return
         t.wanted.discard(cid)
         t.chunks_fetched += 1
         t.bytes_fetched += len(data)
+        self._drop_shared(t, [self.topics.chunk(cid)])
         if t.wanted:
             self._request(self._next_wanted())
         else:
@@ -364,11 +403,13 @@ class DeviceService:
             if t.wanted:
                 self._request(self._next_wanted())
                 return
+            self._drop_shared(t)
             self.transfer = None
             self._finish(t.desired, Result(False, self.device_id, t.recipe.digest, "tampered",
                                            "assembled bundle does not match the recipe's sha256"), t.figures())
             return
         save_recipe(self.recipes_dir, t.recipe)
+        self._drop_shared(t)
         self.transfer = None
         figures = t.figures()
         log.info("%s: transfer of %s complete: %d byte(s) in %d chunk(s) of a %d-byte bundle, %.1fs", self.device_id,

@@ -12,6 +12,8 @@ pattern line per topic (`%u` = the device id as username) confines a device to i
                                      self-authenticating, so any device may read it)
     <prefix>/manager/status          manager -> devices, retained: "online" on every (re)connect, so
                                      devices re-ask for chunks whose requests a restart may have lost
+    <prefix>/chunks/<sha256 hex>     manager -> every device, retained (fan-out): one chunk, published
+                                     once per release whatever the fleet size; devices read, never write
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ DEVICE_READS = ("desired", "chunks", "trust")
 DEVICE_WRITES = ("reported", "status", "events", "req")
 
 _DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_CHUNK_ID = re.compile(r"^[0-9a-f]{64}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
@@ -54,6 +57,15 @@ class Topics:
 
     def fleet_trust(self) -> str:
         return f"{self.prefix}/trust"
+
+    def chunk(self, chunk_id: str) -> str:
+        """The shared, content-addressed topic of one chunk (fan-out transfer)."""
+        if not _CHUNK_ID.match(chunk_id or ""):
+            raise ValueError(f"invalid chunk id {chunk_id!r}")
+        return f"{self.prefix}/chunks/{chunk_id}"
+
+    def all_chunks(self) -> str:
+        return f"{self.prefix}/chunks/+"
 
     def all_devices(self, kind: str) -> str:
         """Wildcard subscription over every device's topic of one kind."""

@@ -7,6 +7,8 @@ target digest as its current release.
 
 push     cut the bundle into content-defined chunks (manager chunk store), offer them to the device,
          publish a retained `stage` desired and wait until the device reports it holds the release.
+         With `fanout: true` the chunks go once per release to shared retained topics that every
+         device reads (bytes sent per release ~1x the artifact whatever the fleet size).
 activate publish a retained `activate` desired and wait for the device's reported result.
 rollback publish a retained `rollback` desired and wait likewise.
 status   the retained `status` + `reported` documents of the device.
@@ -70,7 +72,8 @@ class MqttManager:
                  password: str | None = None, ca: str | None = None, chunk_kb: int = 256,
                  timeout_s: float = 600.0, offline_grace_s: float = 5.0, connect_timeout_s: float = 15.0,
                  protocol_version: str = "auto", store_dir: Path | None = None,
-                 signing_key: Path | None = None):
+                 signing_key: Path | None = None, fanout: bool = False):
+        self.fanout = bool(fanout)  # chunks once per release on shared retained topics (fleet/mqtt/server.py)
         self.signing_key = Path(signing_key) if signing_key else None
         self.topics = Topics(prefix)
         self.params = ChunkParams(int(chunk_kb) * 1024)
@@ -91,7 +94,9 @@ class MqttManager:
         self._own_public = None
         self._cond = threading.Condition()
         self._sync_topic = f"{prefix}/manager/{self.client.client_id}/sync"
-        self._synced: set[str] = set()
+        self._sync_sent = self._sync_done = 0  # sync rounds sent / answered (see sync())
+        self._sync_inflight: int | None = None
+        self._synced_connect = -1  # client.connects at the last completed sync
         self.client.subscribe(self.topics.all_devices("reported"), self._on_reported)
         self.client.subscribe(self.topics.all_devices("status"), self._on_status)
         self.client.subscribe(self._sync_topic, self._on_sync)
@@ -133,6 +138,9 @@ class MqttManager:
                 self.client.publish(self.topics.manager_status(), protocol.status_doc("online"), retain=True)
 
     def _on_connected(self, session_present: bool) -> None:
+        with self._cond:
+            self._sync_inflight = None  # a round sent on the old connection may be lost
+            self._cond.notify_all()
         if self.server.enabled:
             self.client.publish(self.topics.manager_status(), protocol.status_doc("online"), retain=True)
         # A broker that lost its retained store (crash without persistence) gets our intent again.
@@ -140,17 +148,42 @@ class MqttManager:
             self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)
 
     def sync(self, timeout: float = 10.0) -> None:
-        """Return once every retained message published before now has been received."""
+        """Return once every retained message published before now has been received.
+
+        A sync is a message to ourselves through the broker (in order with everything before it).
+        Concurrent callers share rounds: one that arrives while a round is in flight waits for the
+        next round, which one of them starts; so 100 threads asking at once cost two round trips,
+        not 100 (a busy broker answers each in tens of milliseconds)."""
         self.start()
-        token = uuid.uuid4().hex
-        self.client.publish(self._sync_topic, token.encode())
+        deadline = time.monotonic() + timeout
         with self._cond:
-            if not self._cond.wait_for(lambda: token in self._synced, timeout):
-                raise TransportError("broker", "no answer from the broker (sync timed out)")
+            wanted = self._sync_sent + 1  # a round sent after this call began
+            while self._sync_done < wanted:
+                if self._sync_inflight is None:
+                    self._sync_sent += 1
+                    self._sync_inflight = self._sync_sent
+                    self.client.publish(self._sync_topic, str(self._sync_sent).encode())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._sync_inflight = None  # lost (a disconnect): the next caller sends a new round
+                    raise TransportError("broker", "no answer from the broker (sync timed out)")
+                self._cond.wait(min(left, 0.5))
+        self._synced_connect = self.client.connects
+
+    def ensure_synced(self) -> None:
+        """sync() once per connection: after it, retained updates arrive live and in order."""
+        if self._synced_connect != self.client.connects:
+            self.sync()
 
     def _on_sync(self, msg: Incoming) -> None:
+        try:
+            done = int(msg.payload)
+        except ValueError:
+            return
         with self._cond:
-            self._synced.add(msg.payload.decode(errors="replace"))
+            self._sync_done = max(self._sync_done, done)
+            if self._sync_inflight is not None and done >= self._sync_inflight:
+                self._sync_inflight = None
             self._cond.notify_all()
 
     def _on_desired_seen(self, msg: Incoming) -> None:
@@ -164,6 +197,8 @@ class MqttManager:
         except protocol.ProtocolError:
             return
         seq = doc.get("seq")
+        if (self._desired.get(parsed[0]) or {}).get("seq") == seq:
+            return  # our own publication coming back: nothing to learn (and no signature to check)
         own = self._public_key()
         if isinstance(seq, int) and not isinstance(seq, bool) and 0 < seq <= protocol.MAX_SEQ \
                 and own is not None and desired_state.signed_by(doc, own):
@@ -270,10 +305,12 @@ class MqttManager:
             raise TransportError(device_id, f"cannot sign desired state: {err}") from None
 
     def publish_desired(self, device_id: str, action: str, digest: str | None = None,
-                        recipe: Recipe | None = None, url: str | None = None, size: int | None = None) -> int:
-        """Publish a signed, retained intent for one device; return its seq."""
+                        recipe: Recipe | None = None, url: str | None = None, size: int | None = None,
+                        wait: bool = True) -> int:
+        """Publish a signed, retained intent for one device; return its seq. `wait=False` returns
+        before the broker acknowledges it (a caller publishing to a whole fleet at once)."""
         self.start()
-        self.sync()  # the retained reported/desired of the device are in: the seq goes above them
+        self.ensure_synced()  # the retained reported/desired of the device are in: the seq goes above them
         seq = self._next_seq(device_id)
         doc: dict = {"seq": seq, "device": device_id, "action": action}
         if digest:
@@ -281,6 +318,8 @@ class MqttManager:
         if recipe is not None:
             doc["recipe"] = recipe.to_json()
             doc["size"] = recipe.size
+            if self.fanout:
+                doc["fanout"] = True
             self.server.offer(device_id, recipe)
         elif size:
             doc["size"] = int(size)
@@ -291,10 +330,11 @@ class MqttManager:
         self.serve()
         self._desired[device_id] = doc
         info = self.client.publish(self.topics.device(device_id, "desired"), protocol.dumps(doc), retain=True)
-        try:
-            info.wait_for_publish(self.connect_timeout_s)
-        except (RuntimeError, ValueError):
-            pass  # not connected right now: paho resends after reconnect, and _on_connected republishes
+        if wait:
+            try:
+                info.wait_for_publish(self.connect_timeout_s)
+            except (RuntimeError, ValueError):
+                pass  # not connected right now: paho resends after reconnect, and _on_connected republishes
         return seq
 
     def publish_trust(self, data: bytes) -> None:
@@ -404,15 +444,18 @@ class MqttTransport:
                            password=password, ca=ca, chunk_kb=int(conf.get("chunk_kb", 256)),
                            timeout_s=float(conf.get("timeout_s", 600)),
                            offline_grace_s=float(conf.get("offline_grace_s", 5)), store_dir=store_dir,
-                           signing_key=conf.get("signing_key"),
+                           signing_key=conf.get("signing_key"), fanout=bool(conf.get("fanout", False)),
                            protocol_version=str(conf.get("protocol", conf.get("protocol_version", "auto"))))
 
     def close(self) -> None:
         self.manager.close()
 
     def _known(self, device_id: str) -> dict:
-        self.manager.sync()
-        return self.manager.reported.get(device_id) or {}
+        """The device's last report. Synced once per connection: later reports arrive live, and one a
+        moment late only costs a push the device answers with `already present`."""
+        self.manager.ensure_synced()
+        with self.manager._cond:
+            return dict(self.manager.reported.get(device_id) or {})
 
     def _publish_trust(self) -> None:
         if self._trust is not None:
@@ -439,12 +482,15 @@ class MqttTransport:
         if digest == rep.get("current") or digest in (rep.get("releases") or []) or digest in (rep.get("staged") or []):
             return PushResult(0, True, device.id, digest)
         before = self.manager.server.bytes_sent[device.id]
-        seq = self.manager.publish_desired(device.id, "stage", digest, recipe)
+        seq = self.manager.publish_desired(device.id, "stage", digest, recipe, wait=False)
         doc = self.manager.wait_for_seq(device.id, seq)
         result = Result.from_dict(doc.get("last_result"))
         if not result.ok:
             raise TransportError(device.id, f"staging failed: {result.reason}: {result.message}")
         sent = self.manager.server.bytes_sent[device.id] - before
+        if self.manager.fanout:  # shared chunks are not sent to one device: count what it fetched
+            transfer = (result.figures or {}).get("transfer") or {}
+            sent = max(sent, int(transfer.get("bytes_fetched") or 0)) if transfer.get("digest") == digest else sent
         return PushResult(sent, sent == 0, device.id, digest)
 
     def activate(self, device, digest: str) -> Result:
@@ -455,7 +501,7 @@ class MqttTransport:
             return Result(False, device.id, digest, "not-found", "push the bundle first (no chunk recipe for this digest)")
         self._publish_trust()
         try:
-            seq = self.manager.publish_desired(device.id, "activate", digest, recipe)
+            seq = self.manager.publish_desired(device.id, "activate", digest, recipe, wait=False)
             doc = self.manager.wait_for_seq(device.id, seq)
         except TransportError as err:
             reason = "unreachable" if "offline" in str(err) else "timeout"
@@ -468,7 +514,7 @@ class MqttTransport:
 
     def rollback(self, device) -> Result:
         try:
-            seq = self.manager.publish_desired(device.id, "rollback")
+            seq = self.manager.publish_desired(device.id, "rollback", wait=False)
             doc = self.manager.wait_for_seq(device.id, seq)
         except TransportError as err:
             reason = "unreachable" if "offline" in str(err) else "timeout"

@@ -10,8 +10,6 @@ the gate counts recorded before the kill still count.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +29,7 @@ from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import RolloutSpec
 from edgeship.fleet.rollout.status import devices_pushed
 from edgeship.fleet.rollout.waves import Wave, plan_waves, resolve_max_unavailable
+from edgeship.fleet.state.lease import LeaseLost
 from edgeship.fleet.trust_delivery import revoked_ids
 from edgeship.paths import state_dir
 
@@ -102,6 +101,7 @@ class Engine:
         self.waves: list[Wave] = plan_waves([d.id for d in devices], spec.strategy.canary, spec.strategy.waves)
         self.parallel = resolve_max_unavailable(spec.strategy.max_unavailable, len(devices))
         self.run_id: int | None = None
+        self._lease = None  # held while apply runs: checked before each step that touches a device
         self._rows: dict[str, DeviceRow] = {}
         self._warmed: set[str] = set()  # transport kinds that shipped this bundle once already
         self._seen: dict[str, str | None] = {}  # device -> release it ran when planned (for the final table)
@@ -151,10 +151,11 @@ class Engine:
     def apply(self, resume: bool = False) -> ApplyReport:
         """Converge. `resume=True` continues a paused run and retries the devices that failed in it."""
         try:
-            with _exclusive(self.spec.name):
+            with self.journal.lease(self.spec.name) as self._lease:
                 self.journal.backup()  # a journal damaged later loses at most this run (docs/rollouts.md)
                 return self._apply(resume)
         finally:
+            self._lease = None
             self.transports.close()
 
     def _apply(self, resume: bool) -> ApplyReport:
@@ -197,13 +198,14 @@ class Engine:
         so `rollout status` and reconcile stop reporting an old failure). Used by reconcile for a
         rollout it does not retry."""
         try:
-            rows = self.plan()
+            with self.journal.lease(self.spec.name):
+                rows = self.plan()
+                if plans.has_changes(rows) or plans.has_errors(rows):
+                    return False
+                self._record_converged(self.journal.rollout(self.spec.name))
+                return True
         finally:
             self.transports.close()
-        if plans.has_changes(rows) or plans.has_errors(rows):
-            return False
-        self._record_converged(self.journal.rollout(self.spec.name))
-        return True
 
     def _record_converged(self, row) -> int:
         """The fleet already runs what this manifest wants: unless the journal says so already, record
@@ -263,6 +265,8 @@ class Engine:
         self.emit(ev.Notice(line, self.spec.name))
 
     def _stop_requested(self) -> str | None:
+        if self._lease is not None:
+            self._lease.check()  # raises LeaseLost: this manager must not act on another device
         state = self.journal.state(self.spec.name)
         return state if state in STOPPING_STATES else None
 
@@ -289,6 +293,8 @@ class Engine:
         device's failure, counted by the gate, not the end of the rollout."""
         try:
             return self._converge_device(device, wave, retry_failed)
+        except LeaseLost:
+            raise  # another manager drives the rollout now: stop, record nothing more
         except (EdgeshipError, OSError, RuntimeError, ValueError) as err:
             self._activation_failed(device, wave, None, "error", f"{type(err).__name__}: {err}")
             return True
@@ -500,25 +506,6 @@ class Engine:
                 self._row_from_journal(device_id, wave, results[device_id])
             else:
                 self._set_row(device_id, wave, self.ship.digest, self.ship.digest, "unchanged")
-
-
-@contextlib.contextmanager
-def _exclusive(name: str):
-    """One apply per rollout at a time, across processes. flock: released by the kernel when the
-    holder dies, so a SIGKILLed manager never leaves a stale lock."""
-    folder = state_dir() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-    with open(folder / f"rollout-{safe}.lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RolloutError(f"{name}: another apply of this rollout is running; "
-                               f"`edgeship rollout status {name}` to watch it") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def roll_back_rollout(name: str, journal: Journal, fleet, transports: Transports,

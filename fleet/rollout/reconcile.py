@@ -22,6 +22,7 @@ from typing import Callable
 from edgeship.errors import EdgeshipError, ManifestError, RolloutError
 from edgeship.fleet.rollout.journal import Journal
 from edgeship.fleet.rollout.spec import load_rollouts
+from edgeship.fleet.state.lease import LeaseHeld
 from edgeship.paths import state_dir
 from edgeship.pipelines.containment import allowing
 
@@ -89,6 +90,7 @@ class PassReport:
     unchanged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # stopped and not retried: not converged
+    elsewhere: list[str] = field(default_factory=list)  # driven by another manager now (leased): its business
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -155,6 +157,10 @@ class Reconciler:
                          "not converged")
                 return
             report = engine.apply()
+        except LeaseHeld as err:  # another replica drives it this pass; it is taken over if that one dies
+            result.elsewhere.append(spec.name)
+            self.log(f"reconcile: {err}")
+            return
         except (EdgeshipError, OSError) as err:
             result.failed.append(spec.name)
             self.log(f"reconcile: {spec.name}: error: {err}")
@@ -181,7 +187,8 @@ class Reconciler:
     def _log_pass(self, r: PassReport, started: float) -> None:
         took = time.monotonic() - started
         line = (f"reconcile pass {r.number} @ {r.revision or '?'}: {len(r.applied)} applied, {len(r.unchanged)} unchanged, "
-                f"{len(r.failed)} failed, {len(r.skipped)} stopped (not converged), {len(r.errors)} error(s) ({took:.1f}s)")
+                f"{len(r.failed)} failed, {len(r.skipped)} stopped (not converged), {len(r.errors)} error(s)"
+                + (f", {len(r.elsewhere)} driven by another manager" if r.elsewhere else "") + f" ({took:.1f}s)")
         self.log(line)
         for err in r.errors:
             self.log(f"reconcile: {err}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import threading
 import time
@@ -13,6 +15,8 @@ from edgeship.cli import main
 from edgeship.fleet.agent_config import CONFIG_NAME
 from edgeship.fleet.rollout.journal import Journal
 from rollout_kit import current_of, device_ids, make_bundle, make_failing, write_local_fleet, write_rollout
+
+pytestmark = pytest.mark.usefixtures("state_store")  # the same tests on SQLite and on PostgreSQL
 
 
 def test_pause_on_gate_then_fix_resume_and_roll_back(tmp_path, capsys):
@@ -157,13 +161,17 @@ def test_reconcile_git_branch(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def test_one_apply_per_rollout_at_a_time(tmp_path, capsys):
-    from edgeship.fleet.rollout.engine import _exclusive
-
+def test_one_apply_per_rollout_at_a_time(tmp_path, capsys, state_store, monkeypatch):
     ids = device_ids(2)
     fleet = write_local_fleet(tmp_path, ids)
     r1 = write_rollout(tmp_path, "solo", fleet, make_bundle(tmp_path, "kws", seed=1))
-    with _exclusive("solo"):  # as another manager process holding the rollout would
+    monkeypatch.setenv("EDGESHIP_MANAGER_NAME", "other-manager")
+    with Journal() as journal, journal.lease("solo"):  # as another manager process holding the rollout would
+        monkeypatch.setenv("EDGESHIP_MANAGER_NAME", "this-manager")
         assert main(["apply", str(r1)]) == 1
-    assert "another apply of this rollout is running" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    if state_store == "sqlite":
+        assert "another apply of this rollout is running" in err
+    else:
+        assert "solo: driven by manager other-manager" in err and "taken over" in err
     assert main(["apply", str(r1)]) == 0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edgeship.cli import main
 from edgeship.fleet.rollout.journal import Journal
 from rollout_kit import (current_of, device_ids, make_bundle, make_failing, releases_of, write_local_fleet,
                          write_rollout)
 from edgeship import artifact
+
+pytestmark = pytest.mark.usefixtures("state_store")  # the same tests on SQLite and on PostgreSQL
 
 
 def _apply(path, capsys, *flags):

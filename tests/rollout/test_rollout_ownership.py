@@ -3,12 +3,16 @@ unless told to take the devices over (real local devices, real agent)."""
 
 from __future__ import annotations
 
+import pytest
+
 from edgeship import artifact
 from edgeship.cli import main
 from edgeship.fleet.rollout.journal import Journal
 from rollout_kit import current_of, device_ids, make_bundle, write_local_fleet, write_rollout
 
 STRATEGY = {"canary": {"count": 1}, "waves": [100], "max_unavailable": 3}
+
+pytestmark = pytest.mark.usefixtures("state_store")  # the same tests on SQLite and on PostgreSQL
 
 
 def test_overlapping_rollouts_and_deploy_need_take_over(tmp_path, capsys):

@@ -80,8 +80,8 @@ def test_spec_defaults_and_errors(tmp_path):
     assert "zero.yaml:7:20: strategy.max_unavailable: must be >= 1" in str(err.value)
 
 
-def test_journal_begin_end_and_interrupted(tmp_path):
-    with Journal(tmp_path / "j.db") as j:
+def test_journal_begin_end_and_interrupted(state_store):
+    with Journal() as j:
         run = j.new_run("r", "m.yaml", "lab", "sha256:s", "sha256:a", "b.tar")
         j.begin(run, "r", "d1", 0, "push", "sha256:a")
         assert j.interrupted(run, "d1", "push", "sha256:a")
@@ -91,5 +91,5 @@ def test_journal_begin_end_and_interrupted(tmp_path):
         j.record_gate(run, 0, False, "why", {"x": 1})
         assert j.gates(run)[0]["figures"] == {"x": 1}
         j.set_state("r", "paused", "by hand")
-    with Journal(tmp_path / "j.db") as j:  # survives reopening
+    with Journal() as j:  # survives reopening
         assert j.rollout("r").state == "paused" and j.push_counts() == {("d1", "sha256:a"): 1}
