@@ -31,7 +31,6 @@ from edgeship.fleet.rollout.status import devices_pushed
 from edgeship.fleet.rollout.waves import Wave, plan_waves, resolve_max_unavailable
 from edgeship.fleet.state.lease import LeaseLost
 from edgeship.fleet.trust_delivery import revoked_ids
-from edgeship.paths import state_dir
 
 STOPPING_STATES = ("paused", "aborted")
 
