@@ -14,7 +14,7 @@ from .test_rknn import LOG
 NEW_TARGETS = ["rockchip-rk3588", "rockchip-rk3576", "intel-core-ultra-npu", "intel-core-ultra-cpu"]
 
 
-def test_compare_shows_the_new_targets_and_names_the_figure_sources(kws_int8, tmp_path, capsys):
+def test_compare_shows_the_new_targets_and_names_the_figure_sources(kws_int8, vendor_cache, tmp_path, capsys):
     (tmp_path / "p.yaml").write_text(
         "apiVersion: edgeship/v1\nkind: Pipeline\nmetadata: {name: cmp}\n"
         f"model: {{path: {kws_int8['float']}}}\ntarget: host-cpu\nbudget: {{latency_ms: {{p95: 100}}}}\n"
