@@ -22,6 +22,7 @@ from edgeship.fleet.trust_delivery import fleet_chain_bytes
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports import register
 from edgeship.fleet.transports.writer import part_name, writer_id
+from edgeship.fleet.device_info import device_info
 from edgeship.fleet.types import DeviceState, PushResult, Result
 
 
@@ -99,4 +100,5 @@ class LocalTransport:
         data = agent.status()
         return DeviceState(device.id, online=True, current=data["current"], previous=data["previous"],
                            last_result=data["last_result"], last_seen=time.time(),
-                           disk_bytes=data["disk_bytes"], releases=data["releases"], trust=data.get("trust"))
+                           disk_bytes=data["disk_bytes"], releases=data["releases"], trust=data.get("trust"),
+                           device=device_info(agent.root))  # as `agent status` reports it over SSH and MQTT
