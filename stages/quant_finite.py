@@ -145,11 +145,18 @@ def _identical(a: list[list[np.ndarray]], b: list[list[np.ndarray]]) -> bool:
 def make_finite(path: Path, samples: dict) -> dict:
     """Rewrite the model at `path` in place when it has ±inf constants; the report section (empty if none)."""
     model = onnx.load(str(path))
-    new, done = rewrite(model, samples)
+    try:
+        new, done = rewrite(model, samples)
+    except Exception as err:  # noqa: BLE001 - onnxruntime refused the probe: quantize as before, and say so
+        if not _nonfinite_constants(model):
+            return {}
+        return {"applied": False, "reason": f"±inf constants kept: could not measure their consumers' inputs "
+                                            f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})"}
     if not done:
         return {}
     if not _identical(run_samples(model, samples), run_samples(new, samples)):
         return {**done, "applied": False,
-                "reason": "the finite constants changed the float outputs on the calibration samples: kept ±inf"}
+                "reason": "finite constants would change the float outputs on the calibration samples: kept ±inf in "
+                          + ", ".join(list(done["replaced"]) + done["removed"])}
     onnx.save(new, str(path))
     return {**done, "applied": True, "float_outputs_identical": True}

@@ -123,7 +123,7 @@ class QuantizeStage(BaseStage):
             if finite:
                 report["finite_constants"] = finite
                 if not finite["applied"]:
-                    ctx.warnings.append(f"quantize: {finite['reason']} ({', '.join(finite['replaced'])})")
+                    ctx.warnings.append(f"quantize: {finite['reason']}")
             if policy.mode == "static":
                 quant_ort.quantize_static_qdq(pre, out, policy, calib, work / "calibration.json", keep, policy.per_channel)
                 if policy.power_of_two:
