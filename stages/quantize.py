@@ -18,7 +18,7 @@ import onnx
 
 from edgeship.errors import BuildError
 from edgeship.pipelines.data import synthetic_inputs
-from edgeship.stages import quant_ort, quant_pow2
+from edgeship.stages import quant_finite, quant_ort, quant_pow2
 from edgeship.stages.base import BaseStage
 from edgeship.stages.quant_policy import QuantPolicy, resolve_policy
 from edgeship.stages.registry import register
@@ -64,7 +64,7 @@ def calibration_data(ctx, policy: QuantPolicy) -> tuple[dict, dict]:
 @register
 class QuantizeStage(BaseStage):
     name = "quantize"
-    version = "4"  # 3: integer-only backends get every op quantized; 4: task-aware goals and recovery
+    version = "5"  # 3: integer-only backends get every op quantized; 4: task-aware goals and recovery; 5: ±inf constants made finite
     uses_target = True
 
     def _auto(self, ctx) -> bool:
@@ -119,6 +119,11 @@ class QuantizeStage(BaseStage):
             data, facts = calibration_data(ctx, policy)
             calib, bounds = quant_ort.bounded_calibration(data, policy.method, policy.samples, pre)
             report["calibration"] = {**facts, **bounds, "method": policy.method}
+            finite = quant_finite.make_finite(pre, calib)  # an inf constant would get an inf scale
+            if finite:
+                report["finite_constants"] = finite
+                if not finite["applied"]:
+                    ctx.warnings.append(f"quantize: {finite['reason']}")
             if policy.mode == "static":
                 quant_ort.quantize_static_qdq(pre, out, policy, calib, work / "calibration.json", keep, policy.per_channel)
                 if policy.power_of_two:

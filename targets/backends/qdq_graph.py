@@ -35,7 +35,9 @@ class QConst:
             shape = [1] * self.values.ndim
             shape[self.qparams.axis] = -1
             scale, zp = scale.reshape(shape), zp.reshape(shape)
-        with np.errstate(invalid="ignore", over="ignore"):  # a +-inf constant quantized with an inf scale
+        # a +-inf constant quantized with an inf scale: the quantize stage removes them (stages/quant_finite.py);
+        # a QDQ model from elsewhere, or one whose rewrite was refused, may still carry one
+        with np.errstate(invalid="ignore", over="ignore"):
             real = (self.values.astype(np.float64) - zp) * scale
         return np.where(np.isnan(real), 0.0, real)
 

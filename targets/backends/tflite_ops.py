@@ -49,7 +49,8 @@ def requantize(em: Emitter, node) -> None:
 
 
 def _quantized(real, qp: QParams, dtype: str) -> np.ndarray:
-    """Real values quantized with per-tensor `qp`, saturating (+-inf constants become the int limits)."""
+    """Real values quantized with per-tensor `qp`, saturating: a +-inf constant becomes the int limit, the
+    value just beyond the data range - the same choice stages/quant_finite.py makes before quantizing."""
     with np.errstate(invalid="ignore", over="ignore"):
         q = np.nan_to_num(np.round(np.asarray(real, dtype=np.float64) / qp.scale[0]), nan=0.0, posinf=1e9, neginf=-1e9)
     return np.clip(q + qp.zero_point[0], *_limits(dtype))

@@ -118,8 +118,9 @@ def test_magika_auto_ships_a_faster_int8_model_meeting_top1(tmp_path):
     real_data = _real_data()
     np.savez(tmp_path / "calib.npz", bytes=real_data.magika_inputs(64, 0)[:, None])
     np.savez(tmp_path / "eval.npz", bytes=real_data.magika_inputs(200, 1)[:, None])
+    shutil.copyfile(real_data.magika_model(), tmp_path / "magika.onnx")  # a model outside the folder is refused
     doc = {"apiVersion": "edgeship/v1", "kind": "Pipeline", "metadata": {"name": "magika"},
-           "model": {"path": str(real_data.magika_model()), "inputs": {"bytes": [1, 2048]}}, "target": "host-cpu",
+           "model": {"path": "magika.onnx", "inputs": {"bytes": [1, 2048]}}, "target": "host-cpu",
            "quantization": {"mode": "auto", "calibration": {"data": "calib.npz", "samples": 64}},
            "validation": {"data": "eval.npz", "samples": 200, "latency": {"warmup": 2, "runs": 10}}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
