@@ -4,7 +4,8 @@ On `tflite` and `vela` targets the artifact is the integer .tflite the emitter w
 model, and validate checks the budget on it under LiteRT; its rounding differs slightly from
 onnxruntime's QDQ kernels, so a candidate scored under onnxruntime can sit on the budget there and
 fall under it in validate. A candidate the emitter cannot write (float, dynamic, float layers) ships
-as ONNX where the backend has a fallback, so it is scored under onnxruntime, with the reason as a note.
+as ONNX where the backend has a fallback, so it is scored under onnxruntime, with the reason as a note;
+so is one whose .tflite LiteRT refuses to prepare (lower would then fail on it, and say why).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class ShippedRunner:
             try:
                 return self._litert(path, data), LITERT, None
             except (BuildError, ImportError) as err:
-                note = f"not scored under LiteRT: the TFLite emitter cannot lower it ({str(err).splitlines()[0]})"
+                note = f"not scored under LiteRT: the TFLite emitter cannot lower it ({_first_line(err)})"
+            except (RuntimeError, ValueError) as err:  # LiteRT refuses the emitted file (a kernel fails to prepare)
+                note = f"not scored under LiteRT: LiteRT cannot run the emitted .tflite ({_first_line(err)})"
         elif self.tflite:
             note = f"not scored under LiteRT: a {kind} model is not emitted as integer TFLite"
         return quant_measure.run_all(quant_measure.session(path, threads=0), data), ONNXRUNTIME, note
@@ -51,3 +54,7 @@ class ShippedRunner:
 
         tflite, io, _facts = write_tflite(Path(path), self.work / Path(path).stem)
         return quant_measure.run_all(LiteRTSession(tflite, io), data)
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
