@@ -24,7 +24,7 @@ import onnx
 
 from edgeship.pipelines import metrics
 from edgeship.pipelines.data import sample_count
-from edgeship.stages import quant_goal, quant_measure, quant_ort, quant_recovery
+from edgeship.stages import quant_goal, quant_measure, quant_ort, quant_recovery, quant_shipped
 
 LATENCY_BUDGET_S = 1.5  # per candidate, split into interleaved rounds
 
@@ -60,18 +60,23 @@ class Candidates:
         self.reference_seconds_per_sample = (time.perf_counter() - start) / max(1, sample_count(eval_data))
         self.names = quant_measure.output_names(ref_sess)
         self.metric_names = quant_goal.metric_names(goal)
+        self.shipped = quant_shipped.ShippedRunner(ctx.target_data, work)
 
-    def score(self, path: Path) -> dict:
-        outs = quant_measure.run_all(quant_measure.session(path, threads=0), self.eval_data)
-        return metrics.compare(self.reference, outs, self.names, self.metric_names)
+    def score(self, path: Path, kind: str = "static") -> dict:
+        """Accuracy against the float reference, on the runtime that will run the candidate (quant_shipped)."""
+        outs, runtime, note = self.shipped.outputs(path, self.eval_data, kind)
+        comparison = metrics.compare(self.reference, outs, self.names, self.metric_names)
+        return {**comparison, "scored_on": runtime, "scoring_note": note}
 
     def add(self, name: str, kind: str, path: Path, **facts) -> dict:
         start = time.perf_counter()
-        comparison = self.score(path)
+        comparison = self.score(path, kind)
         met, short = quant_goal.evaluate(self.goal, comparison)
         row = {"name": name, "kind": kind, "path": str(path), "accuracy": comparison["primary"],
-               "meets_accuracy": met, "shortfall": round(short, 6),
+               "meets_accuracy": met, "shortfall": round(short, 6), "scored_on": comparison["scored_on"],
                "size_kb": round(path.stat().st_size / 1024, 1), "latency_ms": None, **facts}
+        if comparison["scoring_note"]:
+            row["scoring_note"] = comparison["scoring_note"]
         if len(self.names) > 1:
             row["outputs"] = comparison["outputs"]
         row["score_s"] = round(time.perf_counter() - start, 3)
@@ -87,7 +92,7 @@ class Candidates:
         met, short = quant_goal.evaluate(self.goal, comparison)
         first = comparison["primary"]
         return {"meets": met, "shortfall": round(short, 6), self.goal["metric"]: first.get(self.goal["metric"]),
-                "cosine": first.get("cosine"), "sqnr_db": first.get("sqnr_db")}
+                "cosine": first.get("cosine"), "sqnr_db": first.get("sqnr_db"), "scored_on": comparison["scored_on"]}
 
     def static(self, name: str, per_channel: bool, exclude: list[str], policy=None, nodes_to_quantize=None,
                int16_tensors=()) -> dict:
@@ -218,6 +223,8 @@ def _finish(report: dict, rows: list[dict], best: dict | None, reason: str) -> N
         r["selected"] = r is best
     report.pop("ranking_for_failure", None)
     report["candidates"] = [{k: v for k, v in r.items() if k != "path"} for r in rows]
+    report["scored_on"] = {runtime: [r["name"] for r in rows if r["scored_on"] == runtime]
+                           for runtime in dict.fromkeys(r["scored_on"] for r in rows)}
     if best is not None:
         report["selected"] = best["name"]
         report["layer_precision"] = best.get("layer_precision") or _uniform_precision(best)
