@@ -9,6 +9,7 @@ Columns: NPU share of MACs (nodes Vela put on the NPU, by MAC count), Vela's inf
 roofline estimate with the profile's factors and its ratio to Vela, the same after fitting the
 roofline's Ethos-U factors to Vela on these models (targets/backends/vela_calibration.py), SRAM and
 flash as Vela allocates them, LiteRT-vs-float accuracy (the pipeline's metric) and the build time.
+Under each target's fit: the leave-one-model-out ratios (each model with the factors fitted on the others).
 A model the integer emitter cannot lower shows its first per-node reason instead.
 """
 

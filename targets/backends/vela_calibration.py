@@ -2,13 +2,14 @@
 
 Vela's cycle estimate is the best latency figure there is for an Ethos-U without the chip; the
 roofline exists for what Vela does not see (a target without the backend installed, what-if
-comparisons). Six factors are fitted per target: the MAC efficiency (fraction of peak) of dense ops,
-of depthwise convolutions and of MatMul (two activations: attention), the elementwise unit's rate
+comparisons). Five factors are fitted per target: the MAC efficiency (fraction of peak) of dense ops
+(convolutions, depthwise included, and FullyConnected) and of MatMul (two activations: attention), the elementwise unit's rate
 (per output element, as a fraction of the MAC peak), a per-node overhead and a per-run overhead. The
 roofline they scale already knows the two structural costs Vela's per-layer cycles show: MAC ops
 count their reduction depth rounded up to the NPU's 8-channel granule (a depthwise conv or 1-channel
 stem uses 1/8 of the MAC lanes), and elementwise ops are paced per element, not per FLOP at the MAC
-peak (on PP-OCR and magika they are half of Vela's time). Only the nodes Vela put on the NPU are compared, since its figure covers the NPU's
+peak (65% of Vela's time on the PP-OCR classifier, 38% on magika). A class no sample has takes the
+dense figure (no evidence either way). Only the nodes Vela put on the NPU are compared, since its figure covers the NPU's
 command stream only. The objective is the squared log ratio (2x too slow and 2x too fast weigh the
 same), minimised by coordinate descent over grids.
 """
