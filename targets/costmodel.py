@@ -9,6 +9,10 @@ Conventions (the tests pin them exactly):
   group) + every weight read by the node (int8 for a folded DequantizeLinear weight).
   View ops (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout) move no bytes.
 - A fused epilogue (Relu after Conv, ...) adds its FLOPs to its producer and moves no bytes.
+- On an accelerator whose MAC array reduces a fixed number of input channels at a time (Ethos-U: 8),
+  a MAC op's FLOPs are counted with its reduction depth rounded up to that granule (`padded_flops`).
+- A profile with an `Elementwise` efficiency costs elementwise ops on the accelerator per output element
+  (2 ops each) under that efficiency: NPUs run them on an elementwise unit, not the MAC array.
 - node time = max(FLOPs / (peak x efficiency[op]), bytes / (bandwidth x bandwidth_efficiency)) + overhead.
 """
 
@@ -48,6 +52,8 @@ class NodeWork:
     shape_known: bool
     dram_bytes: int | None = None  # bytes through external memory when on-chip memory keeps some (None: all)
     depthwise: bool = False  # a Conv with one input channel per group
+    reduce_depth: int = 0  # length of each MAC's reduction along channels (Conv: C_in per group; MatMul: K)
+    elements: int = 0  # output elements (what an NPU's elementwise unit is paced by)
 
     @property
     def bytes(self) -> int:
@@ -142,7 +148,8 @@ def node_work(g: GraphInfo, n: NodeInfo) -> NodeWork:
         for other in g.fused_children.get(n.name, []):
             weight += sum(g.weight_bytes_of(w) for w in g.weight_inputs(other))
     return NodeWork(n.name, n.op_type, g.compute_format(n), int(macs), int(flops), int(bytes_in), int(bytes_out),
-                    int(weight), known, depthwise=_is_depthwise(g, n))
+                    int(weight), known, depthwise=_is_depthwise(g, n), reduce_depth=_reduce_depth(g, n),
+                    elements=sum(_numel(g, o) or 0 for o in _fused_output(g, n)))
 
 
 def _is_depthwise(g: GraphInfo, n: NodeInfo) -> bool:
@@ -150,6 +157,27 @@ def _is_depthwise(g: GraphInfo, n: NodeInfo) -> bool:
         return False
     w = _shape(g, n.node.input[1])
     return bool(w) and len(w) > 1 and w[1] == 1
+
+
+def _reduce_depth(g: GraphInfo, n: NodeInfo) -> int:
+    """Channels each output's MACs reduce over (0: not a MAC op or shape unknown)."""
+    shape = _shape(g, n.node.input[1]) if n.op_type in ("Conv", "ConvInteger") and len(n.node.input) > 1 else None
+    if shape is not None and len(shape) > 1:
+        return int(shape[1])
+    if n.op_type in ("MatMul", "MatMulInteger", "Gemm") and n.node.input:
+        a = _shape(g, n.node.input[0])
+        if a:
+            return int(a[0] if n.op_type == "Gemm" and n.attrs.get("transA", 0) else a[-1])
+    return 0
+
+
+def padded_flops(work: NodeWork, granule: int | None) -> int:
+    """FLOPs the MAC array spends when it reduces `granule` channels at a time: the reduction depth is
+    rounded up to a multiple of it (depth 1 -> 8x the MACs, depth 64 -> unchanged)."""
+    if not granule or not work.macs or work.reduce_depth <= 0:
+        return work.flops
+    padded = -(-work.reduce_depth // granule) * granule
+    return work.flops + 2 * work.macs * (padded - work.reduce_depth) // work.reduce_depth
 
 
 def _fused_output(g: GraphInfo, n: NodeInfo) -> list[str]:
@@ -289,6 +317,11 @@ def efficiency_key(work: NodeWork) -> str:
     return work.op_type
 
 
+def is_elementwise(work: NodeWork) -> bool:
+    """An elementwise arithmetic or activation op that is not (de)quantization."""
+    return work.op_type in ELEMENTWISE_FLOPS and work.op_type not in QDQ_OPS and not work.macs
+
+
 def compiles_qdq_away(profile: ProfileView) -> bool:
     from edgeship.targets.backends import integer_only
 
@@ -306,8 +339,13 @@ def node_time(work: NodeWork, unit: str, profile: ProfileView) -> tuple[float, f
     key = efficiency_key(work)
     if work.depthwise and profile.has_efficiency("DepthwiseConv"):  # NPUs reach a fraction of their dense rate
         key = "DepthwiseConv"
+    flops = padded_flops(work, profile.reduction_granule()) if unit == "accelerator" else work.flops
+    if unit == "accelerator" and is_elementwise(work) and profile.has_efficiency("Elementwise"):
+        # an NPU's elementwise unit (Ethos-U: add/mul with rescale, LUT activations) is paced per output
+        # element, not by the MAC array: one MAC-equivalent per element at the class's efficiency
+        key, flops = "Elementwise", 2 * work.elements
     eff = profile.efficiency(key) if profile.has_efficiency(key) else profile.efficiency(work.op_type)
-    compute_us = work.flops / (peak * eff) * 1e6 if (peak and work.flops) else 0.0
+    compute_us = flops / (peak * eff) * 1e6 if (peak and flops) else 0.0
     bw = profile.bandwidth_bytes_per_s()
     memory_us = work.external_bytes / (bw * profile.bandwidth_efficiency()) * 1e6 if (bw and work.external_bytes) else 0.0
     overhead = profile.per_node_overhead_us()

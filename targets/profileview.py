@@ -63,6 +63,12 @@ class ProfileView:
     def bandwidth_efficiency(self) -> float:
         return float(self.data.get("cost_model", {}).get("bandwidth_efficiency", 1.0) or 1.0)
 
+    def reduction_granule(self) -> int | None:
+        """Input channels the accelerator's MAC array reduces at a time (Ethos-U: 8), if known."""
+        from edgeship.targets.backends.ethos_u import reduction_granule
+
+        return reduction_granule(self.data)
+
     def per_node_overhead_us(self) -> float:
         return float(self.data.get("cost_model", {}).get("per_node_overhead_us", 0.0) or 0.0)
 

@@ -23,6 +23,25 @@ def macs_per_cycle(accelerator_config: str, fmt: str = "int8") -> int | None:
     return macs
 
 
+# Every Ethos-U55/U65 configuration's MAC array reduces over 8 input channels at a time (the IFM
+# micro-block depth, `ifm_ublock` in Vela's architecture_features.ArchitectureFeatures.accelerator_configs);
+# the U85 shows the same small-depth penalty in Vela's per-layer cycles.
+REDUCTION_GRANULE = 8
+
+
+def reduction_granule(data: dict) -> int | None:
+    """Input-channel granule of the NPU the profile's Vela backend compiles for (None: not an Ethos-U).
+
+    A convolution whose reduction depth (input channels per group) is below or not a multiple of it
+    leaves MAC lanes idle: a depthwise conv (depth 1) or a 1-channel stem runs at 1/8 of peak at best,
+    which Vela's per-layer cycles show (kws on ethos-u55-128: 7-10% MAC utilisation for those, 67%
+    for the 64-channel pointwise convs)."""
+    backend = data.get("backend") or {}
+    if backend.get("name") != "vela":
+        return None
+    return REDUCTION_GRANULE if _CONFIG.match(str((backend.get("options") or {}).get("accelerator_config", ""))) else None
+
+
 def backend_peak_ops_per_s(data: dict, fmt: str) -> float | None:
     """Peak ops/s (2 per MAC) of the accelerator the profile's Vela backend compiles for."""
     backend = data.get("backend") or {}
