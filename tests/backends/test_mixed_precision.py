@@ -93,3 +93,16 @@ def test_auto_mixed_precision_lowers_for_ethos_u85(tmp_path):
     assert lower["self_check"]["within_1_lsb_pct"] >= 99.0, lower["self_check"]
     assert lower["operators"]["cpu"] == 0, lower["placement"]
     assert result.ctx.report["validate"]["passed"]
+
+
+@pytest.mark.parametrize("make", [mlp, conv_skip], ids=["mlp", "conv_skip"])
+def test_mixed_model_stays_on_the_ethos_u85_npu(make, tmp_path):
+    require_module("ethosu.vela")
+    require_module("ai_edge_litert")
+    from edgeship.targets.backends.tflite_backend import write_tflite
+    from edgeship.targets.backends.vela import VelaBackend, parse_console
+
+    model, int16 = make()
+    tflite, _, _ = write_tflite(quantize(model, tmp_path, int16_tensors=int16), tmp_path / "out")
+    ops, reasons = parse_console(VelaBackend("ethos-u85-256", "Ethos_U85_SYS_DRAM_High", "Dedicated_Sram").run_vela(tflite, tmp_path / "vela"))
+    assert ops and all(op["unit"] == "NPU" for op in ops), (ops, reasons)
