@@ -21,7 +21,7 @@ from edgeship.errors import BuildError
 from edgeship.targets.backends.qdq_graph import ACTIVATIONS, QDQ, QdqGraph, load_qdq
 from edgeship.targets.backends.tflite_builder import QParams, TFLiteBuilder
 
-EMITTER_VERSION = "2"  # part of every TFLite-based backend's version (the lower stage's cache key): bump on change
+EMITTER_VERSION = "3"  # part of every TFLite-based backend's version (the lower stage's cache key): bump on change
 NHWC = (0, 2, 3, 1)
 INDEX_TYPES = {6: "int32", 7: "int64", 9: "bool"}  # ONNX elem types that stay unquantized
 
@@ -79,9 +79,13 @@ class Emitter:
         self.absorbed: dict[str, str] = {}  # node -> the node whose TFLite operators compute it
         self.io: dict = {"inputs": [], "outputs": []}
         self.node = None
+        self.overrides: dict[str, tuple[QParams, str]] = {}  # tensor -> (qparams, dtype) it is computed in instead
+
 
     # -- tensors --------------------------------------------------------------------------------
     def int_dtype(self, name: str) -> tuple[QParams | None, str]:
+        if name in self.overrides:
+            return self.overrides[name]
         found = self.g.qparams(name)
         if found is None and self.g.dtypes.get(name) in INDEX_TYPES:  # token ids, shapes: integers as they are
             return None, INDEX_TYPES[self.g.dtypes[name]]
@@ -275,6 +279,7 @@ def clip_bounds(g: QdqGraph, node) -> tuple[float, float]:
 def walk(graph: QdqGraph, em: Emitter, strict: bool) -> dict[str, Unsupported]:
     """Emit every compute node in graph order; collect (or raise) what cannot be emitted."""
     from edgeship.targets.backends.tflite_ops import HANDLERS, requantize
+    from edgeship.targets.backends.tflite_precision import MixedPrecision
 
     problems: dict[str, Unsupported] = {}
     poisoned: set[str] = set()  # outputs of nodes that failed: their consumers are not reported again
@@ -298,13 +303,17 @@ def walk(graph: QdqGraph, em: Emitter, strict: bool) -> dict[str, Unsupported]:
                 if handler is None:
                     raise Unsupported(f"{node.op_type}: the integer TFLite emitter has no lowering for it",
                                       f"replace {node.op_type} with supported ops (see docs/backends.md)")
-                handler(em, node)
+                prepared, finish = MixedPrecision(em).prepare(node)
+                handler(em, prepared)
+                finish()
         except Unsupported as err:
+            em.overrides.clear()
             if strict:
                 raise BuildError(f"node {node.name} ({node.op_type}): {err.message}; fix: {err.fix}") from None
             problems[node.name or node.output[0]] = err
             poisoned.update(node.output)
         except KeyError as err:
+            em.overrides.clear()
             wrapped = Unsupported(f"missing static shape or constant: {err}", "pin dynamic dims in model.inputs")
             if strict:
                 raise BuildError(f"node {node.name} ({node.op_type}): {wrapped.message}") from None

@@ -40,7 +40,8 @@ def one_op(op: str, x_shape, y_shape, inits=(), extra_inputs=(), attrs=None, pre
 
 
 def quantize(model: onnx.ModelProto, folder: Path, activation: str = "int8", samples: int = 16, seed: int = 0,
-             exclude: tuple[str, ...] = ()) -> Path:
+             exclude: tuple[str, ...] = (), int16_tensors: tuple[str, ...] = ()) -> Path:
+    """`int16_tensors`: activations made symmetric int16 in an otherwise `activation` model (auto's mixed precision)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from edgeship.stages.quant_ort import op_types_to_quantize
@@ -63,7 +64,9 @@ def quantize(model: onnx.ModelProto, folder: Path, activation: str = "int8", sam
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=act, weight_type=QuantType.QInt8,
                     extra_options={"ActivationSymmetric": activation == "int16", "WeightSymmetric": True,
-                                   "ForceQuantizeNoInputCheck": True},
+                                   "ForceQuantizeNoInputCheck": True,
+                                   "TensorQuantOverrides": {t: [{"quant_type": QuantType.QInt16, "symmetric": True}]
+                                                            for t in int16_tensors}},
                     op_types_to_quantize=op_types_to_quantize(SimpleNamespace(integer_only=True)),
                     nodes_to_exclude=list(exclude))
     return dst
