@@ -444,11 +444,13 @@ def div(em: Emitter, node) -> None:
         if np.any(real == 0):
             raise Unsupported("division by a constant that holds 0")
         recip = 1.0 / real
-        scale = float(np.max(np.abs(recip))) / 127 or 1.0
+        dtype = em.b.dtype_of(em.ref(a).index)  # MUL takes both operands in one type: int8, or int16 (16x8)
+        top = _limits(dtype)[1]
+        scale = float(np.max(np.abs(recip))) / top or 1.0
         from edgeship.targets.backends.qdq_graph import QConst
 
-        name = f"{b}/reciprocal"
-        em.g.qconsts[name] = QConst(np.clip(np.round(recip / scale), -127, 127).astype(np.int8), QParams.of(scale, 0))
+        name = f"{b}/reciprocal/{dtype}"
+        em.g.qconsts[name] = QConst(np.clip(np.round(recip / scale), -top, top).astype(dtype), QParams.of(scale, 0))
         rank = len(em.g.shape(node.output[0]))
         srcs, perm = _operands(em, node, [a, name], rank)
         y = em.new(node.output[0], perm)

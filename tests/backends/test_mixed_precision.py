@@ -44,6 +44,39 @@ def conv_skip():
     return _model(nodes, [1, 3, 8, 8], [1, 4, 8, 8], inits), ("r", "c")
 
 
+def two_inputs():
+    """Two activation inputs, one int8 and one int16, into Mul, Sub and Concat, plus the constants an
+    elementwise op takes in its activation type (Mul by an int8 scale in an int16 layer: the llm-u85 decoder;
+    Div by a constant, written as MUL by its reciprocal)."""
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h"], name="fc"),
+             helper.make_node("Mul", ["h", "x2"], ["m"], name="gate"),
+             helper.make_node("Mul", ["m", "c"], ["s"], name="scale"),
+             helper.make_node("Sub", ["s", "x2"], ["d"], name="sub"),
+             helper.make_node("Div", ["s", "c2"], ["v"], name="div"),
+             helper.make_node("Concat", ["v", "d", "k"], ["cat"], name="cat", axis=1),
+             helper.make_node("MatMul", ["cat", "w1"], ["y"], name="out")]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 16]) for n in ("x", "x2")]
+    inits = [const("w0", W(16, 16)), const("c", np.float32(0.125)), const("c2", np.float32(3.0)), const("k", W(1, 16)), const("w1", W(48, 8))]
+    graph = helper.make_graph(nodes, "two_inputs", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model, ("h", "m", "s", "v")
+
+
+def activation_matmul():
+    """MatMul of two activations (BATCH_MATMUL): an int16 one by an int8 one."""
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h"], name="fc"),
+             helper.make_node("MatMul", ["h", "x2"], ["y"], name="bmm")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8]),
+              helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 8, 4])]
+    graph = helper.make_graph(nodes, "activation_matmul", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4])], initializer=[const("w0", W(8, 8))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model, ("h",)
+
+
 def _activation_types(tflite) -> list[tuple[bool, set[str]]]:
     """Per operator: (is it a QUANTIZE, the integer types of its activations)."""
     from ai_edge_litert import schema_py_generated as S
@@ -60,7 +93,10 @@ def _activation_types(tflite) -> list[tuple[bool, set[str]]]:
     return types
 
 
-@pytest.mark.parametrize("make", [mlp, conv_skip], ids=["mlp", "conv_skip"])
+MODELS = [mlp, conv_skip, two_inputs, activation_matmul]
+
+
+@pytest.mark.parametrize("make", MODELS, ids=[m.__name__ for m in MODELS])
 def test_mixed_model_has_one_activation_type_per_op_and_matches(make, tmp_path):
     require_module("ai_edge_litert")
     from edgeship.targets.backends.tflite_backend import self_check, write_tflite
@@ -95,7 +131,7 @@ def test_auto_mixed_precision_lowers_for_ethos_u85(tmp_path):
     assert result.ctx.report["validate"]["passed"]
 
 
-@pytest.mark.parametrize("make", [mlp, conv_skip], ids=["mlp", "conv_skip"])
+@pytest.mark.parametrize("make", MODELS, ids=[m.__name__ for m in MODELS])
 def test_mixed_model_stays_on_the_ethos_u85_npu(make, tmp_path):
     require_module("ethosu.vela")
     require_module("ai_edge_litert")

@@ -12,6 +12,8 @@ from onnx import numpy_helper
 
 from edgeship.errors import BudgetExceeded
 
+from tests.support.require import require_module
+
 from .helpers import EXAMPLES, MODELS, build
 
 HEADS = {"kws": {"/head/fc.weight", "/head/fc.bias"}, "fraud": {"/w3", "/b3"}, "llm": {"/lm_head.weight"}}
@@ -55,6 +57,20 @@ def test_example_manifests_build(manifest):
         assert result.ok, result.error
     checks = result.ctx.report["validate"]["budgets"]
     assert checks and all(c["ok"] is not False for c in checks if not c["metric"].startswith("latency_ms"))
+
+
+def test_llm_u85_example_lowers_mixed_precision_through_vela():
+    """The decoder on arm-ethos-u85: auto's mixed int8/int16 candidate goes through Vela (one activation
+    type per TFLite op, constants included) and validates under LiteRT."""
+    require_module("ethosu.vela")
+    require_module("ai_edge_litert")
+    result = build(EXAMPLES / "llm" / "pipeline-u85.yaml", stages=("import", "normalize", "optimize", "quantize",
+                                                                  "legalize", "lower", "estimate", "validate"))
+    assert result.ok, result.error  # latency here is the cost model's estimate: not load-dependent
+    report = result.ctx.report
+    assert set(report["quantize"]["layer_precision"].values()) == {"int8", "int16"}
+    assert report["lower"]["self_check"]["within_1_lsb_pct"] >= 99.0, report["lower"]["self_check"]
+    assert report["validate"]["accuracy"]["primary"]["cosine"] >= 0.99
 
 
 def test_host_build_reports_estimate_beside_measurement():
