@@ -20,7 +20,7 @@ import pytest
 
 from edgeship import artifact
 from tests.support.mosquitto import free_port
-from tests.support.require import require_binary
+from tests.support.require import require_binary, require_root
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +54,7 @@ def _stop_process_group(pgid: int) -> None:
 
 def test_mqtt_quick_start_runs_as_documented(tmp_path):
     require_binary("mosquitto", "/usr/sbin/mosquitto")
-    if os.geteuid() != 0:
-        pytest.skip("the Quick start gives files to the broker's group (chgrp, install -o): it runs as root")
+    require_root("the Quick start gives files to the broker's group (chgrp, install -o)")
     try:
         grp.getgrnam("mosquitto")
     except KeyError:

@@ -6,15 +6,25 @@ import shutil
 import pytest
 
 
+def _missing(message: str):
+    """A skip on a developer's machine; in CI a missing component fails: CI must provide it."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_binary(name: str, *candidates: str) -> str:
     for cand in (name, *candidates):
         path = shutil.which(cand)
         if path:
             return path
-    message = f"{name} is not installed (apt-get install the package that provides it)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    _missing(f"{name} is not installed (apt-get install the package that provides it)")
+
+
+def require_root(why: str) -> None:
+    """Tests that change file owners or groups (CI runs as root)."""
+    if os.geteuid() != 0:
+        _missing(f"needs root: {why}")
 
 
 def require_module(name: str):
