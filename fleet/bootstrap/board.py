@@ -254,18 +254,17 @@ class Bootstrapper:
         one is the device's own and is kept."""
         path = f"{root}/{CONFIG_NAME}"
         existing = self._read(device, path)
-        config = provision.agent_config(self.fleet, device)
+        config, files = provision.device_files(self.fleet, device)
         text = yaml.safe_dump(config, sort_keys=False).encode()
-        keys_same = all(self._read(device, f"{root}/{name}") == Path(key).read_bytes()
-                        for key, name in provision.trust_names(self.fleet))
+        keys_same = all(self._read(device, f"{root}/{name}") == data for name, data in files.items())
         if existing == text and keys_same:
             return
         if existing is not None and not self.reprovision:
             outcome.notes.append(f"{CONFIG_NAME} kept (the device's own; --reprovision replaces it)")
             return
         self.ssh._makedirs(self.ssh._connect(device).sftp(), f"{root}/trust")
-        for key, name in provision.trust_names(self.fleet):
-            self._write(device, f"{root}/{name}", Path(key).read_bytes())
+        for name, data in files.items():
+            self._write(device, f"{root}/{name}", data)
         self._write(device, path, text)
         outcome.changes.append(f"{CONFIG_NAME} written ({len(config['trusted_keys'])} trusted key(s))")
 

@@ -37,9 +37,10 @@ from invoke.exceptions import CommandTimedOut
 from edgeship import artifact
 from edgeship.errors import ArtifactError, TransportError
 from edgeship.fleet.agent import digest_hex
-from edgeship.fleet.agent_config import CONFIG_NAME, AgentConfig
+from edgeship.fleet.agent_config import CONFIG_NAME
+from edgeship.fleet.bootstrap.provision import device_files
 from edgeship.fleet.device_trust import INCOMING_FILE
-from edgeship.fleet.trust_delivery import first_root_pems, fleet_chain_bytes
+from edgeship.fleet.trust_delivery import fleet_chain_bytes
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports import register
 from edgeship.fleet.transports.writer import part_name, writer_id
@@ -273,24 +274,13 @@ class SshTransport:
         An existing agent.yaml is never touched: the device owns its trust."""
         if self._exists(sftp, f"{root}/{CONFIG_NAME}"):
             return
-        self._makedirs(sftp, f"{root}/trust")
-        names = []
-        for i, key in enumerate(self.fleet.trusted_keys):
-            name = f"trust/{i:02d}-{Path(key).name}"
-            sftp.put(str(key), f"{root}/{name}")
-            names.append(name)
-        config = AgentConfig().to_yaml_dict()
-        config["trusted_keys"] = names
-        roots = first_root_pems(self.fleet)
-        if roots is not None:
-            root_names = [f"trust/root-{i:02d}.pub" for i in range(len(roots[0]))]
-            for name, pem in zip(root_names, roots[0]):
-                with sftp.open(f"{root}/{name}", "wb") as fh:
-                    fh.write(pem)
-            config["trust_root"] = {"keys": root_names, "threshold": roots[1]}
-            config["target"] = device.target
         import yaml
 
+        config, files = device_files(self.fleet, device)
+        self._makedirs(sftp, f"{root}/trust")
+        for name, data in files.items():
+            with sftp.open(f"{root}/{name}", "wb") as fh:
+                fh.write(data)
         with sftp.open(f"{root}/{CONFIG_NAME}.tmp", "w") as fh:
             fh.write(yaml.safe_dump(config, sort_keys=False))
         sftp.posix_rename(f"{root}/{CONFIG_NAME}.tmp", f"{root}/{CONFIG_NAME}")
