@@ -62,14 +62,24 @@ def _litert_session(release: Path):
         raise
 
 
+def _onnxruntime_session(model: Path):
+    """Single-threaded, quiet: the smoke test times one core, like the build's latency figures.
+    Imported here: a board running only LiteRT or RKNN artifacts need not load onnxruntime."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
 def smoke_test(release: Path, config: SmokeConfig) -> dict:
     """Load the release's model in the runtime its bundle names (onnxruntime, or LiteRT for a .tflite),
     run its samples, check outputs and p95 latency. MCU artifacts (TFLite Micro) are refused: they are flashed.
 
     Returns the figures on success; raises AgentError(reason="smoke-failed", figures=...) otherwise.
     """
-    import onnxruntime as ort
-
     release = Path(release)
     try:
         meta = json.loads((release / "bundle.json").read_text())
@@ -83,10 +93,6 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
     if runtime not in ("onnxruntime", "litert", "rknn-toolkit-lite2"):
         raise AgentError(f"smoke test: this agent has no runner for runtime {runtime!r} (it runs onnxruntime, litert "
                          "and rknn-toolkit-lite2)", "smoke-failed")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     try:
         if runtime == "rknn-toolkit-lite2":
             from edgeship.fleet.rknn_runtime import rknn_session
@@ -95,7 +101,7 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
         elif runtime == "litert":
             session = _litert_session(release)
         else:
-            session = ort.InferenceSession(str(release / "model.onnx"), options, providers=["CPUExecutionProvider"])
+            session = _onnxruntime_session(release / "model.onnx")
     except AgentError:
         raise
     except Exception as err:  # onnxruntime raises its own exception types for bad models
