@@ -1,8 +1,9 @@
-"""Calibration range chosen per tensor by measured error: min-max, percentile or MSE-optimal clipping.
+"""Calibration range chosen per tensor by measured error: min-max, percentile, entropy or MSE-optimal clipping.
 
 One method for the whole model is a compromise: min-max keeps outliers and wastes levels on them,
 percentile clips tensors whose extremes matter (percentile made a MobileNetV3 detector worse than
-min-max), MSE-optimal clipping sits between. Here every activation tensor gets the range whose
+min-max), entropy (the KL-divergence threshold of TensorRT's calibrator) keeps the distribution's
+shape, MSE-optimal clipping sits between. Here every activation tensor gets the range whose
 quantization error - rounding plus clipping, on calibration samples it was not fitted on - is the
 smallest. The result is written as onnxruntime's own calibration cache, so the quantizer uses it
 unchanged and every later candidate shares it.
@@ -23,7 +24,9 @@ MAX_SAMPLES = 8
 VALUES_PER_SAMPLE = 4096  # a fixed stride through each tensor keeps memory bounded on big activations
 PERCENTILE = 99.99
 MSE_GRID = np.geomspace(0.01, 1.0, 25)  # clip at 1% .. 100% of the min-max range
-METHODS = ("minmax", "percentile", "mse")
+HISTOGRAM_BINS = 2048  # entropy: |x| histogram, thresholds searched over its bins
+QUANTIZED_BINS = 128  # entropy: the levels on one side of an 8-bit grid
+METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
 def _quant_error(values: np.ndarray, lo: float, hi: float, symmetric: bool) -> float:
@@ -42,10 +45,45 @@ def _quant_error(values: np.ndarray, lo: float, hi: float, symmetric: bool) -> f
     return float(np.mean(((q - zero) * scale - values) ** 2))
 
 
+def entropy_threshold(values: np.ndarray) -> float:
+    """The |x| clipping threshold whose 128-level quantized histogram is closest (KL divergence) to the
+    clipped one with its outliers folded into the last bin (TensorRT's entropy calibration)."""
+    magnitude = np.abs(values)
+    top = float(magnitude.max()) if magnitude.size else 0.0
+    if top <= 0.0:
+        return 0.0
+    hist, edges = np.histogram(magnitude, bins=HISTOGRAM_BINS, range=(0.0, top))
+    hist = hist.astype(np.float64)
+    best, best_kl = HISTOGRAM_BINS, np.inf
+    for stop in range(QUANTIZED_BINS, HISTOGRAM_BINS + 1, 16):
+        clipped = hist[:stop].copy()
+        clipped[-1] += hist[stop:].sum()
+        kl = _kl_to_quantized(clipped, hist[:stop])
+        if kl < best_kl:
+            best, best_kl = stop, kl
+    return float(edges[best])
+
+
+def _kl_to_quantized(clipped: np.ndarray, inside: np.ndarray) -> float:
+    """KL(clipped || the in-range bins merged into QUANTIZED_BINS levels, spread back over their non-empty
+    bins). The outliers folded into `clipped`'s last bin are the clipping cost; the merge is the rounding cost."""
+    expanded = np.zeros_like(inside)
+    for idx in np.array_split(np.arange(inside.size), QUANTIZED_BINS):
+        used = idx[inside[idx] > 0]
+        if used.size:
+            expanded[used] = inside[idx].sum() / used.size
+    p = clipped / clipped.sum()
+    q = expanded / max(expanded.sum(), 1e-300)
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+
+
 def candidate_ranges(fit: np.ndarray, symmetric: bool) -> dict[str, tuple[float, float]]:
     lo, hi = float(fit.min()), float(fit.max())
+    threshold = entropy_threshold(fit)
     ranges = {"minmax": (lo, hi),
-              "percentile": (float(np.percentile(fit, 100 - PERCENTILE)), float(np.percentile(fit, PERCENTILE)))}
+              "percentile": (float(np.percentile(fit, 100 - PERCENTILE)), float(np.percentile(fit, PERCENTILE))),
+              "entropy": (max(lo, -threshold), min(hi, threshold))}
     best = min(MSE_GRID, key=lambda c: _quant_error(fit, lo * c, hi * c, symmetric))
     ranges["mse"] = (lo * float(best), hi * float(best))
     return ranges

@@ -118,3 +118,19 @@ def test_calibration_range_is_chosen_per_tensor_by_held_out_error():
     fit[7] = 200.0  # one spurious spike in the calibration half stretches min-max 100x; the held-out half has none
     method, (lo, hi), errors = quant_calib.choose(fit, held, symmetric=False)
     assert method == "percentile" and hi < 2.0 and errors[method] < errors["minmax"] / 100
+
+
+def test_entropy_threshold_clips_rare_outliers_and_keeps_bounded_ranges():
+    """TensorRT's KL threshold: a uniform tensor keeps its whole range; a Gaussian one with a few spikes at
+    50 sigma is clipped near the Gaussian's own extent; and entropy is one of the per-tensor choices."""
+    from edgeship.stages import quant_calib
+
+    rng = np.random.default_rng(1)
+    assert quant_calib.entropy_threshold(rng.uniform(-1, 1, 50000)) > 0.99
+    spiked = rng.standard_normal(50000)
+    spiked[::10000] = 50.0
+    assert 2.5 < quant_calib.entropy_threshold(spiked) < 8.0
+    _, _, errors = quant_calib.choose(spiked[:25000], rng.standard_normal(25000), symmetric=True)
+    assert set(errors) == {"minmax", "percentile", "entropy", "mse"}
+    assert errors["entropy"] < errors["minmax"] / 10  # held-out data without the spikes: clipping them pays
+    assert quant_calib.entropy_threshold(np.zeros(10)) == 0.0
