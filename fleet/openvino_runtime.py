@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.errors import AgentError
-from edgeship.targets.backends.openvino import DEVICE_CONFIG as CONFIG_FILE
-from edgeship.targets.backends.openvino import opt_out_of_telemetry, type_name
+from edgeship.openvino_common import DEVICE_CONFIG as CONFIG_FILE
+from edgeship.openvino_common import opt_out_of_telemetry, type_name
 
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
-INSTALL = "pip install 'edgeship[agent-openvino]'"
+INSTALL = "pip install 'edgeship[agent,openvino-runtime]'"
 VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")  # OpenVINO picks or splits among real devices itself
 DRIVERS = {  # device -> what makes OpenVINO list it (the pip wheel carries the plugins, not the drivers)
     "NPU": "install Intel's NPU driver (github.com/intel/linux-npu-driver) so /dev/accel/accel0 exists and the "
@@ -36,9 +36,11 @@ def _fail(message: str) -> AgentError:
 
 
 def _first_line(err: Exception) -> str:
-    """OpenVINO's errors are a stack of "Exception from src/...:" lines; the last one says what went wrong."""
+    """OpenVINO's errors are a stack of "Exception from src/...:" and "Check '...' failed at src/...:" lines
+    around the one that says what went wrong ("Incorrect weights in bin file!")."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    said = [line for line in lines if not line.startswith("Exception from ")]
+    said = [line for line in lines if not (line.startswith("Exception from ") or
+                                           (line.startswith("Check '") and " failed at " in line))]
     return (said or lines or [type(err).__name__])[0][:240]
 
 

@@ -27,39 +27,10 @@ from typing import Any
 import numpy as np
 
 from edgeship.errors import BuildError
+from edgeship.openvino_common import DEVICE_CONFIG, opt_out_of_telemetry, telemetry_state, type_name
 from edgeship.targets.backends import Lowered
 
-TELEMETRY_CONSENT = ("intel", "openvino_telemetry")  # under the home folder; "0" = declined (openvino_telemetry's format)
 HOST_DEVICE = "CPU"
-DEVICE_CONFIG = "openvino.json"  # next to the IR: the device, precision and threads the device agent compiles with
-
-
-def opt_out_of_telemetry() -> Path | None:
-    """Write OpenVINO's telemetry opt-out before the first import; keep a consent file the user already has."""
-    try:
-        consent = Path.home().joinpath(*TELEMETRY_CONSENT)
-        if not consent.exists():
-            consent.parent.mkdir(parents=True, exist_ok=True)
-            consent.write_text("0")
-        return consent
-    except OSError:  # read-only home: openvino_telemetry then cannot write its id either
-        return None
-
-
-def telemetry_state() -> str:
-    """What OpenVINO's consent file says, for the report."""
-    consent = Path.home().joinpath(*TELEMETRY_CONSENT)
-    try:
-        value = consent.read_text().strip()
-    except OSError:
-        return f"no consent file ({consent}): OpenVINO decides"
-    return f"declined ({consent})" if value == "0" else f"the user's own choice {value!r} ({consent})"
-
-
-def type_name(value) -> str:
-    """OpenVINO element types print as "<Type: 'float32'>"; the report wants "f32"."""
-    getter = getattr(value, "get_type_name", None)
-    return str(getter()) if callable(getter) else str(value)
 
 
 def load_openvino():

@@ -42,6 +42,9 @@ def test_kws_built_for_intel_core_ultra_cpu_deploys_and_activates(tmp_path, monk
     out, err = capsys.readouterr()
     assert "no runner for runtime" not in out + err
     assert code == 0, out + err
+    (row,) = json.loads(out)["devices"]
+    assert row["ok"] and row["message"] == "activated"
+    assert row["figures"]["device"] == "CPU" and row["figures"]["precision"] == "f32" and row["figures"]["runs"] > 0
     current = Path(tmp_path / "devices" / "laptop-01" / "current").resolve()
     assert current.name == artifact.bundle_digest(bundle).split(":")[-1]
     assert (current / "model.xml").is_file() and (current / "model.bin").is_file()
