@@ -17,11 +17,11 @@ import numpy as np
 
 from edgeship.errors import AgentError
 from edgeship.openvino_common import DEVICE_CONFIG as CONFIG_FILE
+from edgeship.fleet.runtimes import RUNTIMES
 from edgeship.openvino_common import opt_out_of_telemetry, type_name
 
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
-INSTALL = "pip install 'edgeship[agent,openvino-runtime]'"
 VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")  # OpenVINO picks or splits among real devices itself
 DRIVERS = {  # device -> what makes OpenVINO list it (the pip wheel carries the plugins, not the drivers)
     "NPU": "install Intel's NPU driver (github.com/intel/linux-npu-driver) so /dev/accel/accel0 exists and the "
@@ -94,7 +94,8 @@ def load_openvino():
     try:
         import openvino
     except ImportError:
-        raise _fail(f"this release runs on OpenVINO, which is not installed on this device: {INSTALL}") from None
+        raise _fail(f"this release runs on OpenVINO, which is not installed on this device: "
+                    f"{RUNTIMES['openvino'].install}") from None
     return openvino
 
 

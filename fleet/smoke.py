@@ -14,9 +14,10 @@ import numpy as np
 
 from edgeship.errors import AgentError
 from edgeship.fleet.agent_config import SmokeConfig
+from edgeship.fleet.runtimes import RUNTIMES
 
 
-RUNNERS = ("onnxruntime", "litert", "rknn-toolkit-lite2", "openvino")  # runtimes a bundle may name that this agent runs
+RUNNERS = tuple(RUNTIMES)  # runtimes a bundle may name that this agent runs
 
 
 def _percentile(values: list[float], q: float) -> float:
