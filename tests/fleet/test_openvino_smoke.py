@@ -134,12 +134,16 @@ def _in_fresh_home(tmp_path: Path, code: str) -> tuple[subprocess.CompletedProce
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300), home
 
 
-def test_the_smoke_test_declines_telemetry_before_importing_openvino(tmp_path):
+def test_a_device_install_runs_it_and_declines_telemetry_before_importing_openvino(tmp_path):
+    """As on an `edgeship[agent,openvino-runtime]` board: no build side, no NNCF, no onnxruntime."""
     release = _release(tmp_path)
-    code = ("import sys; from edgeship.fleet.agent_config import SmokeConfig; from edgeship.fleet.smoke import smoke_test;"
-            f"smoke_test({str(release)!r}, SmokeConfig(samples=1, runs=1))")
+    absent = ("onnx", "onnxruntime", "nncf", "jsonschema", "fabric", "paramiko")
+    code = (f"import sys; sys.modules.update(dict.fromkeys({absent!r}));"
+            "from edgeship.fleet.agent_config import SmokeConfig; from edgeship.fleet.smoke import smoke_test;"
+            f"print(smoke_test({str(release)!r}, SmokeConfig(samples=1, runs=1))['device'])")
     done, home = _in_fresh_home(tmp_path, code)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "CPU"
     assert (home / "intel" / "openvino_telemetry").read_text() == "0"
     assert sorted(p.name for p in (home / "intel").iterdir()) == ["openvino_telemetry"]  # no client id
 
