@@ -16,7 +16,6 @@ from edgeship.errors import AgentError
 from edgeship.fleet.agent_config import SmokeConfig
 from edgeship.fleet.runtimes import RUNTIMES
 
-
 RUNNERS = tuple(RUNTIMES)  # runtimes a bundle may name that this agent runs
 
 
@@ -80,7 +79,8 @@ def _onnxruntime_session(model: Path):
 
 def smoke_test(release: Path, config: SmokeConfig) -> dict:
     """Load the release's model in the runtime its bundle names (onnxruntime, LiteRT for a .tflite,
-    rknn-toolkit-lite2 for a .rknn, OpenVINO for IR on the device it was built for), run its samples, check outputs and p95 latency. MCU artifacts (TFLite Micro) are refused: they are flashed.
+    rknn-toolkit-lite2 for a .rknn, OpenVINO for IR on the device it was built for), run its samples,
+    check outputs and p95 latency. MCU artifacts (TFLite Micro) are refused: they are flashed.
 
     Returns the figures on success; raises AgentError(reason="smoke-failed", figures=...) otherwise.
     """

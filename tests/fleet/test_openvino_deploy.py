@@ -14,6 +14,7 @@ import yaml
 
 from edgeship import artifact
 from edgeship.cli import main
+from edgeship.fleet.bootstrap.runtime_check import target_runtime
 from edgeship.paths import default_signing_key
 from tests.quant.helpers import make_example, write_pipeline
 from tests.support.require import require_module
@@ -30,7 +31,7 @@ def test_kws_built_for_intel_core_ultra_cpu_deploys_and_activates(tmp_path, monk
     assert main(["build", str(manifest), "-o", str(tmp_path / "out"), "-q"]) == 0, capsys.readouterr().err
     bundle = tmp_path / "out" / "kws-intel.tar"
     folder = tmp_path / "out" / "kws-intel"
-    assert json.loads((folder / "bundle.json").read_text())["runtime"] == "openvino"
+    assert json.loads((folder / "bundle.json").read_text())["runtime"] == "openvino" == target_runtime("intel-core-ultra-cpu")
 
     fleet = {"apiVersion": "edgeship/v1", "kind": "Fleet", "metadata": {"name": "intel-lab"},
              "trust": {"public_keys": [str(pub)]},
