@@ -22,7 +22,7 @@ from edgeship import __version__
 
 # distribution name -> module it installs: the runtimes a release's smoke test may need
 RUNTIMES = {"onnxruntime": "onnxruntime", "onnxruntime-gpu": "onnxruntime", "ai-edge-litert": "ai_edge_litert",
-            "tflite-runtime": "tflite_runtime", "rknn-toolkit-lite2": "rknnlite"}
+            "tflite-runtime": "tflite_runtime", "rknn-toolkit-lite2": "rknnlite", "openvino": "openvino"}
 
 
 @lru_cache(maxsize=1)
@@ -87,6 +87,10 @@ def selftest(root: Path) -> dict:
         if module is None:
             continue
         try:
+            if module == "openvino":  # its first import writes a telemetry id unless declined, as the backend does
+                from edgeship.openvino_common import opt_out_of_telemetry
+
+                opt_out_of_telemetry()
             import_module(module)
         except Exception as err:  # noqa: BLE001 - e.g. a wheel for another CPU or a missing shared library
             problems.append(f"import {module} ({dist} {info['runtimes'][dist]}): {type(err).__name__}: {err}")

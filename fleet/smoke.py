@@ -14,6 +14,9 @@ import numpy as np
 
 from edgeship.errors import AgentError
 from edgeship.fleet.agent_config import SmokeConfig
+from edgeship.fleet.runtimes import RUNTIMES
+
+RUNNERS = tuple(RUNTIMES)  # runtimes a bundle may name that this agent runs
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -75,8 +78,9 @@ def _onnxruntime_session(model: Path):
 
 
 def smoke_test(release: Path, config: SmokeConfig) -> dict:
-    """Load the release's model in the runtime its bundle names (onnxruntime, or LiteRT for a .tflite),
-    run its samples, check outputs and p95 latency. MCU artifacts (TFLite Micro) are refused: they are flashed.
+    """Load the release's model in the runtime its bundle names (onnxruntime, LiteRT for a .tflite,
+    rknn-toolkit-lite2 for a .rknn, OpenVINO for IR on the device it was built for), run its samples,
+    check outputs and p95 latency. MCU artifacts (TFLite Micro) are refused: they are flashed.
 
     Returns the figures on success; raises AgentError(reason="smoke-failed", figures=...) otherwise.
     """
@@ -90,14 +94,18 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
         raise AgentError(f"smoke test: this artifact is for runtime {runtime!r} (a microcontroller firmware build: flash "
                          "model_data.cc/.h with TensorFlow Lite Micro); a Linux device agent cannot run it - build for "
                          "this device's target instead", "smoke-failed")
-    if runtime not in ("onnxruntime", "litert", "rknn-toolkit-lite2"):
-        raise AgentError(f"smoke test: this agent has no runner for runtime {runtime!r} (it runs onnxruntime, litert "
-                         "and rknn-toolkit-lite2)", "smoke-failed")
+    if runtime not in RUNNERS:
+        raise AgentError(f"smoke test: this agent has no runner for runtime {runtime!r} (it runs "
+                         f"{', '.join(RUNNERS[:-1])} and {RUNNERS[-1]})", "smoke-failed")
     try:
         if runtime == "rknn-toolkit-lite2":
             from edgeship.fleet.rknn_runtime import rknn_session
 
             session = rknn_session(release)
+        elif runtime == "openvino":
+            from edgeship.fleet.openvino_runtime import openvino_session
+
+            session = openvino_session(release)
         elif runtime == "litert":
             session = _litert_session(release)
         else:
@@ -145,6 +153,8 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
         "limit_ms": round(limit, 4) if limit is not None else None,
         "p95_ratio": round(p95 / budget, 6) if budget else None,
     }
+    if runtime == "openvino":  # which plugin was timed, at which precision: a CPU figure is not an NPU figure
+        figures.update(device=session.device, precision=session.precision)
     if limit is not None and p95 > limit:
         raise AgentError(
             f"smoke test failed: p95 {p95:.3f} ms exceeds the limit of {limit:.3f} ms"

@@ -31,6 +31,7 @@ from edgeship.errors import TransportError
 from edgeship.fleet.agent_config import CONFIG_NAME
 from edgeship.fleet.bootstrap import provision, unit, wheelhouse
 from edgeship.fleet.bootstrap.probe import PROBE, Board
+from edgeship.fleet.bootstrap.runtime_check import missing_runtime
 from edgeship.fleet.inventory import Device, Fleet
 from edgeship.fleet.transports.ssh import SshTransport
 
@@ -140,6 +141,9 @@ class Bootstrapper:
         if pushed:
             outcome.changes.append(f"{pushed} wheel(s) pushed")
         self._install(device, home, root, python, manifest, outcome)
+        gap = missing_runtime(device, outcome.agent)
+        if gap:
+            outcome.notes.append(gap)
         self._provision(device, root, outcome)
         if device.transport == "mqtt":
             self._service(device, home, root, board, outcome)

@@ -37,14 +37,16 @@ def _wheelhouse(args) -> int:
     from edgeship.fleet.bootstrap import wheelhouse
     from edgeship.fleet.bootstrap.board import Bootstrapper, BoardError
     from edgeship.fleet.bootstrap.probe import PROBE, Board
+    from edgeship.fleet.bootstrap.runtime_check import wheelhouse_extras
 
     if not args.fleet and not args.board:
         raise UsageError("give a Fleet manifest (its boards are asked) or --board PYTHON:ARCH")
     platforms = [wheelhouse.Platform.parse(b) for b in args.board or []]
+    fleet, devices = _load(args) if args.fleet else (None, [])
+    extras = args.extras or (wheelhouse_extras(devices) if devices else "agent")
     if not platforms:  # ask the boards themselves
         import shlex
 
-        fleet, devices = _load(args)
         probe = Bootstrapper(fleet, Path(args.out))
         try:
             for device in devices:
@@ -59,7 +61,7 @@ def _wheelhouse(args) -> int:
         finally:
             probe.close()
     source = Path(args.source) if args.source else None
-    built = wheelhouse.build(Path(args.out), platforms, source=source, extras=args.extras)
+    built = wheelhouse.build(Path(args.out), platforms, source=source, extras=extras)
     for tag, manifest in built.items():
         size = sum((Path(args.out) / tag / name).stat().st_size for name in manifest["wheels"])
         print(f"{Path(args.out) / tag}: {len(manifest['wheels'])} wheels, {size / 2**20:.1f} MB "
@@ -96,7 +98,9 @@ def add_parsers(fleet_sub) -> None:
                    help="a platform without asking a board, e.g. 3.11:aarch64:2.31; repeatable")
     p.add_argument("--out", default="wheelhouse", help="wheelhouse folder (default ./wheelhouse)")
     p.add_argument("--source", help="edgeship source checkout to build the wheel from (default: this one)")
-    p.add_argument("--extras", default="agent", help="extras of edgeship to install on the boards (default agent)")
+    p.add_argument("--extras", default=None,
+                   help="extras of edgeship to install on the boards (default: agent plus the runtimes the fleet's "
+                        "board targets need, e.g. agent,openvino-runtime for intel-core-ultra-*; agent with --board)")
     p.set_defaults(func=_wheelhouse)
 
     p = fleet_sub.add_parser("bootstrap", help="install the agent on boards over SSH from the wheelhouse",

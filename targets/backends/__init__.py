@@ -29,6 +29,10 @@ BUILTIN = {
     "rknn": ("rknn", "RknnBackend", None),  # its SDK lives in a toolchain environment, not an extra
     "openvino": ("openvino", "OpenVINOBackend", "openvino"),  # imports openvino itself, telemetry declined first
 }
+# backend name -> the runtime its artifacts name in bundle.json: what a device needs to run them
+# (fleet bootstrap checks boards against it; a third-party backend's runtime is known once it lowers)
+ARTIFACT_RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "litert", "vela": "tflite-micro+ethos-u",
+                     "rknn": "rknn-toolkit-lite2", "openvino": "openvino"}
 EXTRA_MODULES = {"tflite": ("ai_edge_litert", "flatbuffers"), "vela": ("ai_edge_litert", "flatbuffers", "ethosu.vela")}
 
 
@@ -65,6 +69,11 @@ def backend_spec(target_data: dict) -> tuple[str, dict]:
     """(backend name, options) a profile asks for; profiles without `backend` use onnxruntime."""
     spec = (target_data or {}).get("backend") or {}
     return str(spec.get("name") or DEFAULT_BACKEND), dict(spec.get("options") or {})
+
+
+def artifact_runtime(target_data: dict) -> str | None:
+    """The runtime a target's artifacts name (None for a third-party backend)."""
+    return ARTIFACT_RUNTIMES.get(backend_spec(target_data)[0])
 
 
 def install_hint(name: str) -> str:

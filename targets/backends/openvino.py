@@ -11,10 +11,14 @@ told otherwise; `precision` option, default f32, so host validation measures wha
 and telemetry (`import openvino` writes a client id under ~/intel and sends usage events unless the
 consent file says 0: edgeship writes the vendor's opt-out file before importing, unless the user has
 already made a choice there). The compiled model's execution precision per layer is recorded.
+
+Next to the IR goes `openvino.json`: the target's device (CPU, NPU, GPU), the CPU precision hint and
+threads. The device agent (fleet/openvino_runtime.py) compiles the IR for that device in its smoke test.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,38 +27,10 @@ from typing import Any
 import numpy as np
 
 from edgeship.errors import BuildError
+from edgeship.openvino_common import DEVICE_CONFIG, opt_out_of_telemetry, telemetry_state, type_name
 from edgeship.targets.backends import Lowered
 
-TELEMETRY_CONSENT = ("intel", "openvino_telemetry")  # under the home folder; "0" = declined (openvino_telemetry's format)
 HOST_DEVICE = "CPU"
-
-
-def opt_out_of_telemetry() -> Path | None:
-    """Write OpenVINO's telemetry opt-out before the first import; keep a consent file the user already has."""
-    try:
-        consent = Path.home().joinpath(*TELEMETRY_CONSENT)
-        if not consent.exists():
-            consent.parent.mkdir(parents=True, exist_ok=True)
-            consent.write_text("0")
-        return consent
-    except OSError:  # read-only home: openvino_telemetry then cannot write its id either
-        return None
-
-
-def telemetry_state() -> str:
-    """What OpenVINO's consent file says, for the report."""
-    consent = Path.home().joinpath(*TELEMETRY_CONSENT)
-    try:
-        value = consent.read_text().strip()
-    except OSError:
-        return f"no consent file ({consent}): OpenVINO decides"
-    return f"declined ({consent})" if value == "0" else f"the user's own choice {value!r} ({consent})"
-
-
-def _type_name(value) -> str:
-    """OpenVINO element types print as "<Type: 'float32'>"; the report wants "f32"."""
-    getter = getattr(value, "get_type_name", None)
-    return str(getter()) if callable(getter) else str(value)
 
 
 def load_openvino():
@@ -137,7 +113,8 @@ class OpenVINOBackend:
     threads (host validation threads, default 1), runs (timed host runs, default 20)."""
 
     name = "openvino"
-    version = f"1-openvino{_installed('openvino')}-nncf{_installed('nncf')}"  # part of the lower stage's cache key
+    # part of the lower stage's cache key; 2: writes openvino.json, the device agent's run settings
+    version = f"2-openvino{_installed('openvino')}-nncf{_installed('nncf')}"
     integer_only = False
 
     def __init__(self, device: str = "CPU", precision: str = "f32", quantizer: str = "edgeship", threads: int = 1,
@@ -210,7 +187,7 @@ class OpenVINOBackend:
             "convert_seconds": round(convert_seconds, 3),
             "ir_bytes": {"model.xml": xml.stat().st_size, "model.bin": xml.with_suffix(".bin").stat().st_size},
             "host_validation": {
-                "device": HOST_DEVICE, "precision_hint": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
+                "device": HOST_DEVICE, "precision_hint": type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
                 "execution_precisions": execution_precisions(compiled), "threads": self.threads,
                 "samples": len(feeds), "inputs": "synthetic (seeded normal)" if synthetic else "validation data",
                 "accuracy": accuracy, "p50_ms": round(float(np.median(times)), 4), "runs": len(times)},
@@ -220,5 +197,8 @@ class OpenVINOBackend:
             "available_devices": list(core.available_devices),
             "telemetry": telemetry_state(),
         }
-        files = {"model.xml": xml, "model.bin": xml.with_suffix(".bin")}
+        run_config = workdir / DEVICE_CONFIG
+        run_config.write_text(json.dumps({"device": self.device, "precision": self.precision, "threads": self.threads,
+                                          "inputs": names, "openvino": ov.get_version()}, indent=2) + "\n")
+        files = {"model.xml": xml, "model.bin": xml.with_suffix(".bin"), DEVICE_CONFIG: run_config}
         return Lowered(files, "openvino", report, {"device": self.device, "inputs": names})

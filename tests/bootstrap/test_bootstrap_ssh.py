@@ -127,6 +127,12 @@ def test_bootstrap_offline_board_then_rollout_then_upgrades(tmp_path, wheelhouse
         assert main(["fleet", "bootstrap", str(fleet_ssh), "--wheelhouse", str(wheelhouse_dir), "--json"]) == 0
         (report,) = json.loads(capsys.readouterr().out)
         assert report["ok"] and not report["changed"] and report["agent"]["ok"] and report["board"]["arch"] == platform.machine()
+        # the same board as an Intel one: its releases need OpenVINO, which the `agent` wheelhouse lacks: said, with the fix
+        intel = _fleet(tmp_path, farm, pub, "intel-boards", [{**ssh_dev, "target": "intel-core-ultra-cpu"}])
+        assert main(["fleet", "bootstrap", str(intel), "--wheelhouse", str(wheelhouse_dir)]) == 0
+        line = capsys.readouterr().out.strip()
+        assert line.startswith("dev-00: unchanged; intel-core-ultra-cpu releases run on openvino, which this agent "
+                               "lacks: build the wheelhouse with --extras agent,openvino-runtime and bootstrap --upgrade"), line
 
         # 3. the bootstrapped board takes a rollout over SSH, run by its own agent
         v1 = make_bundle(tmp_path, "kws", seed=1)

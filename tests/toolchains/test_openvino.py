@@ -4,6 +4,7 @@ declined before OpenVINO is imported."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +34,8 @@ def test_ir_from_edgeship_qdq_runs_int8_on_the_cpu_plugin_at_f32_hint(ov_backend
     backend = ov_backend.OpenVINOBackend(device="CPU", precision="f32", quantizer="edgeship")
     lowered = backend.lower(kws_int8["qdq"], load_target("intel-core-ultra-cpu"), tmp_path / "ir",
                             float_model=kws_int8["float"], samples=kws_int8["samples"])
-    assert set(lowered.files) == {"model.xml", "model.bin"} and all(p.is_file() for p in lowered.files.values())
+    assert set(lowered.files) == {"model.xml", "model.bin", "openvino.json"} and all(p.is_file() for p in lowered.files.values())
+    assert json.loads(lowered.files["openvino.json"].read_text())["device"] == "CPU"  # what the device agent compiles for
     assert lowered.runtime == "openvino"
     report = lowered.report
     assert report["int8_source"] == "edgeship-qdq" and report["version"].startswith("2026.4")
