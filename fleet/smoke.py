@@ -52,13 +52,13 @@ def _load_samples(release: Path, session, count: int) -> list[dict[str, np.ndarr
 
 
 def _litert_session(release: Path):
-    """The release's model.tflite in LiteRT (needs the `tflite` extra on the device)."""
+    """The release's model.tflite in LiteRT (needs the `litert` extra on the device)."""
     try:
         from edgeship.targets.backends.litert_run import LiteRTSession
 
         return LiteRTSession(release / "model.tflite")
     except ImportError:
-        raise AgentError("smoke test: LiteRT is not installed: pip install 'edgeship[tflite]'", "smoke-failed") from None
+        raise AgentError(f"smoke test: LiteRT is not installed: {RUNTIMES['litert'].install}", "smoke-failed") from None
     except Exception as err:
         if "pip install" in str(err):
             raise AgentError(f"smoke test: {err}", "smoke-failed") from None
