@@ -1,4 +1,4 @@
-"""Graph rewrites every target benefits from. Each is output-preserving (tests/build prove each one on
+"""Graph rewrites every target benefits from. Each is output-preserving (tests/compile/test_fusions.py proves each one on
 a hand-built graph) and touches only what it can prove: constants it folds are initializers, the
 intermediate tensor it removes has no other reader (node, subgraph or graph output).
 
@@ -138,43 +138,43 @@ def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | No
 
 def fuse_conv_batchnorm(model) -> int:
     """BatchNormalization(Conv(x)) -> Conv with scaled weights and shifted bias."""
-    g, count = _Graph(model), 0
-    for bn in list(model.graph.node):
+
+    def rewrite(g, bn) -> bool:
         if not _is(bn, "BatchNormalization") or len([o for o in bn.output if o]) != 1 or _attr(bn, "training_mode", 0):
-            continue
+            return False
         conv = g.producer.get(bn.input[0])
         if not _is(conv, "Conv") or g.sole_consumer(conv.output[0]) is not bn:
-            continue
+            return False
         params = _conv_params(g, conv)
         stats = [g.const(n) for n in bn.input[1:5]]
         if params is None or any(s is None for s in stats):
-            continue
+            return False
         w, b = params
         scale, shift, mean, var = (s.astype(np.float64) for s in stats)
         eps = float(_attr(bn, "epsilon", 1e-5))
         factor = scale / np.sqrt(var + eps)
         channels = w.shape[0]
         if factor.shape != (channels,):
-            continue
+            return False
         new_w = (w.astype(np.float64) * factor.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
         old_b = b.astype(np.float64) if b is not None else np.zeros(channels)
         new_b = ((old_b - mean) * factor + shift).astype(w.dtype)
         _set_conv_params(g, conv, new_w, new_b)
         conv.output[0] = bn.output[0]
         g.remove(bn)
-        count += 1
-        g = _Graph(model)
-    return count
+        return True
+
+    return _rewrite_until_fixed_point(model, rewrite)
 
 
-def _fold_channel_const_into_conv(model, op_type: str, rewrite) -> int:
+def _fold_channel_const_into_conv(model, op_type: str, rewrite_params) -> int:
     """Fold `op_type`(Conv(x), per-channel constant) into the Conv, when the Conv feeds nothing else.
 
-    `rewrite(w, b, c)` returns the Conv's new (weights, bias) given the per-channel constant `c`."""
-    g, count = _Graph(model), 0
-    for node in list(model.graph.node):
+    `rewrite_params(w, b, c)` returns the Conv's new (weights, bias) given the per-channel constant `c`."""
+
+    def rewrite(g, node) -> bool:
         if not _is(node, op_type):
-            continue
+            return False
         for k in (0, 1):
             conv = g.producer.get(node.input[k])
             const = g.const(node.input[1 - k])
@@ -187,14 +187,14 @@ def _fold_channel_const_into_conv(model, op_type: str, rewrite) -> int:
             c = _per_channel(const, w.shape[0], w.ndim)
             if c is None or const.dtype != w.dtype:
                 continue
-            new_w, new_b = rewrite(w, b, c)
+            new_w, new_b = rewrite_params(w, b, c)
             _set_conv_params(g, conv, new_w, new_b)
             conv.output[0] = node.output[0]
             g.remove(node)
-            count += 1
-            g = _Graph(model)
-            break
-    return count
+            return True
+        return False
+
+    return _rewrite_until_fixed_point(model, rewrite)
 
 
 def fuse_conv_add(model) -> int:
@@ -222,10 +222,9 @@ def fuse_matmul_add(model) -> int:
     """Add(MatMul(A, W), bias) with A 2-D and W, bias constant -> Gemm(A, W, bias)."""
     from onnx import helper
 
-    g, count = _Graph(model), 0
-    for add in list(model.graph.node):
+    def rewrite(g, add) -> bool:
         if not _is(add, "Add"):
-            continue
+            return False
         for k in (0, 1):
             mm = g.producer.get(add.input[k])
             bias = g.const(add.input[1 - k])
@@ -243,10 +242,10 @@ def fuse_matmul_add(model) -> int:
             c = g.add_init(f"{mm.name or mm.output[0]}.bias", np.broadcast_to(bias.reshape(-1), (n,)).astype(w.dtype))
             gemm = helper.make_node("Gemm", [mm.input[0], mm.input[1], c], [add.output[0]], name=(mm.name or add.name or "") + "_gemm")
             g.replace(mm, gemm, add)
-            count += 1
-            g = _Graph(model)
-            break
-    return count
+            return True
+        return False
+
+    return _rewrite_until_fixed_point(model, rewrite)
 
 
 def _bypass(model, g: _Graph, node, source: str) -> bool:
@@ -268,14 +267,15 @@ def _bypass(model, g: _Graph, node, source: str) -> bool:
 
 
 def _rewrite_until_fixed_point(model, rewrite_one) -> int:
-    """Apply `rewrite_one(g, node) -> bool` node by node; after each rewrite re-index the graph and
-    start over (a rewrite invalidates the producer/consumer maps). Returns the number of rewrites."""
+    """Apply `rewrite_one(g, node) -> bool` node by node; after each rewrite re-index the graph and scan it
+    again from the top: a rewrite rebuilds the node list (protobuf copies), so a node object taken before
+    it is stale, and identity checks against it (`sole_consumer(...) is node`) fail. Returns the count."""
     count = 0
     changed = True
     while changed:
         changed = False
         g = _Graph(model)
-        for node in list(model.graph.node):
+        for node in model.graph.node:
             if rewrite_one(g, node):
                 count += 1
                 changed = True
@@ -353,20 +353,76 @@ def simplify_activations(model) -> int:
     """Clip(x, 0, none) -> Relu(x); Relu(Relu(x)) -> Relu(x)."""
     from onnx import helper
 
-    count = 0
-    g = _Graph(model)
-    for i, node in enumerate(list(model.graph.node)):
-        if _is(node, "Clip"):
-            lo = g.const(node.input[1]) if len(node.input) > 1 and node.input[1] else _attr(node, "min")
-            hi_given = (len(node.input) > 2 and node.input[2]) or _attr(node, "max") is not None
-            if lo is not None and not hi_given and np.asarray(lo).size == 1 and float(np.asarray(lo)) == 0.0:
-                relu = helper.make_node("Relu", [node.input[0]], [node.output[0]], name=node.name)
-                g.replace(node, relu)
-                count += 1
-                g = _Graph(model)
-    return count + _rewrite_until_fixed_point(
+    def clip_to_relu(g, node) -> bool:
+        if not _is(node, "Clip"):
+            return False
+        lo = g.const(node.input[1]) if len(node.input) > 1 and node.input[1] else _attr(node, "min")
+        hi_given = (len(node.input) > 2 and node.input[2]) or _attr(node, "max") is not None
+        if lo is None or hi_given or np.asarray(lo).size != 1 or float(np.asarray(lo)) != 0.0:
+            return False
+        g.replace(node, helper.make_node("Relu", [node.input[0]], [node.output[0]], name=node.name))
+        return True
+
+    return _rewrite_until_fixed_point(model, clip_to_relu) + _rewrite_until_fixed_point(
         model, lambda g, node: _is(node, "Relu") and _is(g.producer.get(node.input[0]), "Relu")
         and _bypass(model, g, node, node.input[0]))
+
+
+def divide_by_constant_as_multiply(model) -> int:
+    """Div(x, c) with c a float constant -> Mul(x, 1/c). Quantizers and integer runtimes have a
+    quantized Mul (onnxruntime's QLinearMul, TFLite MUL) but no quantized Div, so a Div by a constant
+    (hard-swish's `/ 6` in Paddle and Keras exports) leaves a float island in an otherwise integer model."""
+
+    def rewrite(g, node) -> bool:
+        if not _is(node, "Div"):
+            return False
+        c = g.const(node.input[1])
+        if c is None or c.dtype.kind != "f" or not np.all(np.isfinite(c)) or np.any(c == 0):
+            return False
+        with np.errstate(over="ignore"):
+            reciprocal = (1.0 / c.astype(np.float64)).astype(c.dtype)
+        if not np.all(np.isfinite(reciprocal)) or np.any(reciprocal == 0):
+            return False  # a subnormal divisor: 1/c overflows, or a huge one underflows
+        node.op_type = "Mul"
+        node.input[1] = g.add_init(f"{node.name or node.output[0]}.reciprocal", reciprocal)
+        return True
+
+    return _rewrite_until_fixed_point(model, rewrite)
+
+
+def fold_hard_sigmoid_into_conv(model) -> int:
+    """HardSigmoid(Conv(x)) = clip(alpha*Conv(x) + beta, 0, 1) -> Clip(Conv'(x), 0, 1) with alpha and beta in
+    the Conv's weights and bias. The squeeze-excitation gate of MobileNetV3-style networks: a Clip after a
+    Conv is absorbed by the quantized Conv's output range, where a HardSigmoid has no quantized kernel."""
+    from onnx import helper
+
+    def rewrite(g, node) -> bool:
+        if not _is(node, "HardSigmoid"):
+            return False
+        conv = g.producer.get(node.input[0])
+        if not _is(conv, "Conv") or g.sole_consumer(conv.output[0]) is not node:
+            return False
+        params = _conv_params(g, conv)
+        if params is None:
+            return False
+        w, b = params
+        alpha, beta = float(_attr(node, "alpha", 0.2)), float(_attr(node, "beta", 0.5))
+        old_b = b.astype(np.float64) if b is not None else np.zeros(w.shape[0])
+        _set_conv_params(g, conv, (w.astype(np.float64) * alpha).astype(w.dtype), (old_b * alpha + beta).astype(w.dtype))
+        base = node.name or node.output[0]
+        if _opset(model) >= 11:
+            bounds = [g.add_init(f"{base}.min", np.array(0.0, dtype=w.dtype)), g.add_init(f"{base}.max", np.array(1.0, dtype=w.dtype))]
+            clip = helper.make_node("Clip", [node.input[0], *bounds], [node.output[0]], name=node.name)
+        else:
+            clip = helper.make_node("Clip", [node.input[0]], [node.output[0]], name=node.name, min=0.0, max=1.0)
+        g.replace(node, clip)
+        return True
+
+    return _rewrite_until_fixed_point(model, rewrite)
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in DEFAULT), 1)
 
 
 PASSES = {
@@ -378,6 +434,8 @@ PASSES = {
     "fuse_conv_add": fuse_conv_add,
     "fuse_conv_mul": fuse_conv_mul,
     "fuse_matmul_add": fuse_matmul_add,
+    "divide_by_constant_as_multiply": divide_by_constant_as_multiply,
+    "fold_hard_sigmoid_into_conv": fold_hard_sigmoid_into_conv,
 }
 
 __all__ = ["PASSES"] + list(PASSES)

@@ -38,7 +38,7 @@ def optimize_model(model, passes: list[str] | None = None, rounds: int = 5) -> d
 @register
 class OptimizeStage(BaseStage):
     name = "optimize"
-    version = "1"
+    version = "2"
 
     def config(self, ctx):
         from edgeship.stages.fusions import PASSES
