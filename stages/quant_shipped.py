@@ -11,6 +11,7 @@ On a measurable target each candidate is also timed on that runtime (`timing_ses
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,19 @@ class ShippedRunner:
         if runtime == LITERT:
             from edgeship.targets.backends.litert_run import LiteRTSession
 
-            tflite, io = self.emitted[str(path)]
-            return LiteRTSession(tflite, io, threads=1)
+            return LiteRTSession(*self._emitted(path), threads=1)
         return quant_measure.session(path, threads=1)
+
+
+    def _emitted(self, path: Path) -> tuple[Path, dict]:
+        """The .tflite and io table emitted for a candidate: this run's, or an earlier run's in the same
+        work folder (a kept build's, as bench/quant.py reads them)."""
+        if str(path) not in self.emitted:
+            from edgeship.targets.backends.litert_run import IO_FILE
+
+            folder = self.work / Path(path).stem
+            self.emitted[str(path)] = (folder / "model.tflite", json.loads((folder / IO_FILE).read_text()))
+        return self.emitted[str(path)]
 
 
 def _first_line(err: Exception) -> str:
