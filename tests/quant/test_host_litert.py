@@ -33,9 +33,10 @@ def test_profile_is_this_machine_shipping_int8_tflite_with_an_onnxruntime_fallba
     assert backend_spec(profile.data) == ("tflite", {"threads": 4, "delegate": "xnnpack", "fallback": "onnxruntime"})
     assert not integer_only(profile.data)  # float and float islands ship as ONNX
     policy = resolve_policy({"quantization": {"mode": "auto"}}, profile.data)
-    # XNNPACK accelerates int8 only: no int16 layers; uint8 activations too, for what falls back to onnxruntime
-    assert (policy.activation_dtype, policy.weight_dtype) == ("int8", "int8")
-    assert not policy.int16_activations_allowed and policy.alternative_activation_dtypes == ("uint8",)
+    # XNNPACK accelerates 8-bit only: no int16 layers. uint8 activations first (emitted as int8, the same
+    # .tflite; U8S8 where a candidate falls back to onnxruntime), int8 tried too
+    assert (policy.activation_dtype, policy.weight_dtype) == ("uint8", "int8")
+    assert not policy.int16_activations_allowed and policy.alternative_activation_dtypes == ("int8",)
     assert policy.per_channel_allowed and policy.per_tensor_allowed and not policy.integer_only
 
 
