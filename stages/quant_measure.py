@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from edgeship.errors import BuildError
 from edgeship.pipelines.data import iter_samples
+from edgeship.targets.backends.litert_run import timed_call
 
 
 def session(path: Path | str, threads: int = 1, profile_prefix: str | None = None) -> ort.InferenceSession:
@@ -74,13 +75,6 @@ def tensor_values(model_path: Path, tensors: list[str], data: Mapping[str, np.nd
 
 def first_feed(data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return next(iter_samples(data))
-
-
-def timed_call(sess, feed: dict):
-    """One inference of `sess` on `feed`, ready to time; a LiteRT session prepares its integer inputs once
-    (litert_run.LiteRTRunner.timed_call), an onnxruntime session takes the float feed as it is."""
-    prepare = getattr(sess, "timed_call", None)
-    return prepare(feed) if prepare is not None else (lambda: sess.run(None, feed))
 
 
 def time_runs(sess, feed: dict, runs: int) -> list[float]:

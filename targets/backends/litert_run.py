@@ -45,6 +45,14 @@ def dequantize_output(value: np.ndarray, spec: dict) -> np.ndarray:
     return ((arr.astype(np.float64) - spec["zero_point"]) * spec["scale"]).astype(np.float32)
 
 
+def timed_call(session, feeds: dict[str, np.ndarray]):
+    """One inference of an onnxruntime session or a LiteRTSession, ready to time: LiteRT prepares its
+    integer inputs once (LiteRTRunner.timed_call), onnxruntime takes the float feed as it is. The build's
+    latency figures (quantize, validate) and the device smoke test time the same thing."""
+    prepare = getattr(session, "timed_call", None)
+    return prepare(feeds) if prepare is not None else (lambda: session.run(None, feeds))
+
+
 class LiteRTRunner:
     """One LiteRT interpreter for one emitted model; `run(feeds)` takes and returns ONNX-named arrays."""
 

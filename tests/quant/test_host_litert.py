@@ -97,3 +97,24 @@ def test_a_float_island_falls_back_to_onnx_and_is_timed_on_onnxruntime(examples_
     assert result.ctx.report["lower"]["fallback"]["to"] == "onnxruntime"
     validate = result.ctx.report["validate"]
     assert "runtime" not in validate and validate["latency"]["runtime"] == "onnxruntime"
+
+
+def test_a_timed_litert_call_is_the_model_on_inputs_quantized_once(tmp_path):
+    """What auto, validate and the smoke test time: set the integer inputs, invoke, read the outputs; the
+    same integer outputs as a full run (which also quantizes the float input)."""
+    require_module("ai_edge_litert")
+    import numpy as np
+
+    from edgeship.targets.backends.litert_run import LiteRTSession, timed_call
+    from edgeship.targets.backends.tflite_backend import write_tflite
+    from tests.backends.qdq_models import const, one_op, quantize
+
+    model = one_op("Gemm", [1, 16], [1, 8], [const("w", np.linspace(-1, 1, 128, dtype=np.float32).reshape(16, 8)),
+                                              const("b", np.zeros(8, np.float32))], ["w", "b"])
+    tflite, io, _ = write_tflite(quantize(model, tmp_path / "q"), tmp_path / "out")
+    session = LiteRTSession(tflite, io)
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 16)).astype(np.float32)}
+    call = timed_call(session, feed)
+    first, again = [a.copy() for a in call()], call()
+    assert first[0].dtype == np.int8 and np.array_equal(first[0], again[0])
+    assert np.array_equal(first[0], session.runner.run_int(feed)[0])
