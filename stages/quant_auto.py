@@ -11,8 +11,9 @@ fails with a table of the layers that break it.
 "Best" on a measurable target (this host) is the fastest *measured* p50 among those meeting the
 budget, each candidate timed on the runtime that would ship it (quant_shipped: an emitted .tflite under
 LiteRT on host-cpu-litert, the rest under onnxruntime): int8 QDQ is often slower than float on CPU for
-small or depthwise-heavy models (onnxruntime #20052, #17389), so nothing is assumed. On a target we cannot measure, the accelerator runs integer
-formats only, so the most-quantized candidate meeting the budget wins (fewest float layers), float last.
+small or depthwise-heavy models (onnxruntime #20052, #17389), so nothing is assumed. On a target we
+cannot measure, the accelerator runs integer formats only, so the most-quantized candidate meeting the
+budget wins (fewest float layers), float last.
 """
 
 from __future__ import annotations

@@ -69,7 +69,6 @@ class ShippedRunner:
             return LiteRTSession(*self._emitted(path), threads=1)
         return quant_measure.session(path, threads=1)
 
-
     def _emitted(self, path: Path) -> tuple[Path, dict]:
         """The .tflite and io table emitted for a candidate: this run's, or an earlier run's in the same
         work folder (a kept build's, as bench/quant.py reads them)."""

@@ -2,7 +2,8 @@
 memory and size against every budget; one failed budget fails the build with a table.
 
 Accuracy: the float reference (`ctx.float_model_path`) in onnxruntime and what ships (the candidate
-ONNX in onnxruntime, or the lowered .tflite in LiteRT) on the validation inputs (the manifest's .npz, else synthetic inputs - flagged as a weaker guarantee).
+ONNX in onnxruntime, or the lowered .tflite in LiteRT) on the validation inputs (the manifest's .npz,
+else synthetic inputs - flagged as a weaker guarantee).
 Latency: measured here when the target is this host (`measurable: true`), on the runtime that ships
 the model (LiteRT for a lowered .tflite, onnxruntime otherwise): warm-up, repeated runs,
 single thread and all threads (the budget is checked on the single-thread figures: what the device's
