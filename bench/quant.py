@@ -6,11 +6,14 @@
 
 Per model: float p50 (1 thread, this host), onnxruntime's `quantize_static` with its defaults, and
 each edgeship candidate `auto` built for host-cpu (static int8 per-channel / per-tensor, the
-mixed-precision recovery) plus the fully integer model `auto` ships to an Arm Ethos-U65 (int8 or
-16x8, never float): the task metric `auto` held it to, cosine, SQNR, p50, speed-up over float, and
-which layers stayed float or went int16. Accuracy is against the float model on held-out data (not
-the calibration data). Latency: every model of a row group measured interleaved, round-robin, in
-several runs; the median over runs is printed, with the spread (min-max of the runs' medians).
+mixed-precision recovery), the candidates `auto` built for host-cpu-litert (this machine shipping
+integer TFLite for LiteRT + XNNPACK; float islands fall back to onnxruntime), each run and timed on
+the runtime that would ship it, plus the fully integer model `auto` ships to an Arm Ethos-U65 (int8 or
+16x8, never float): the task metric `auto` held it to, cosine, SQNR, p50, speed-up over float
+(onnxruntime, 1 thread), and which layers stayed float or went int16. Accuracy is against the float
+model on held-out data (not the calibration data). Latency: every model of a row group measured
+interleaved, round-robin, in several runs; the median over runs is printed, with the spread (min-max of
+the runs' medians). A LiteRT row times the interpreter on inputs quantized once beforehand.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from bench import real_data  # noqa: E402
 
 STAGES = ("import", "normalize", "optimize", "quantize")
 INTEGER_TARGET = "arm-ethos-u65"
+LITERT_TARGET = "host-cpu-litert"
 
 
 def _models() -> list[dict]:
@@ -74,12 +78,12 @@ def _build(manifest: Path):
                  progress=Progress(quiet=True))
 
 
-def _accuracy(goal: dict, reference: list, path: Path, data: dict, names: list) -> dict:
+def _accuracy(goal: dict, reference: list, sess, data: dict, names: list) -> dict:
     from edgeship.pipelines import metrics
     from edgeship.stages import quant_goal
-    from edgeship.stages.quant_measure import run_all, session
+    from edgeship.stages.quant_measure import run_all
 
-    got = run_all(session(path, threads=0), data)
+    got = run_all(sess, data)
     cmp = metrics.compare(reference, got, names, quant_goal.metric_names(goal))
     first = cmp["primary"]
     return {"metric": first.get(goal["metric"]), "cosine": first["cosine"], "sqnr": first["sqnr_db"],
@@ -95,8 +99,27 @@ def _layers(row: dict) -> str:
     return ", ".join(parts) or "none"
 
 
-def bench_one(entry: dict, folder: Path, repeats: int, integer: bool) -> dict:
-    from edgeship.stages.quant_measure import first_feed, interleaved_p50, output_names, run_all, runs_within, session
+def _litert_rows(build, float_path: Path, paths: dict, rows: dict, sessions: dict) -> None:
+    """auto's candidates for host-cpu-litert (its float only when auto kept it: the float baseline is the
+    group's), each with a single-thread session on the runtime that would ship it
+    (quant_shipped.ShippedRunner.timing_session)."""
+    from edgeship.stages.quant_shipped import LITERT, ShippedRunner
+
+    work = Path(build.ctx.workdir) / "quantize"
+    shipped = ShippedRunner(build.ctx.target_data, work)
+    for c in build.ctx.report["quantize"]["candidates"]:
+        path = float_path if c["kind"] == "float" else work / f"{c['name']}.onnx"
+        if (c["kind"] == "float" and not c["selected"]) or not path.is_file():
+            continue
+        label = (f"{LITERT_TARGET}: {c['name']} [{'LiteRT' if c['timed_on'] == LITERT else 'ort'}]"
+                 + (" (auto's pick)" if c["selected"] else ""))
+        paths[label], rows[label] = path, c
+        sessions[label] = shipped.timing_session(path, c["timed_on"])
+
+
+def bench_one(entry: dict, folder: Path, repeats: int, integer: bool, litert: bool) -> dict:
+    from edgeship.stages.quant_measure import (first_feed, interleaved_sessions_p50, output_names, run_all,
+                                               runs_within_sessions, session)
     from edgeship.stages.quant_ort import default_quantize_static
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,6 +149,15 @@ def bench_one(entry: dict, folder: Path, repeats: int, integer: bool) -> dict:
             continue
         label = f"edgeship {c['name']}" + (" (auto's pick)" if c["selected"] else "")
         paths[label], rows[label] = work / f"{c['name']}.onnx", c
+    litert_sessions: dict = {}
+    if litert:
+        t0 = time.perf_counter()
+        lite = _build(_pipeline(folder, entry, LITERT_TARGET))
+        build_s["litert"] = time.perf_counter() - t0
+        if lite.ok:
+            _litert_rows(lite, Path(entry["model"]), paths, rows, litert_sessions)
+        else:
+            rows[f"{LITERT_TARGET}: build failed"] = {"error": str(lite.error).splitlines()[0][:100]}
     if integer:
         t0 = time.perf_counter()
         ethos = _build(_pipeline(folder, entry, INTEGER_TARGET))
@@ -140,11 +172,14 @@ def bench_one(entry: dict, folder: Path, repeats: int, integer: bool) -> dict:
     ref_sess = session(paths[float_label], threads=0)
     names = output_names(ref_sess)
     reference = run_all(ref_sess, evaluation)
-    accuracy = {label: _accuracy(goal, reference, path, evaluation, names) for label, path in paths.items()}
+    # every row on the runtime that would ship it: onnxruntime (1 thread), or LiteRT for host-cpu-litert's .tflite
+    sessions = {label: litert_sessions.get(label) or session(path, threads=1) for label, path in paths.items()}
+    accuracy = {label: _accuracy(goal, reference, sess, evaluation, names) for label, sess in sessions.items()}
     feed = first_feed(evaluation)
     runs: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(repeats):
-        for k, v in interleaved_p50(paths, feed, rounds=3, runs=runs_within(paths, feed, 150.0, 2, 20), threads=1).items():
+        per_round = runs_within_sessions(sessions, feed, 150.0, 2, 20)
+        for k, v in interleaved_sessions_p50(sessions, feed, rounds=3, runs=per_round).items():
             runs[k].append(v)
     return {"name": entry["name"], "goal": goal, "rows": rows, "accuracy": accuracy, "runs": runs, "build_s": build_s,
             "selected": q["selected"], "float_label": float_label}
@@ -181,6 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="comma-separated model names")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved latency runs per model (median printed)")
     parser.add_argument("--no-integer", action="store_true", help=f"skip the {INTEGER_TARGET} (integer-only) build")
+    parser.add_argument("--no-litert", action="store_true", help=f"skip the {LITERT_TARGET} (LiteRT + XNNPACK) build")
     args = parser.parse_args(argv)
     # a state dir kept across runs: the sensitivity analysis is cached per model + data + policy, so a
     # second run measures again without re-ranking every layer
@@ -189,6 +225,9 @@ def main(argv=None) -> int:
 
     onnxruntime.set_default_logger_severity(3)
     entries = _models()
+    # the models live in their packages' folders, outside each manifest's: allow them (pipelines/containment.py)
+    allowed = [p for p in os.environ.get("EDGESHIP_ALLOW_PATHS", "").split(os.pathsep) if p]
+    os.environ["EDGESHIP_ALLOW_PATHS"] = os.pathsep.join(allowed + [str(Path(e["model"]).parent) for e in entries])
     if args.only:
         wanted = {p.strip() for p in args.only.split(",")}
         entries = [e for e in entries if e["name"] in wanted]
@@ -196,7 +235,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgeship-quant-bench-") as tmp:
         for entry in entries:
             print(f"... {entry['name']}", file=sys.stderr, flush=True)
-            print(table(bench_one(entry, Path(tmp) / entry["name"], args.repeats, not args.no_integer)), flush=True)
+            print(table(bench_one(entry, Path(tmp) / entry["name"], args.repeats, not args.no_integer,
+                                       not args.no_litert)), flush=True)
     print(f"host: {os.cpu_count()} CPUs visible; single-thread p50; median of {args.repeats} interleaved runs; "
           f"total {time.perf_counter() - start:.0f}s")
     return 0

@@ -9,9 +9,11 @@ An integer-only target never gets a float layer: if no integer candidate meets t
 fails with a table of the layers that break it.
 
 "Best" on a measurable target (this host) is the fastest *measured* p50 among those meeting the
-budget: int8 QDQ is often slower than float on CPU for small or depthwise-heavy models (onnxruntime
-#20052, #17389), so nothing is assumed. On a target we cannot measure, the accelerator runs integer
-formats only, so the most-quantized candidate meeting the budget wins (fewest float layers), float last.
+budget, each candidate timed on the runtime that would ship it (quant_shipped: an emitted .tflite under
+LiteRT on host-cpu-litert, the rest under onnxruntime): int8 QDQ is often slower than float on CPU for
+small or depthwise-heavy models (onnxruntime #20052, #17389), so nothing is assumed. On a target we
+cannot measure, the accelerator runs integer formats only, so the most-quantized candidate meeting the
+budget wins (fewest float layers), float last.
 """
 
 from __future__ import annotations
@@ -108,19 +110,19 @@ class Candidates:
         return self.add(name, "static", path, **facts)
 
 
-def _measure_latency(rows: list[dict], feed: dict) -> None:
-    """Interleaved p50 (single thread) for every candidate, bounded by LATENCY_BUDGET_S each."""
-    paths = {r["name"]: Path(r["path"]) for r in rows}
+def _measure_latency(rows: list[dict], feed: dict, shipped: quant_shipped.ShippedRunner) -> None:
+    """Interleaved p50 (single thread) for every candidate on the runtime that would ship it (the one that
+    scored it: LiteRT for an emitted .tflite, else onnxruntime), bounded by LATENCY_BUDGET_S each."""
+    sessions = {r["name"]: shipped.timing_session(Path(r["path"]), r["scored_on"]) for r in rows}
     probe = {}
-    for name, path in paths.items():
-        sess = quant_measure.session(path, threads=1)
+    for name, sess in sessions.items():
         quant_measure.time_runs(sess, feed, 2)
         probe[name] = max(1e-3, min(quant_measure.time_runs(sess, feed, 3)))
     slowest_ms = max(probe.values())
     runs = int(max(2, min(20, LATENCY_BUDGET_S * 1000 / slowest_ms / 5)))
-    p50 = quant_measure.interleaved_p50(paths, feed, rounds=5, runs=runs, threads=1)
+    p50 = quant_measure.interleaved_sessions_p50(sessions, feed, rounds=5, runs=runs)
     for r in rows:
-        r["latency_ms"] = round(p50[r["name"]], 4)
+        r["latency_ms"], r["timed_on"] = round(p50[r["name"]], 4), r["scored_on"]
 
 
 def _goal(ctx, cands_reference, names, float_path: Path) -> dict:
@@ -197,9 +199,11 @@ def choose(ctx, policy, src: Path, pre: Path, calib: dict, keep: list[str], work
         _finish(report, cands.rows, None, "no fully integer candidate met the accuracy goal")
         quant_recovery.fail_integer_only(ctx, goal, best_int, report.get("ranking_for_failure") or [])
     if measurable:
-        _measure_latency(cands.rows, quant_measure.first_feed(eval_data))
+        _measure_latency(cands.rows, quant_measure.first_feed(eval_data), cands.shipped)
         best = min(meeting, key=lambda r: r["latency_ms"]) if meeting else cands.rows[0]
-        reason = f"fastest measured p50 on this host among candidates meeting {quant_goal.describe(goal)}"
+        runtimes = " or ".join(dict.fromkeys(r["timed_on"] for r in cands.rows))
+        reason = (f"fastest measured p50 on this host (1 thread, each candidate on the runtime that ships it: "
+                  f"{runtimes}) among candidates meeting {quant_goal.describe(goal)}")
     else:
         def preference(r):  # integer first, fewest float layers, fewest int16 layers, then accuracy
             return (r["kind"] == "float", r.get("float_nodes") or 0, len(r.get("int16_layers") or []),

@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from edgeship.errors import BuildError
 from edgeship.pipelines.data import iter_samples
+from edgeship.targets.backends.litert_run import timed_call
 
 
 def session(path: Path | str, threads: int = 1, profile_prefix: str | None = None) -> ort.InferenceSession:
@@ -76,38 +77,54 @@ def first_feed(data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return next(iter_samples(data))
 
 
-def time_runs(sess: ort.InferenceSession, feed: dict, runs: int) -> list[float]:
+def time_runs(sess, feed: dict, runs: int) -> list[float]:
+    """Milliseconds of each of `runs` inferences (an onnxruntime or a LiteRT session)."""
+    return _time_call(timed_call(sess, feed), runs)
+
+
+def _time_call(call, runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        sess.run(None, feed)
+        call()
         times.append((time.perf_counter() - start) * 1e3)
     return times
 
 
-def latency(sess: ort.InferenceSession, feed: dict, warmup: int = 10, runs: int = 50) -> list[float]:
+def latency(sess, feed: dict, warmup: int = 10, runs: int = 50) -> list[float]:
     """Milliseconds per run after `warmup` untimed runs."""
     time_runs(sess, feed, warmup)
     return time_runs(sess, feed, runs)
 
 
 def interleaved_p50(paths: Mapping[str, Path], feed: dict, rounds: int = 5, runs: int = 10, threads: int = 1) -> dict[str, float]:
-    """Median latency (ms) per model, measured round-robin so background load hits all alike."""
-    sessions = {name: session(path, threads) for name, path in paths.items()}
-    samples: dict[str, list[float]] = {name: [] for name in sessions}
-    for sess in sessions.values():
-        time_runs(sess, feed, 3)
+    """Median latency (ms) per ONNX model under onnxruntime, measured round-robin (interleaved_sessions_p50)."""
+    return interleaved_sessions_p50({name: session(path, threads) for name, path in paths.items()}, feed, rounds, runs)
+
+
+def interleaved_sessions_p50(sessions: Mapping[str, object], feed: dict, rounds: int = 5, runs: int = 10) -> dict[str, float]:
+    """Median latency (ms) per session (onnxruntime or LiteRT), measured round-robin so background load
+    hits all alike."""
+    calls = {name: timed_call(sess, feed) for name, sess in sessions.items()}
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        _time_call(call, 3)
     for _ in range(rounds):
-        for name, sess in sessions.items():
-            samples[name].extend(time_runs(sess, feed, runs))
+        for name, call in calls.items():
+            samples[name].extend(_time_call(call, runs))
     return {name: float(np.median(values)) for name, values in samples.items()}
 
 
 def runs_within(paths: Mapping[str, Path], feed: dict, budget_ms: float, low: int, high: int) -> int:
     """Timed runs per model and round so the slowest model takes about `budget_ms` (within [low, high])."""
+    return runs_within_sessions({name: session(path, threads=1) for name, path in paths.items()}, feed, budget_ms,
+                                low, high)
+
+
+def runs_within_sessions(sessions: Mapping[str, object], feed: dict, budget_ms: float, low: int, high: int) -> int:
+    """runs_within for sessions already made (onnxruntime or LiteRT)."""
     slowest = 0.0
-    for path in paths.values():
-        sess = session(path, threads=1)
+    for sess in sessions.values():
         time_runs(sess, feed, 1)
         slowest = max(slowest, min(time_runs(sess, feed, 2)))
     return int(max(low, min(high, budget_ms / max(slowest, 1e-3))))

@@ -60,6 +60,20 @@ def precision_table(precision: dict[str, str]) -> str:
             f"<table><tr><th>layer</th><th>precision</th></tr>{rows}</table></details>")
 
 
+def candidate_table(candidates: list[dict], metric: str | None) -> str:
+    """auto's candidates: accuracy and the runtime it was scored on, p50 and the runtime it was timed on."""
+    rows = []
+    for c in candidates:
+        value = (c.get("accuracy") or {}).get(metric) if metric else None
+        latency = c.get("latency_ms")
+        rows.append(f"<tr><td>{_esc(c.get('name'))}{' (selected)' if c.get('selected') else ''}</td>"
+                    f"<td>{_esc(c.get('kind'))}</td><td>{'-' if value is None else f'{value:.4g}'}</td>"
+                    f"<td>{_esc(c.get('scored_on', '-'))}</td><td>{'-' if latency is None else f'{latency:.4g}'}</td>"
+                    f"<td>{_esc(c.get('timed_on', '-'))}</td></tr>")
+    return (f"<table><tr><th>candidate</th><th>kind</th><th>{_esc(metric or 'accuracy')}</th><th>scored on</th>"
+            f"<th>p50 ms (1 thread)</th><th>timed on</th></tr>{''.join(rows)}</table>") if rows else ""
+
+
 def report_html(section: dict) -> str:
     parts = []
     goal = section.get("accuracy_goal") or {}
@@ -67,6 +81,7 @@ def report_html(section: dict) -> str:
         parts.append(f"<p><b>Accuracy goal</b>: {_esc(goal['summary'])}</p>")
     if section.get("selected"):
         parts.append(f"<p><b>Selected</b>: {_esc(section['selected'])} - {_esc(section.get('reason', ''))}</p>")
+    parts.append(candidate_table(section.get("candidates") or [], goal.get("metric")))
     precision = section.get("layer_precision") or {}
     layers = (section.get("sensitivity") or {}).get("layers") or []
     svg = sensitivity_svg(layers, precision)

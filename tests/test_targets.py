@@ -84,8 +84,9 @@ def test_list_targets_loads_every_profile():
     assert all(isinstance(p, TargetProfile) for p in profiles)
 
 
-def test_only_host_cpu_is_measurable():
-    assert [p.name for p in list_targets() if p.measurable] == ["host-cpu"]
+def test_only_this_hosts_targets_are_measurable():
+    """host-cpu (onnxruntime) and host-cpu-litert (LiteRT + XNNPACK, onnxruntime fallback): the same machine."""
+    assert [p.name for p in list_targets() if p.measurable] == ["host-cpu", "host-cpu-litert"]
 
 
 def test_a_profile_without_host_fallback_exists_for_the_compile_stage():

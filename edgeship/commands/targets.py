@@ -79,6 +79,10 @@ def _peak_8bit(profile: TargetProfile) -> tuple[float | None, str | None]:
 
 def _runtime(profile: TargetProfile) -> str:
     rt = profile.runtime
+    backend = profile.data.get("backend") or {}
+    if backend.get("name") == "tflite":  # integer .tflite on LiteRT; ONNX on onnxruntime where the emitter cannot
+        fallback = (backend.get("options") or {}).get("fallback")
+        return "litert" + (f" (else {fallback})" if fallback else "")
     if rt["kind"] == "onnxruntime":
         return f"ort:{rt['execution_provider']}"
     return rt.get("execution_provider") and f"ort:{rt['execution_provider']}" or (rt.get("toolchain") or "vendor").split(" (")[0]
