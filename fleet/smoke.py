@@ -57,7 +57,10 @@ def _litert_session(release: Path):
         from edgeship.targets.backends.litert_run import LiteRTSession
 
         return LiteRTSession(release / "model.tflite")
-    except ImportError:
+    except ImportError as err:
+        if (err.name or "").split(".")[0] not in ("ai_edge_litert", "tflite_runtime"):
+            raise AgentError(f"smoke test: the LiteRT runner needs module {err.name!r}, which this device lacks: "
+                             f"{RUNTIMES['litert'].install}", "smoke-failed") from None
         raise AgentError(f"smoke test: LiteRT is not installed: {RUNTIMES['litert'].install}", "smoke-failed") from None
     except Exception as err:
         if "pip install" in str(err):

@@ -14,10 +14,12 @@ import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-import jsonschema
 import yaml
+
+if TYPE_CHECKING:
+    import jsonschema
 
 from edgeship.errors import TargetError
 from edgeship.paths import state_dir
@@ -272,6 +274,8 @@ def _dotted(path) -> str:
 
 
 def schema_errors(data: Any) -> list[jsonschema.ValidationError]:
+    import jsonschema  # here, not at import time: a device agent reads target facts without the build side
+
     validator = jsonschema.Draft202012Validator(target_schema())
     return sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
 

@@ -132,3 +132,26 @@ def test_validate_runs_and_times_the_shipped_tflite_on_litert(examples_dir, tmp_
     folder = Path(result.ctx.extra["artifact"]["dir"])
     assert json.loads((folder / "bundle.json").read_text())["runtime"] == "litert"
     assert smoke_test(folder, SmokeConfig(samples=2, runs=1))["runs"] == 2
+
+
+def test_a_device_install_runs_the_tflite_without_the_build_side(examples_dir, tmp_path):
+    """As on an `edgeship[agent,litert]` board (no jsonschema, onnx or onnxruntime): importing the LiteRT
+    runner once pulled in the target-profile loader and its jsonschema, so the smoke test said
+    "LiteRT is not installed" on a board that had it."""
+    import os
+    import subprocess
+    import sys
+
+    require_module("ai_edge_litert")
+    result = build(_kws_on_host_litert(examples_dir, tmp_path, mode="static"), stages=FULL)
+    assert result.ok, result.error
+    folder = Path(result.ctx.extra["artifact"]["dir"])
+    absent = ("onnx", "onnxruntime", "jsonschema", "fabric", "paramiko")
+    code = (f"import sys; sys.modules.update(dict.fromkeys({absent!r}));"
+            "from edgeship.fleet.agent_config import SmokeConfig; from edgeship.fleet.smoke import smoke_test;"
+            f"print(smoke_test({str(folder)!r}, SmokeConfig(samples=1, runs=1))['runs'])")
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "1"
