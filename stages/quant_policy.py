@@ -37,9 +37,9 @@ class QuantPolicy:
     per_tensor_allowed: bool = True
     dynamic_allowed: bool = True
     integer_allowed: bool = True  # the target runs at least one integer format this quantizer emits
-    integer_only: bool = False  # the target's backend (integer TFLite, Vela) needs every op quantized
     alternative_activation_dtypes: tuple[str, ...] = ()  # auto may also try these (activation dtype not pinned)
-    integer_only: bool = False  # the target runs no float format: never ship float layers to it
+    integer_only: bool = False  # no float layers: the target runs no float format, or its backend (integer
+    # TFLite, Vela) needs every op quantized
     int16_activations_allowed: bool = False  # the target runs 16x8 (int16 activations, int8 weights)
     recovery: tuple[str, ...] = RECOVERY  # what auto may try when full int8 misses the accuracy goal
     notes: tuple[str, ...] = field(default_factory=tuple)
