@@ -125,6 +125,8 @@ def test_validate_runs_and_times_the_shipped_tflite_on_litert(examples_dir, tmp_
     assert validate["candidate"] == "model.tflite" and validate["runtime"] == "LiteRT"
     assert validate["latency"]["runtime"] == "LiteRT (XNNPACK)" and validate["latency"]["source"] == "measured on this host"
     assert validate["latency"]["single_thread"]["threads"] == 1 and validate["passed"]
+    shipped = Path(result.ctx.extra["artifact"]["dir"]) / "model.tflite"
+    assert validate["size_kb"] == round(shipped.stat().st_size / 1024, 2)  # the size budget holds what ships
 
     from edgeship.fleet.agent_config import SmokeConfig
     from edgeship.fleet.smoke import smoke_test
