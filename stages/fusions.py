@@ -136,65 +136,78 @@ def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | No
     return np.broadcast_to(value.reshape(-1), (channels,)).copy() if shape[1] == channels else np.full(channels, value.reshape(-1)[0])
 
 
+def _conv_like(node) -> bool:
+    """A Conv, or a ConvTranspose without groups: both fold per-output-channel affine maps into weights and bias."""
+    return _is(node, "Conv") or (_is(node, "ConvTranspose") and int(_attr(node, "group", 1)) == 1)
+
+
+def _fold_into(g: _Graph, conv, node, rewrite, channel_values) -> bool:
+    """Fold `node` (the only reader of `conv`'s output) into `conv`. `rewrite(w, b, c)` gets the weights with
+    their output channels first (ConvTranspose keeps them on axis 1) and `c = channel_values(channels, w)`
+    (None: not foldable). True when folded."""
+    params = _conv_params(g, conv)
+    if params is None:
+        return False
+    w, b = params
+    axis = 1 if conv.op_type == "ConvTranspose" else 0
+    c = channel_values(w.shape[axis], w)
+    if c is None:
+        return False
+    new_w, new_b = rewrite(np.moveaxis(w, axis, 0), b, c)
+    _set_conv_params(g, conv, np.ascontiguousarray(np.moveaxis(new_w, 0, axis)), new_b)
+    conv.output[0] = node.output[0]
+    g.remove(node)
+    return True
+
+
 def fuse_conv_batchnorm(model) -> int:
-    """BatchNormalization(Conv(x)) -> Conv with scaled weights and shifted bias."""
-    g, count = _Graph(model), 0
-    for bn in list(model.graph.node):
+    """BatchNormalization(Conv or ConvTranspose(x)) -> the conv with scaled weights and shifted bias."""
+
+    def fold(g, bn) -> bool:
         if not _is(bn, "BatchNormalization") or len([o for o in bn.output if o]) != 1 or _attr(bn, "training_mode", 0):
-            continue
+            return False
         conv = g.producer.get(bn.input[0])
-        if not _is(conv, "Conv") or g.sole_consumer(conv.output[0]) is not bn:
-            continue
-        params = _conv_params(g, conv)
+        if not _conv_like(conv) or g.sole_consumer(conv.output[0]) is not bn:
+            return False
         stats = [g.const(n) for n in bn.input[1:5]]
-        if params is None or any(s is None for s in stats):
-            continue
-        w, b = params
+        if any(s is None for s in stats):
+            return False
         scale, shift, mean, var = (s.astype(np.float64) for s in stats)
-        eps = float(_attr(bn, "epsilon", 1e-5))
-        factor = scale / np.sqrt(var + eps)
-        channels = w.shape[0]
-        if factor.shape != (channels,):
-            continue
-        new_w = (w.astype(np.float64) * factor.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
-        old_b = b.astype(np.float64) if b is not None else np.zeros(channels)
-        new_b = ((old_b - mean) * factor + shift).astype(w.dtype)
-        _set_conv_params(g, conv, new_w, new_b)
-        conv.output[0] = bn.output[0]
-        g.remove(bn)
-        count += 1
-        g = _Graph(model)
-    return count
+        factor = scale / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))
+
+        def rewrite(w, b, _):
+            new_w = (w.astype(np.float64) * factor.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+            old_b = b.astype(np.float64) if b is not None else np.zeros(w.shape[0])
+            return new_w, ((old_b - mean) * factor + shift).astype(w.dtype)
+
+        return _fold_into(g, conv, bn, rewrite, lambda channels, _w: factor if factor.shape == (channels,) else None)
+
+    return _rewrite_until_fixed_point(model, fold)
 
 
 def _fold_channel_const_into_conv(model, op_type: str, rewrite) -> int:
-    """Fold `op_type`(Conv(x), per-channel constant) into the Conv, when the Conv feeds nothing else.
+    """Fold `op_type`(Conv or ConvTranspose(x), per-channel constant) into the conv when it feeds nothing else.
+    `rewrite(w, b, c)` returns the new (weights, bias) given the per-channel constant `c`, the weights' output
+    channels first. The graph is re-indexed after every fold (_rewrite_until_fixed_point), so a model with a
+    scale and shift after every conv (PP-LCNet's learnable affine blocks) gets them all folded."""
 
-    `rewrite(w, b, c)` returns the Conv's new (weights, bias) given the per-channel constant `c`."""
-    g, count = _Graph(model), 0
-    for node in list(model.graph.node):
+    def fold(g, node) -> bool:
         if not _is(node, op_type):
-            continue
+            return False
         for k in (0, 1):
             conv = g.producer.get(node.input[k])
             const = g.const(node.input[1 - k])
-            if not _is(conv, "Conv") or const is None or g.sole_consumer(conv.output[0]) is not node:
+            if not _conv_like(conv) or const is None or g.sole_consumer(conv.output[0]) is not node:
                 continue
-            params = _conv_params(g, conv)
-            if params is None:
-                continue
-            w, b = params
-            c = _per_channel(const, w.shape[0], w.ndim)
-            if c is None or const.dtype != w.dtype:
-                continue
-            new_w, new_b = rewrite(w, b, c)
-            _set_conv_params(g, conv, new_w, new_b)
-            conv.output[0] = node.output[0]
-            g.remove(node)
-            count += 1
-            g = _Graph(model)
-            break
-    return count
+
+            def channel_values(channels, w, const=const):
+                return _per_channel(const, channels, w.ndim) if const.dtype == w.dtype else None
+
+            if _fold_into(g, conv, node, rewrite, channel_values):
+                return True
+        return False
+
+    return _rewrite_until_fixed_point(model, fold)
 
 
 def fuse_conv_add(model) -> int:

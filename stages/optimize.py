@@ -38,7 +38,7 @@ def optimize_model(model, passes: list[str] | None = None, rounds: int = 5) -> d
 @register
 class OptimizeStage(BaseStage):
     name = "optimize"
-    version = "1"
+    version = "2"  # 2: every Conv/ConvTranspose affine folded (one fold per pass before), ConvTranspose folds
 
     def config(self, ctx):
         from edgeship.stages.fusions import PASSES
