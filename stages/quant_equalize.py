@@ -118,8 +118,30 @@ def weight_error_shift(w_float: np.ndarray, w_quant: np.ndarray, input_means: np
     return np.einsum("gfi,gi->gf", per_in.reshape(group, out_per_group, in_per_group), means).reshape(out_c)
 
 
+def _dequantized_weights(dq: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> np.ndarray:
+    """The real weights behind a DequantizeLinear of an initializer (per tensor, or per channel on its axis)."""
+    w_q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float64)
+    w_scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+    w_zp = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
+    if np.ndim(w_scale):
+        view = [1] * w_q.ndim
+        view[int(_attr(dq, "axis", 1)) % w_q.ndim] = -1
+        w_scale, w_zp = w_scale.reshape(view), np.reshape(w_zp, view) if np.ndim(w_zp) else w_zp
+    return (w_q - w_zp) * w_scale
+
+
+def conv_weight_error_shift(node: onnx.NodeProto, w_float: np.ndarray, w_quant: np.ndarray, input_means: np.ndarray) -> np.ndarray:
+    """`weight_error_shift` of a Conv or a ConvTranspose. A ConvTranspose's weights are (C_in, C_out, k...);
+    each input pixel spreads over stride_h x stride_w output pixels, so its mean shift is divided by the strides."""
+    if node.op_type != "ConvTranspose":
+        return weight_error_shift(w_float, w_quant, input_means, int(_attr(node, "group", 1)))
+    spread = float(np.prod(_attr(node, "strides", [1] * (np.ndim(w_float) - 2))))
+    return weight_error_shift(np.swapaxes(w_float, 0, 1), np.swapaxes(w_quant, 0, 1), input_means, 1) / spread
+
+
 def correct_biases(qdq: onnx.ModelProto, float_model: onnx.ModelProto, input_means: Mapping[str, np.ndarray]) -> int:
-    """Subtract each Conv's expected int8 weight error (`weight_error_shift`) from its int32 bias, in place.
+    """Subtract each Conv's (and group-free ConvTranspose's) expected weight error (`weight_error_shift`) from
+    its int32 bias, in place. Int16 activations (16x8) need it as much as int8 ones: the weights are int8 either way.
 
     `input_means[tensor]` is the per-channel mean, in the quantized model, of each Conv's data input.
     Returns how many biases changed."""
@@ -130,7 +152,9 @@ def correct_biases(qdq: onnx.ModelProto, float_model: onnx.ModelProto, input_mea
     changed = 0
     for node in qdq.graph.node:
         fnode = float_nodes.get(node.name)
-        if node.op_type != "Conv" or len(node.input) < 3 or fnode is None or node.input[0] not in input_means:
+        if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 3 or fnode is None or node.input[0] not in input_means:
+            continue
+        if node.op_type == "ConvTranspose" and int(_attr(node, "group", 1)) != 1:
             continue
         dq_b, dq_w = producers.get(node.input[2]), producers.get(node.input[1])
         if any(d is None or d.op_type != "DequantizeLinear" or d.input[0] not in inits for d in (dq_b, dq_w)):
@@ -138,14 +162,10 @@ def correct_biases(qdq: onnx.ModelProto, float_model: onnx.ModelProto, input_mea
         if fnode.input[1] not in float_inits:
             continue
         w_float = numpy_helper.to_array(float_inits[fnode.input[1]])
-        w_q = numpy_helper.to_array(inits[dq_w.input[0]]).astype(np.float64)
-        w_scale = numpy_helper.to_array(inits[dq_w.input[1]]).astype(np.float64)
-        w_zp = numpy_helper.to_array(inits[dq_w.input[2]]).astype(np.float64) if len(dq_w.input) > 2 and dq_w.input[2] else 0.0
-        view = (-1,) + (1,) * (w_q.ndim - 1) if np.ndim(w_scale) else ()
-        w_deq = (w_q - np.reshape(w_zp, view)) * np.reshape(w_scale, view)
+        w_deq = _dequantized_weights(dq_w, inits)
         if w_deq.shape != w_float.shape:
             continue
-        shift = weight_error_shift(w_float, w_deq, input_means[node.input[0]], int(_attr(node, "group", 1)))
+        shift = conv_weight_error_shift(node, w_float, w_deq, input_means[node.input[0]])
         q_bias = numpy_helper.to_array(inits[dq_b.input[0]])
         b_scale = np.broadcast_to(numpy_helper.to_array(inits[dq_b.input[1]]).astype(np.float64), q_bias.shape)
         if q_bias.dtype != np.int32 or shift.shape != q_bias.shape:
