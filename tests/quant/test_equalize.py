@@ -118,3 +118,28 @@ def test_calibration_range_is_chosen_per_tensor_by_held_out_error():
     fit[7] = 200.0  # one spurious spike in the calibration half stretches min-max 100x; the held-out half has none
     method, (lo, hi), errors = quant_calib.choose(fit, held, symmetric=False)
     assert method == "percentile" and hi < 2.0 and errors[method] < errors["minmax"] / 100
+
+
+def test_conv_transpose_weight_error_is_its_output_mean_shift():
+    """ConvTranspose weights are (C_in, C_out, k, k) and each input pixel spreads over stride x stride outputs:
+    the predicted shift equals the measured mean shift of the output (no borders with kernel == stride)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (3, 2, 2, 2)).astype(np.float32)
+    w_err = w + rng.normal(0, 0.05, w.shape).astype(np.float32)
+    means = np.array([5.0, -2.0, 1.5])
+    x = np.broadcast_to(means.reshape(1, 3, 1, 1), (1, 3, 4, 4)).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up", strides=[2, 2])
+
+    def run(weights):
+        graph = helper.make_graph([node], "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
+                                  [numpy_helper.from_array(weights, "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    measured = (run(w_err) - run(w)).mean(axis=(0, 2, 3))
+    predicted = quant_equalize.conv_weight_error_shift(node, w, w_err, means)
+    np.testing.assert_allclose(predicted, measured, rtol=1e-4, atol=1e-5)
