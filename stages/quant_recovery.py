@@ -9,7 +9,8 @@
 2. `float-layers` (targets that run float, e.g. the host): int8 for the largest set of layers, taken
    most-MACs-per-damage first, that still meets the goal (bisected); the rest stay float.
 3. `int16-layers` (16x8 targets): the fewest most-sensitive layers get int16 activations with int8
-   weights, the rest int8 - fully integer. If even all-int16 misses, the build fails on an
+   weights, the rest int8 - fully integer; each candidate and search step bias-corrected when the policy
+   lists `bias-correction` (the int8 weights' error is what 16-bit activations leave). If even all-int16 misses, the build fails on an
    integer-only target with a table of the layers that break it (never a float fallback there).
 The ranking runs on surgery-made models (one per layer: cheap); each search step is a real
 onnxruntime build scored on all the validation data (a surgery model misses how the quantizer shares
