@@ -1,4 +1,4 @@
-"""Graph rewrites every target benefits from. Each is output-preserving (tests/build prove each one on
+"""Graph rewrites every target benefits from. Each is output-preserving (tests/compile/test_fusions.py proves each one on
 a hand-built graph) and touches only what it can prove: constants it folds are initializers, the
 intermediate tensor it removes has no other reader (node, subgraph or graph output).
 
@@ -124,6 +124,16 @@ def _set_conv_params(g: _Graph, conv, w: np.ndarray, b: np.ndarray) -> None:
         conv.input.append(bias)
 
 
+def _conv_like(node) -> bool:
+    """A Conv, or a ConvTranspose without groups: both fold a per-output-channel affine map into weights and bias."""
+    return _is(node, "Conv") or (_is(node, "ConvTranspose") and int(_attr(node, "group", 1)) == 1)
+
+
+def _out_channels_first(conv, w: np.ndarray) -> np.ndarray:
+    """A ConvTranspose's weights are (C_in, C_out, k...): swap to output channels first (and back: self-inverse)."""
+    return np.ascontiguousarray(np.swapaxes(w, 0, 1)) if conv.op_type == "ConvTranspose" else w
+
+
 def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
     """A constant that broadcasts along the channel axis (axis 1 of a rank-`rank` tensor) only -> shape [C]."""
     if value.ndim > rank:
@@ -136,62 +146,43 @@ def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | No
     return np.broadcast_to(value.reshape(-1), (channels,)).copy() if shape[1] == channels else np.full(channels, value.reshape(-1)[0])
 
 
-def _conv_like(node) -> bool:
-    """A Conv, or a ConvTranspose without groups: both fold per-output-channel affine maps into weights and bias."""
-    return _is(node, "Conv") or (_is(node, "ConvTranspose") and int(_attr(node, "group", 1)) == 1)
-
-
-def _fold_into(g: _Graph, conv, node, rewrite, channel_values) -> bool:
-    """Fold `node` (the only reader of `conv`'s output) into `conv`. `rewrite(w, b, c)` gets the weights with
-    their output channels first (ConvTranspose keeps them on axis 1) and `c = channel_values(channels, w)`
-    (None: not foldable). True when folded."""
-    params = _conv_params(g, conv)
-    if params is None:
-        return False
-    w, b = params
-    axis = 1 if conv.op_type == "ConvTranspose" else 0
-    c = channel_values(w.shape[axis], w)
-    if c is None:
-        return False
-    new_w, new_b = rewrite(np.moveaxis(w, axis, 0), b, c)
-    _set_conv_params(g, conv, np.ascontiguousarray(np.moveaxis(new_w, 0, axis)), new_b)
-    conv.output[0] = node.output[0]
-    g.remove(node)
-    return True
-
-
 def fuse_conv_batchnorm(model) -> int:
     """BatchNormalization(Conv or ConvTranspose(x)) -> the conv with scaled weights and shifted bias."""
 
-    def fold(g, bn) -> bool:
+    def rewrite(g, bn) -> bool:
         if not _is(bn, "BatchNormalization") or len([o for o in bn.output if o]) != 1 or _attr(bn, "training_mode", 0):
             return False
         conv = g.producer.get(bn.input[0])
         if not _conv_like(conv) or g.sole_consumer(conv.output[0]) is not bn:
             return False
+        params = _conv_params(g, conv)
         stats = [g.const(n) for n in bn.input[1:5]]
-        if any(s is None for s in stats):
+        if params is None or any(s is None for s in stats):
             return False
+        w, b = _out_channels_first(conv, params[0]), params[1]
         scale, shift, mean, var = (s.astype(np.float64) for s in stats)
-        factor = scale / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))
+        eps = float(_attr(bn, "epsilon", 1e-5))
+        factor = scale / np.sqrt(var + eps)
+        channels = w.shape[0]
+        if factor.shape != (channels,):
+            return False
+        new_w = (w.astype(np.float64) * factor.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        old_b = b.astype(np.float64) if b is not None else np.zeros(channels)
+        new_b = ((old_b - mean) * factor + shift).astype(w.dtype)
+        _set_conv_params(g, conv, _out_channels_first(conv, new_w), new_b)
+        conv.output[0] = bn.output[0]
+        g.remove(bn)
+        return True
 
-        def rewrite(w, b, _):
-            new_w = (w.astype(np.float64) * factor.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
-            old_b = b.astype(np.float64) if b is not None else np.zeros(w.shape[0])
-            return new_w, ((old_b - mean) * factor + shift).astype(w.dtype)
-
-        return _fold_into(g, conv, bn, rewrite, lambda channels, _w: factor if factor.shape == (channels,) else None)
-
-    return _rewrite_until_fixed_point(model, fold)
+    return _rewrite_until_fixed_point(model, rewrite)
 
 
-def _fold_channel_const_into_conv(model, op_type: str, rewrite) -> int:
-    """Fold `op_type`(Conv or ConvTranspose(x), per-channel constant) into the conv when it feeds nothing else.
-    `rewrite(w, b, c)` returns the new (weights, bias) given the per-channel constant `c`, the weights' output
-    channels first. The graph is re-indexed after every fold (_rewrite_until_fixed_point), so a model with a
-    scale and shift after every conv (PP-LCNet's learnable affine blocks) gets them all folded."""
+def _fold_channel_const_into_conv(model, op_type: str, rewrite_params) -> int:
+    """Fold `op_type`(Conv or ConvTranspose(x), per-channel constant) into it, when it feeds nothing else.
 
-    def fold(g, node) -> bool:
+    `rewrite_params(w, b, c)` returns the Conv's new (weights, bias) given the per-channel constant `c`."""
+
+    def rewrite(g, node) -> bool:
         if not _is(node, op_type):
             return False
         for k in (0, 1):
@@ -199,15 +190,21 @@ def _fold_channel_const_into_conv(model, op_type: str, rewrite) -> int:
             const = g.const(node.input[1 - k])
             if not _conv_like(conv) or const is None or g.sole_consumer(conv.output[0]) is not node:
                 continue
-
-            def channel_values(channels, w, const=const):
-                return _per_channel(const, channels, w.ndim) if const.dtype == w.dtype else None
-
-            if _fold_into(g, conv, node, rewrite, channel_values):
-                return True
+            params = _conv_params(g, conv)
+            if params is None:
+                continue
+            w, b = _out_channels_first(conv, params[0]), params[1]
+            c = _per_channel(const, w.shape[0], w.ndim)
+            if c is None or const.dtype != w.dtype:
+                continue
+            new_w, new_b = rewrite_params(w, b, c)
+            _set_conv_params(g, conv, _out_channels_first(conv, new_w), new_b)
+            conv.output[0] = node.output[0]
+            g.remove(node)
+            return True
         return False
 
-    return _rewrite_until_fixed_point(model, fold)
+    return _rewrite_until_fixed_point(model, rewrite)
 
 
 def fuse_conv_add(model) -> int:
@@ -235,10 +232,9 @@ def fuse_matmul_add(model) -> int:
     """Add(MatMul(A, W), bias) with A 2-D and W, bias constant -> Gemm(A, W, bias)."""
     from onnx import helper
 
-    g, count = _Graph(model), 0
-    for add in list(model.graph.node):
+    def rewrite(g, add) -> bool:
         if not _is(add, "Add"):
-            continue
+            return False
         for k in (0, 1):
             mm = g.producer.get(add.input[k])
             bias = g.const(add.input[1 - k])
@@ -256,10 +252,10 @@ def fuse_matmul_add(model) -> int:
             c = g.add_init(f"{mm.name or mm.output[0]}.bias", np.broadcast_to(bias.reshape(-1), (n,)).astype(w.dtype))
             gemm = helper.make_node("Gemm", [mm.input[0], mm.input[1], c], [add.output[0]], name=(mm.name or add.name or "") + "_gemm")
             g.replace(mm, gemm, add)
-            count += 1
-            g = _Graph(model)
-            break
-    return count
+            return True
+        return False
+
+    return _rewrite_until_fixed_point(model, rewrite)
 
 
 def _bypass(model, g: _Graph, node, source: str) -> bool:
@@ -281,14 +277,15 @@ def _bypass(model, g: _Graph, node, source: str) -> bool:
 
 
 def _rewrite_until_fixed_point(model, rewrite_one) -> int:
-    """Apply `rewrite_one(g, node) -> bool` node by node; after each rewrite re-index the graph and
-    start over (a rewrite invalidates the producer/consumer maps). Returns the number of rewrites."""
+    """Apply `rewrite_one(g, node) -> bool` node by node; after each rewrite re-index the graph and scan it
+    again from the top: a rewrite rebuilds the node list (protobuf copies), so a node object taken before
+    it is stale, and identity checks against it (`sole_consumer(...) is node`) fail. Returns the count."""
     count = 0
     changed = True
     while changed:
         changed = False
         g = _Graph(model)
-        for node in list(model.graph.node):
+        for node in model.graph.node:
             if rewrite_one(g, node):
                 count += 1
                 changed = True
@@ -366,20 +363,76 @@ def simplify_activations(model) -> int:
     """Clip(x, 0, none) -> Relu(x); Relu(Relu(x)) -> Relu(x)."""
     from onnx import helper
 
-    count = 0
-    g = _Graph(model)
-    for i, node in enumerate(list(model.graph.node)):
-        if _is(node, "Clip"):
-            lo = g.const(node.input[1]) if len(node.input) > 1 and node.input[1] else _attr(node, "min")
-            hi_given = (len(node.input) > 2 and node.input[2]) or _attr(node, "max") is not None
-            if lo is not None and not hi_given and np.asarray(lo).size == 1 and float(np.asarray(lo)) == 0.0:
-                relu = helper.make_node("Relu", [node.input[0]], [node.output[0]], name=node.name)
-                g.replace(node, relu)
-                count += 1
-                g = _Graph(model)
-    return count + _rewrite_until_fixed_point(
+    def clip_to_relu(g, node) -> bool:
+        if not _is(node, "Clip"):
+            return False
+        lo = g.const(node.input[1]) if len(node.input) > 1 and node.input[1] else _attr(node, "min")
+        hi_given = (len(node.input) > 2 and node.input[2]) or _attr(node, "max") is not None
+        if lo is None or hi_given or np.asarray(lo).size != 1 or float(np.asarray(lo)) != 0.0:
+            return False
+        g.replace(node, helper.make_node("Relu", [node.input[0]], [node.output[0]], name=node.name))
+        return True
+
+    return _rewrite_until_fixed_point(model, clip_to_relu) + _rewrite_until_fixed_point(
         model, lambda g, node: _is(node, "Relu") and _is(g.producer.get(node.input[0]), "Relu")
         and _bypass(model, g, node, node.input[0]))
+
+
+def divide_by_constant_as_multiply(model) -> int:
+    """Div(x, c) with c a float constant -> Mul(x, 1/c). Quantizers and integer runtimes have a
+    quantized Mul (onnxruntime's QLinearMul, TFLite MUL) but no quantized Div, so a Div by a constant
+    (hard-swish's `/ 6` in Paddle and Keras exports) leaves a float island in an otherwise integer model."""
+
+    def rewrite(g, node) -> bool:
+        if not _is(node, "Div"):
+            return False
+        c = g.const(node.input[1])
+        if c is None or c.dtype.kind != "f" or not np.all(np.isfinite(c)) or np.any(c == 0):
+            return False
+        with np.errstate(over="ignore"):
+            reciprocal = (1.0 / c.astype(np.float64)).astype(c.dtype)
+        if not np.all(np.isfinite(reciprocal)) or np.any(reciprocal == 0):
+            return False  # a subnormal divisor: 1/c overflows, or a huge one underflows
+        node.op_type = "Mul"
+        node.input[1] = g.add_init(f"{node.name or node.output[0]}.reciprocal", reciprocal)
+        return True
+
+    return _rewrite_until_fixed_point(model, rewrite)
+
+
+def fold_hard_sigmoid_into_conv(model) -> int:
+    """HardSigmoid(Conv(x)) = clip(alpha*Conv(x) + beta, 0, 1) -> Clip(Conv'(x), 0, 1) with alpha and beta in
+    the Conv's weights and bias. The squeeze-excitation gate of MobileNetV3-style networks: a Clip after a
+    Conv is absorbed by the quantized Conv's output range, where a HardSigmoid has no quantized kernel."""
+    from onnx import helper
+
+    def rewrite(g, node) -> bool:
+        if not _is(node, "HardSigmoid"):
+            return False
+        conv = g.producer.get(node.input[0])
+        if not _is(conv, "Conv") or g.sole_consumer(conv.output[0]) is not node:
+            return False
+        params = _conv_params(g, conv)
+        if params is None:
+            return False
+        w, b = params
+        alpha, beta = float(_attr(node, "alpha", 0.2)), float(_attr(node, "beta", 0.5))
+        old_b = b.astype(np.float64) if b is not None else np.zeros(w.shape[0])
+        _set_conv_params(g, conv, (w.astype(np.float64) * alpha).astype(w.dtype), (old_b * alpha + beta).astype(w.dtype))
+        base = node.name or node.output[0]
+        if _opset(model) >= 11:
+            bounds = [g.add_init(f"{base}.min", np.array(0.0, dtype=w.dtype)), g.add_init(f"{base}.max", np.array(1.0, dtype=w.dtype))]
+            clip = helper.make_node("Clip", [node.input[0], *bounds], [node.output[0]], name=node.name)
+        else:
+            clip = helper.make_node("Clip", [node.input[0]], [node.output[0]], name=node.name, min=0.0, max=1.0)
+        g.replace(node, clip)
+        return True
+
+    return _rewrite_until_fixed_point(model, rewrite)
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in DEFAULT), 1)
 
 
 PASSES = {
@@ -391,6 +444,8 @@ PASSES = {
     "fuse_conv_add": fuse_conv_add,
     "fuse_conv_mul": fuse_conv_mul,
     "fuse_matmul_add": fuse_matmul_add,
+    "divide_by_constant_as_multiply": divide_by_constant_as_multiply,
+    "fold_hard_sigmoid_into_conv": fold_hard_sigmoid_into_conv,
 }
 
 __all__ = ["PASSES"] + list(PASSES)

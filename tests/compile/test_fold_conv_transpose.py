@@ -1,4 +1,5 @@
-"""Conv/ConvTranspose affine folding (stages/fusions.py): every fold applies, and the function is unchanged."""
+"""ConvTranspose folds like Conv (stages/fusions.py): a bias Add and a BatchNormalization after the DB detector's
+upsampling (weights (C_in, C_out, k, k): output channels on axis 1), next to a chain of Conv affine blocks."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _affine_chain_model() -> onnx.ModelProto:
     return model
 
 
-def test_every_affine_after_a_conv_or_conv_transpose_is_folded_in_one_call_each():
+def test_affine_ops_after_conv_and_conv_transpose_fold_and_keep_the_function():
     model = _affine_chain_model()
     x = rng.normal(0, 1, (1, 4, 6, 6)).astype(np.float32)
     before = _run(model, x)
