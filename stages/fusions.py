@@ -124,6 +124,16 @@ def _set_conv_params(g: _Graph, conv, w: np.ndarray, b: np.ndarray) -> None:
         conv.input.append(bias)
 
 
+def _conv_like(node) -> bool:
+    """A Conv, or a ConvTranspose without groups: both fold a per-output-channel affine map into weights and bias."""
+    return _is(node, "Conv") or (_is(node, "ConvTranspose") and int(_attr(node, "group", 1)) == 1)
+
+
+def _out_channels_first(conv, w: np.ndarray) -> np.ndarray:
+    """A ConvTranspose's weights are (C_in, C_out, k...): swap to output channels first (and back: self-inverse)."""
+    return np.ascontiguousarray(np.swapaxes(w, 0, 1)) if conv.op_type == "ConvTranspose" else w
+
+
 def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
     """A constant that broadcasts along the channel axis (axis 1 of a rank-`rank` tensor) only -> shape [C]."""
     if value.ndim > rank:
@@ -137,19 +147,19 @@ def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | No
 
 
 def fuse_conv_batchnorm(model) -> int:
-    """BatchNormalization(Conv(x)) -> Conv with scaled weights and shifted bias."""
+    """BatchNormalization(Conv or ConvTranspose(x)) -> the conv with scaled weights and shifted bias."""
 
     def rewrite(g, bn) -> bool:
         if not _is(bn, "BatchNormalization") or len([o for o in bn.output if o]) != 1 or _attr(bn, "training_mode", 0):
             return False
         conv = g.producer.get(bn.input[0])
-        if not _is(conv, "Conv") or g.sole_consumer(conv.output[0]) is not bn:
+        if not _conv_like(conv) or g.sole_consumer(conv.output[0]) is not bn:
             return False
         params = _conv_params(g, conv)
         stats = [g.const(n) for n in bn.input[1:5]]
         if params is None or any(s is None for s in stats):
             return False
-        w, b = params
+        w, b = _out_channels_first(conv, params[0]), params[1]
         scale, shift, mean, var = (s.astype(np.float64) for s in stats)
         eps = float(_attr(bn, "epsilon", 1e-5))
         factor = scale / np.sqrt(var + eps)
@@ -159,7 +169,7 @@ def fuse_conv_batchnorm(model) -> int:
         new_w = (w.astype(np.float64) * factor.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
         old_b = b.astype(np.float64) if b is not None else np.zeros(channels)
         new_b = ((old_b - mean) * factor + shift).astype(w.dtype)
-        _set_conv_params(g, conv, new_w, new_b)
+        _set_conv_params(g, conv, _out_channels_first(conv, new_w), new_b)
         conv.output[0] = bn.output[0]
         g.remove(bn)
         return True
@@ -168,7 +178,7 @@ def fuse_conv_batchnorm(model) -> int:
 
 
 def _fold_channel_const_into_conv(model, op_type: str, rewrite_params) -> int:
-    """Fold `op_type`(Conv(x), per-channel constant) into the Conv, when the Conv feeds nothing else.
+    """Fold `op_type`(Conv or ConvTranspose(x), per-channel constant) into it, when it feeds nothing else.
 
     `rewrite_params(w, b, c)` returns the Conv's new (weights, bias) given the per-channel constant `c`."""
 
@@ -178,17 +188,17 @@ def _fold_channel_const_into_conv(model, op_type: str, rewrite_params) -> int:
         for k in (0, 1):
             conv = g.producer.get(node.input[k])
             const = g.const(node.input[1 - k])
-            if not _is(conv, "Conv") or const is None or g.sole_consumer(conv.output[0]) is not node:
+            if not _conv_like(conv) or const is None or g.sole_consumer(conv.output[0]) is not node:
                 continue
             params = _conv_params(g, conv)
             if params is None:
                 continue
-            w, b = params
+            w, b = _out_channels_first(conv, params[0]), params[1]
             c = _per_channel(const, w.shape[0], w.ndim)
             if c is None or const.dtype != w.dtype:
                 continue
             new_w, new_b = rewrite_params(w, b, c)
-            _set_conv_params(g, conv, new_w, new_b)
+            _set_conv_params(g, conv, _out_channels_first(conv, new_w), new_b)
             conv.output[0] = node.output[0]
             g.remove(node)
             return True

@@ -38,7 +38,7 @@ def optimize_model(model, passes: list[str] | None = None, rounds: int = 5) -> d
 @register
 class OptimizeStage(BaseStage):
     name = "optimize"
-    version = "2"
+    version = "3"  # 2: every fold per pass, Div by a constant, HardSigmoid(Conv); 3: ConvTranspose folds BatchNorm/Add/Mul too
 
     def config(self, ctx):
         from edgeship.stages.fusions import PASSES

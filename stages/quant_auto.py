@@ -85,11 +85,14 @@ class Candidates:
         self.rows.append(row)
         return row
 
-    def trial(self, per_channel: bool, policy, nodes_to_quantize=None, int16_tensors=()) -> dict:
-        """Build with onnxruntime's quantizer and score, without a row in the table (a search step)."""
+    def trial(self, per_channel: bool, policy, nodes_to_quantize=None, int16_tensors=(), post=None) -> dict:
+        """Build with onnxruntime's quantizer (then `post(path)`, e.g. bias correction) and score, without a
+        row in the table (a search step)."""
         path = self.work / "trial.onnx"
         quant_ort.quantize_static_qdq(self.pre, path, policy, self.calib, self.cache, self.keep, per_channel,
                                       nodes_to_quantize=nodes_to_quantize, int16_tensors=list(int16_tensors))
+        if post is not None:
+            post(path)
         comparison = self.score(path)
         met, short = quant_goal.evaluate(self.goal, comparison)
         first = comparison["primary"]
@@ -97,12 +100,15 @@ class Candidates:
                 "cosine": first.get("cosine"), "sqnr_db": first.get("sqnr_db"), "scored_on": comparison["scored_on"]}
 
     def static(self, name: str, per_channel: bool, exclude: list[str], policy=None, nodes_to_quantize=None,
-               int16_tensors=()) -> dict:
+               int16_tensors=(), post=None) -> dict:
+        """Build, then `post(path) -> facts` (e.g. bias correction), and score: a row in the table."""
         policy = policy or self.policy
         path = self.work / f"{name}.onnx"
         quant_ort.quantize_static_qdq(self.pre, path, policy, self.calib, self.cache, exclude, per_channel,
                                       nodes_to_quantize=nodes_to_quantize, int16_tensors=list(int16_tensors))
         facts = {"per_channel": per_channel, "float_nodes": len(exclude), "activations": policy.activation_dtype}
+        if post is not None:
+            facts.update(post(path))
         if self.policy.power_of_two:
             from edgeship.stages.quantize import apply_power_of_two
 

@@ -118,8 +118,52 @@ def weight_error_shift(w_float: np.ndarray, w_quant: np.ndarray, input_means: np
     return np.einsum("gfi,gi->gf", per_in.reshape(group, out_per_group, in_per_group), means).reshape(out_c)
 
 
+def _dequantized_weights(dq: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> np.ndarray:
+    """The real weights behind a DequantizeLinear of an initializer (per tensor, or per channel on its axis)."""
+    w_q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float64)
+    w_scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+    w_zp = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
+    if np.ndim(w_scale):
+        view = [1] * w_q.ndim
+        view[int(_attr(dq, "axis", 1)) % w_q.ndim] = -1
+        w_scale, w_zp = w_scale.reshape(view), np.reshape(w_zp, view) if np.ndim(w_zp) else w_zp
+    return (w_q - w_zp) * w_scale
+
+
+def conv_weight_error_shift(node: onnx.NodeProto, w_float: np.ndarray, w_quant: np.ndarray, input_means: np.ndarray) -> np.ndarray:
+    """`weight_error_shift` of a Conv or a ConvTranspose. A ConvTranspose's weights are (C_in, C_out, k...);
+    each input pixel spreads over stride_h x stride_w output pixels, so its mean shift is divided by the strides."""
+    if node.op_type != "ConvTranspose":
+        return weight_error_shift(w_float, w_quant, input_means, int(_attr(node, "group", 1)))
+    spread = float(np.prod(_attr(node, "strides", [1] * (np.ndim(w_float) - 2))))
+    return weight_error_shift(np.swapaxes(w_float, 0, 1), np.swapaxes(w_quant, 0, 1), input_means, 1) / spread
+
+
+def _zero_bias(qdq: onnx.ModelProto, node: onnx.NodeProto, dq_w: onnx.NodeProto, producers, inits, channels: int):
+    """A zero int32 bias (scale input scale x weight scale, behind its DequantizeLinear) for a conv without
+    one, so that its weights' error can be corrected too; None when the input's scale is not a constant."""
+    dq_x = producers.get(node.input[0])
+    if dq_x is None or dq_x.op_type != "DequantizeLinear" or dq_x.input[1] not in inits:
+        return None
+    in_scale = numpy_helper.to_array(inits[dq_x.input[1]]).astype(np.float64)
+    w_scale = numpy_helper.to_array(inits[dq_w.input[1]]).astype(np.float64)
+    if in_scale.size != 1 or w_scale.size not in (1, channels):
+        return None
+    base = f"{node.name or node.output[0]}.bias_corrected"
+    arrays = {f"{base}_quantized": np.zeros(channels, np.int32), f"{base}_scale": np.broadcast_to(
+        in_scale.reshape(()) * w_scale.reshape(-1), (channels,)).astype(np.float32), f"{base}_zero_point": np.zeros(channels, np.int32)}
+    for name, value in arrays.items():
+        qdq.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        inits[name] = qdq.graph.initializer[-1]  # append copies: keep the graph's own message
+    dq_b = onnx.helper.make_node("DequantizeLinear", list(arrays), [base], name=f"{base}_DequantizeLinear", axis=0)
+    node.input.extend([""] * (2 - len(node.input)) + [base])
+    return dq_b
+
+
 def correct_biases(qdq: onnx.ModelProto, float_model: onnx.ModelProto, input_means: Mapping[str, np.ndarray]) -> int:
-    """Subtract each Conv's expected int8 weight error (`weight_error_shift`) from its int32 bias, in place.
+    """Subtract each Conv's (and group-free ConvTranspose's) expected weight error (`weight_error_shift`) from
+    its int32 bias, in place; a conv without a bias gets one. Int16 activations (16x8) need it as much as int8
+    ones: the weights are int8 either way.
 
     `input_means[tensor]` is the per-channel mean, in the quantized model, of each Conv's data input.
     Returns how many biases changed."""
@@ -127,25 +171,30 @@ def correct_biases(qdq: onnx.ModelProto, float_model: onnx.ModelProto, input_mea
     inits = {t.name: t for t in qdq.graph.initializer}
     float_nodes = {n.name: n for n in float_model.graph.node if n.name}
     float_inits = {t.name: t for t in float_model.graph.initializer}
-    changed = 0
+    changed, added = 0, {}
     for node in qdq.graph.node:
         fnode = float_nodes.get(node.name)
-        if node.op_type != "Conv" or len(node.input) < 3 or fnode is None or node.input[0] not in input_means:
+        if node.op_type not in ("Conv", "ConvTranspose") or fnode is None or node.input[0] not in input_means:
             continue
-        dq_b, dq_w = producers.get(node.input[2]), producers.get(node.input[1])
-        if any(d is None or d.op_type != "DequantizeLinear" or d.input[0] not in inits for d in (dq_b, dq_w)):
+        if node.op_type == "ConvTranspose" and int(_attr(node, "group", 1)) != 1:
             continue
-        if fnode.input[1] not in float_inits:
+        dq_w = producers.get(node.input[1])
+        if dq_w is None or dq_w.op_type != "DequantizeLinear" or dq_w.input[0] not in inits or fnode.input[1] not in float_inits:
             continue
         w_float = numpy_helper.to_array(float_inits[fnode.input[1]])
-        w_q = numpy_helper.to_array(inits[dq_w.input[0]]).astype(np.float64)
-        w_scale = numpy_helper.to_array(inits[dq_w.input[1]]).astype(np.float64)
-        w_zp = numpy_helper.to_array(inits[dq_w.input[2]]).astype(np.float64) if len(dq_w.input) > 2 and dq_w.input[2] else 0.0
-        view = (-1,) + (1,) * (w_q.ndim - 1) if np.ndim(w_scale) else ()
-        w_deq = (w_q - np.reshape(w_zp, view)) * np.reshape(w_scale, view)
+        w_deq = _dequantized_weights(dq_w, inits)
         if w_deq.shape != w_float.shape:
             continue
-        shift = weight_error_shift(w_float, w_deq, input_means[node.input[0]], int(_attr(node, "group", 1)))
+        shift = conv_weight_error_shift(node, w_float, w_deq, input_means[node.input[0]])
+        if len(node.input) < 3 or not node.input[2]:
+            dq_b = _zero_bias(qdq, node, dq_w, producers, inits, shift.shape[0])
+            if dq_b is None:
+                continue
+            added[node.output[0]] = dq_b
+        else:
+            dq_b = producers.get(node.input[2])
+            if dq_b is None or dq_b.op_type != "DequantizeLinear" or dq_b.input[0] not in inits:
+                continue
         q_bias = numpy_helper.to_array(inits[dq_b.input[0]])
         b_scale = np.broadcast_to(numpy_helper.to_array(inits[dq_b.input[1]]).astype(np.float64), q_bias.shape)
         if q_bias.dtype != np.int32 or shift.shape != q_bias.shape:
@@ -154,6 +203,10 @@ def correct_biases(qdq: onnx.ModelProto, float_model: onnx.ModelProto, input_mea
         new = np.clip(q_bias.astype(np.int64) - np.round(shift / b_scale).astype(np.int64), info.min, info.max)
         inits[dq_b.input[0]].CopyFrom(numpy_helper.from_array(new.astype(np.int32), dq_b.input[0]))
         changed += 1
+    if added:  # each new bias's DequantizeLinear just before its conv (topological order)
+        nodes = [m for n in qdq.graph.node for m in ([added[n.output[0]]] if n.output[0] in added else []) + [n]]
+        del qdq.graph.node[:]
+        qdq.graph.node.extend(nodes)
     return changed
 
 

@@ -9,7 +9,8 @@
 2. `float-layers` (targets that run float, e.g. the host): int8 for the largest set of layers, taken
    most-MACs-per-damage first, that still meets the goal (bisected); the rest stay float.
 3. `int16-layers` (16x8 targets): the fewest most-sensitive layers get int16 activations with int8
-   weights, the rest int8 - fully integer. If even all-int16 misses, the build fails on an
+   weights, the rest int8 - fully integer; each candidate and search step bias-corrected when the policy
+   lists `bias-correction` (the int8 weights' error is what 16-bit activations leave). If even all-int16 misses, the build fails on an
    integer-only target with a table of the layers that break it (never a float fallback there).
 The ranking runs on surgery-made models (one per layer: cheap); each search step is a real
 onnxruntime build scored on all the validation data (a surgery model misses how the quantizer shares
@@ -138,21 +139,41 @@ def _output_means(model_path: Path, tensors: list[str], data: dict, work: Path) 
     return {t: channel_means(v) for t, v in tensor_values(model_path, tensors, data, work).items()}
 
 
-def bias_corrected(cands, base: dict, report: dict) -> dict | None:
-    """The base candidate with each Conv bias corrected for its int8 weights' expected mean shift."""
+def _correct_biases_of(cands, qdq_path: Path, out_path: Path) -> int:
+    """Bias correction of the QDQ model at `qdq_path` (its own conv input means on the calibration data),
+    written to `out_path`; returns how many biases changed."""
     from edgeship.stages.quant_equalize import correct_biases
 
-    qdq = onnx.load(base["path"])
-    tensors = [n.input[0] for n in qdq.graph.node if n.op_type == "Conv" and len(n.input) > 2]
-    means = _output_means(Path(base["path"]), tensors, strided(cands.calib, SENSITIVITY_SAMPLES), cands.work)
+    qdq = onnx.load(str(qdq_path))
+    tensors = [n.input[0] for n in qdq.graph.node if n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 2]
+    means = _output_means(qdq_path, tensors, strided(cands.calib, SENSITIVITY_SAMPLES), cands.work)
     changed = correct_biases(qdq, onnx.load(str(cands.pre)), means)
+    onnx.save(qdq, str(out_path))
+    return changed
+
+
+def bias_corrected(cands, base: dict, report: dict) -> dict | None:
+    """The base candidate with each Conv bias corrected for its int8 weights' expected mean shift."""
+    path = cands.work / f"{base['name']}+bc.onnx"
+    changed = _correct_biases_of(cands, Path(base["path"]), path)
     report["bias_correction"] = {"base": base["name"], "biases": changed}
     if not changed:
         return None
-    path = cands.work / f"{base['name']}+bc.onnx"
-    onnx.save(qdq, str(path))
     return cands.add(f"{base['name']}+bc", "static", path, per_channel=base["per_channel"], float_nodes=0,
                      activations=base["activations"])
+
+
+def _int16_bias_correction(cands, policy):
+    """(post-build step, name suffix) for the int16 candidates: their weights are int8 all the same, and
+    with 16-bit activations the weights' rounding is what is left (PP-OCR's detector: cosine 0.987 -> 0.99+).
+    None when the policy leaves bias correction out."""
+    if "bias-correction" not in policy.recovery or policy.power_of_two:
+        return None, ""
+
+    def correct(path: Path) -> dict:
+        return {"bias_corrected": _correct_biases_of(cands, path, path)}
+
+    return correct, "+bc"
 
 
 def equalized(cands, policy, base: dict, report: dict) -> dict | None:
@@ -202,9 +223,11 @@ def _activation_tensors(model: onnx.ModelProto, nodes: list[str]) -> list[str]:
 
 
 def int16_layers(cands, policy, base: dict, ranking: list[dict], report: dict) -> dict | None:
-    """The fewest most-sensitive layers at int16 activations (the rest int8) meeting the goal, fully integer."""
+    """The fewest most-sensitive layers at int16 activations (the rest int8) meeting the goal, fully integer;
+    every int16 candidate (and search step) bias-corrected where the policy allows it."""
+    post, suffix = _int16_bias_correction(cands, policy)
     a16_policy = replace(policy, activation_dtype="int16", activation_symmetric=True)
-    full = cands.static("static-a16w8", base["per_channel"], cands.keep, a16_policy)
+    full = cands.static(f"static-a16w8{suffix}", base["per_channel"], cands.keep, a16_policy, post=post)
     full.update(int16_layers=[r["node"] for r in ranking], layer_precision={r["node"]: "int16" for r in ranking})
     if not full["meets_accuracy"]:
         return None
@@ -214,15 +237,15 @@ def int16_layers(cands, policy, base: dict, ranking: list[dict], report: dict) -
 
     def evaluate(int8_nodes: list[str]) -> dict:
         int16 = least_first[len(int8_nodes):]
-        return cands.trial(base["per_channel"], mixed_policy, int16_tensors=_activation_tensors(float_model, int16))
+        return cands.trial(base["per_channel"], mixed_policy, int16_tensors=_activation_tensors(float_model, int16), post=post)
 
     k, trials = qs.largest_passing_prefix(least_first, evaluate)
     report["search_int16_layers"] = {"int8_layers": k, "int16_layers": len(least_first) - k, "trials": trials}
     if k == 0:
         return full
     int16 = least_first[k:]
-    row = cands.static(f"{base['name']}+int16x{len(int16)}", base["per_channel"], cands.keep, mixed_policy,
-                       int16_tensors=_activation_tensors(float_model, int16))
+    row = cands.static(f"{base['name']}+int16x{len(int16)}{suffix}", base["per_channel"], cands.keep, mixed_policy,
+                       int16_tensors=_activation_tensors(float_model, int16), post=post)
     row.update(int16_layers=int16, layer_precision={**{n: "int8" for n in least_first[:k]}, **{n: "int16" for n in int16}})
     return row if row["meets_accuracy"] else full
 

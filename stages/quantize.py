@@ -64,7 +64,7 @@ def calibration_data(ctx, policy: QuantPolicy) -> tuple[dict, dict]:
 @register
 class QuantizeStage(BaseStage):
     name = "quantize"
-    version = "7"  # 3: integer-only backends get every op quantized; 4: task-aware goals and recovery; 5: ±inf constants made finite; 6: auto scores TFLite targets under LiteRT; 7: entropy in the per-tensor calibration choice
+    version = "8"  # 3: integer-only backends get every op quantized; 4: task-aware goals and recovery; 5: ±inf constants made finite; 6: auto scores TFLite targets under LiteRT; 7: entropy in the per-tensor calibration choice; 8: int16 candidates bias-corrected
     uses_target = True
 
     def _auto(self, ctx) -> bool:

@@ -21,7 +21,7 @@ from edgeship.errors import BuildError
 from edgeship.targets.backends.qdq_graph import ACTIVATIONS, QDQ, QdqGraph, load_qdq
 from edgeship.targets.backends.tflite_builder import QParams, TFLiteBuilder
 
-EMITTER_VERSION = "4"  # part of every TFLite-based backend's version (the lower stage's cache key): bump on change
+EMITTER_VERSION = "5"  # 5: ConvTranspose; part of every TFLite-based backend's version (the lower stage's cache key): bump on change
 NHWC = (0, 2, 3, 1)
 INDEX_TYPES = {6: "int32", 7: "int64", 9: "bool"}  # ONNX elem types that stay unquantized
 

@@ -250,6 +250,57 @@ def conv(em: Emitter, node) -> None:
     finish()
 
 
+def _transpose_conv_padding(node, em: Emitter, spatial, out_spatial, kernel, strides) -> int:
+    """TFLite padding for an ONNX ConvTranspose: VALID (no pads) or SAME (out = in x stride, pads split as
+    TFLite's SAME does); anything else has no TRANSPOSE_CONV equivalent."""
+    pads = list(em.g.attr(node, "pads", [0] * 4) or [0] * 4)
+    valid = [(i - 1) * s + k for i, k, s in zip(spatial, kernel, strides)]
+    if not any(pads) and list(out_spatial) == valid:
+        return S.Padding.VALID
+    same = []
+    for i, o, k, s in zip(spatial, out_spatial, kernel, strides):
+        total = max((i - 1) * s + k - o, 0)
+        same.append((total // 2, total - total // 2))
+    if list(out_spatial) == [i * s for i, s in zip(spatial, strides)] and [(pads[0], pads[2]), (pads[1], pads[3])] == same:
+        return S.Padding.SAME
+    raise Unsupported(f"ConvTranspose with pads {pads} to output {list(out_spatial)}: TRANSPOSE_CONV pads only as SAME or VALID",
+                      "export the upsampling with pads 0 (VALID) or output = input x stride (SAME)")
+
+
+def conv_transpose(em: Emitter, node) -> None:
+    """TRANSPOSE_CONV. ONNX weights are (C_in, C_out, kH, kW), per-channel along axis 1 (the output
+    channels); TFLite wants (C_out, kH, kW, C_in), per-channel along axis 0, and the output shape as an input."""
+    x, w = node.input[0], node.input[1]
+    shape, out_shape = em.g.shape(x), em.g.shape(node.output[0])
+    if len(shape) != 4:
+        raise Unsupported(f"ConvTranspose on a rank-{len(shape)} input: only 2-D transposed convolutions are lowered")
+    if int(em.g.attr(node, "group", 1)) != 1 or any(d != 1 for d in em.g.attr(node, "dilations", [1, 1])):
+        raise Unsupported("grouped or dilated ConvTranspose: TRANSPOSE_CONV has neither")
+    if any(em.g.attr(node, "output_padding", [0, 0]) or [0]):
+        raise Unsupported("ConvTranspose with output_padding: TRANSPOSE_CONV has none")
+    qc = _weights(em, w)
+    W = qc.values
+    c_out = W.shape[1]
+    kernel = list(W.shape[2:])
+    strides = list(em.g.attr(node, "strides", [1, 1]))
+    padding = _transpose_conv_padding(node, em, shape[2:], out_shape[2:], kernel, strides)
+    src = em.act(x, NHWC)
+    in_qp, dtype = em.b.qparams_of(src), em.b.dtype_of(src)
+    out_name, fused = em.fused_activation(node.output[0])
+    y = em.new(out_name, NHWC)
+    w_scale = np.broadcast_to(np.asarray(qc.qparams.scale), (c_out,))
+    if not qc.qparams.per_tensor and qc.qparams.axis != 1:
+        raise Unsupported(f"ConvTranspose weights {w} quantized per channel along axis {qc.qparams.axis}, not the output channels (1)")
+    bias = _bias(em, node.input[2] if len(node.input) > 2 and node.input[2] else None, c_out, in_qp.scale[0], w_scale,
+                 dtype == "int16")
+    wt = em.b.constant(w, np.ascontiguousarray(W.transpose(1, 2, 3, 0)),
+                       QParams.of(w_scale, np.zeros(c_out, dtype=np.int64), 0))
+    size = em.b.constant(f"{out_name}/output_shape", np.asarray([out_shape[p] for p in NHWC], dtype=np.int32))
+    opts = options("TransposeConvOptions", padding=padding, strideH=strides[0], strideW=strides[1],
+                   fusedActivationFunction=fused)
+    em.b.op("TRANSPOSE_CONV", [size, wt, src, bias], [y], opts, origin=node.name)
+
+
 def pool(em: Emitter, node) -> None:
     x = node.input[0]
     shape = em.g.shape(x)
@@ -938,6 +989,7 @@ def _leaky_alpha(em, node):
 
 HANDLERS = {
     "Conv": conv,
+    "ConvTranspose": conv_transpose,
     "MaxPool": pool,
     "AveragePool": pool,
     "GlobalAveragePool": global_average_pool,

@@ -20,6 +20,12 @@ CASES = {
                                                 ["w", "b"], {"pads": [1, 0, 1, 1], "strides": [2, 2]}, post="Relu"),
     "depthwise": lambda: one_op("Conv", [1, 4, 6, 6], [1, 4, 6, 6], [const("w", W(4, 1, 3, 3)), const("b", W(4))], ["w", "b"],
                                 {"pads": [1, 1, 1, 1], "group": 4}),
+    # the DB text detector's upsampling head: ONNX weights (C_in, C_out, k, k), per channel along axis 1
+    "conv_transpose_s2_relu": lambda: one_op("ConvTranspose", [1, 6, 5, 5], [1, 4, 10, 10],
+                                             [const("w", W(6, 4, 2, 2)), const("b", W(4))], ["w", "b"],
+                                             {"strides": [2, 2]}, post="Relu"),
+    "conv_transpose_same_pads": lambda: one_op("ConvTranspose", [1, 3, 4, 4], [1, 5, 8, 8], [const("w", W(3, 5, 3, 3))], ["w"],
+                                               {"strides": [2, 2], "pads": [0, 0, 1, 1]}),
     "gemm": lambda: one_op("Gemm", [1, 16], [1, 8], [const("w", W(16, 8)), const("b", W(8))], ["w", "b"]),
     "gemm_transb": lambda: one_op("Gemm", [1, 16], [1, 8], [const("w", W(8, 16)), const("b", W(8))], ["w", "b"], {"transB": 1}),
     "matmul_3d": lambda: one_op("MatMul", [1, 5, 16], [1, 5, 8], [const("w", W(16, 8))], ["w"]),
@@ -86,6 +92,18 @@ def test_int16_activations_conv(tmp_path):
     qdq = quantize(CASES["conv"](), tmp_path, activation="int16")
     tflite, io, _ = write_tflite(qdq, tmp_path / "out")
     assert io["inputs"][0]["dtype"] == "int16"
+    check = self_check(qdq, tflite, io, feeds_for(qdq))
+    assert check["within_1_lsb_pct"] >= 99.0, check
+
+
+@pytest.mark.parametrize("case", ["conv_transpose_s2_relu", "conv_transpose_same_pads"])
+def test_int16_activations_conv_transpose(case, tmp_path):
+    """TRANSPOSE_CONV in 16x8 (int64 bias), as an Ethos-U target's int16 layers need it."""
+    require_module("ai_edge_litert")
+    from edgeship.targets.backends.tflite_backend import self_check, write_tflite
+
+    qdq = quantize(CASES[case](), tmp_path, activation="int16")
+    tflite, io, _ = write_tflite(qdq, tmp_path / "out")
     check = self_check(qdq, tflite, io, feeds_for(qdq))
     assert check["within_1_lsb_pct"] >= 99.0, check
 

@@ -129,3 +129,31 @@ def test_magika_auto_ships_a_faster_int8_model_meeting_top1(tmp_path):
     q = result.ctx.report["quantize"]
     chosen = next(c for c in q["candidates"] if c["selected"])
     assert chosen["kind"] == "static" and chosen["meets_accuracy"] and "+float" in chosen["name"]
+
+
+@pytest.mark.slow
+def test_ppocr_detector_gets_a_fully_integer_model_on_the_ethos_u65(tmp_path):
+    """The DB text detector (ConvTranspose upsampling, PP-LCNet affine blocks): auto ships 16x8/8-bit integers
+    that meet cosine 0.99 under LiteRT, and Vela places every operator on the NPU (took ~4 min here)."""
+    import numpy as np
+
+    require_module("ethosu.vela")
+    require_module("ai_edge_litert")
+    real_data = _real_data()
+    np.savez(tmp_path / "calib.npz", x=real_data.ocr_pages(24, 0)[:, None])
+    np.savez(tmp_path / "eval.npz", x=real_data.ocr_pages(24, 1)[:, None])
+    shutil.copyfile(real_data.ppocr_det_model(), tmp_path / "det.onnx")
+    doc = {"apiVersion": "edgeship/v1", "kind": "Pipeline", "metadata": {"name": "ppocr-det"},
+           "model": {"path": "det.onnx", "inputs": {"x": [1, 3, 320, 320]}}, "target": "arm-ethos-u65",
+           "quantization": {"mode": "auto", "calibration": {"data": "calib.npz", "samples": 24}},
+           "validation": {"data": "eval.npz", "samples": 24}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    result = build(tmp_path / "p.yaml", stages=("import", "normalize", "optimize", "quantize", "legalize", "lower",
+                                                "estimate", "validate"))
+    assert result.ok, result.error
+    report = result.ctx.report
+    chosen = next(c for c in report["quantize"]["candidates"] if c["selected"])
+    assert chosen["kind"] == "static" and not chosen.get("float_nodes") and chosen["scored_on"].startswith("LiteRT")
+    assert set(report["quantize"]["layer_precision"].values()) <= {"int8", "int16"}
+    assert report["lower"]["operators"]["cpu"] == 0
+    assert report["validate"]["accuracy"]["primary"]["cosine"] >= 0.99
