@@ -73,3 +73,15 @@ def test_credentials_rerun_makes_existing_secrets_0600(tmp_path):
         assert (out / name).stat().st_mode & 0o777 == 0o600, name
     printed = res.stdout + res.stderr
     assert not any(s.read_text().strip() in printed for s in (out / "secrets").iterdir())
+
+
+def test_credentials_say_when_the_plugin_is_not_on_this_machine(tmp_path, monkeypatch, capsys):
+    from edgeship.cli import main
+    from edgeship.fleet.mqtt import dynsec
+
+    monkeypatch.setattr(dynsec, "PLUGIN_DIRS", ())  # e.g. the credentials are made away from the broker
+    fleet = write_fleet(tmp_path, "mqtt://127.0.0.1:1883")
+    assert main(["fleet", "credentials", str(fleet), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: mosquitto_dynamic_security.so not found" in out
+    assert f"plugin /usr/lib/{dynsec.PLUGIN_NAME}" in (tmp_path / "out" / "broker.conf").read_text()
