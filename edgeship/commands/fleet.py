@@ -1,7 +1,7 @@
 """`edgeship fleet ...`: fleet-wide views and broker security material.
 
     edgeship fleet status FLEET.yaml [-o json]         online/offline, release, last seen per device
-    edgeship fleet credentials FLEET.yaml --out DIR    mosquitto password file + ACL + per-device secrets
+    edgeship fleet credentials FLEET.yaml --out DIR    broker accounts, per-device client ids and ACLs, secrets
     edgeship fleet certs --out DIR [--host H ...]      a CA and a broker certificate for mqtts://
     edgeship fleet wheelhouse FLEET.yaml               the agent's wheels for the boards' platforms
     edgeship fleet bootstrap FLEET.yaml [--upgrade]    install the agent on boards over SSH
@@ -87,10 +87,13 @@ def _credentials(args) -> int:
         files = write_credentials(Path(args.out), devices, prefix=prefix, manager_user=manager)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    print(f"wrote {files.password_file} ({len(files.users)} users), {files.acl_file}, "
-          f"secrets in {files.secrets_dir}/ (0600; give each device only its own)")
-    print(f"mosquitto.conf:  include the settings in {files.broker_conf.resolve()} (password_file, acl_file,\n"
-          f"                 use_username_as_clientid true: a device cannot take over another's client id)")
+    print(f"wrote {files.dynsec_file} ({len(files.users)} accounts), {files.password_file} and {files.acl_file} "
+          f"(for other brokers), secrets in {files.secrets_dir}/ (0600; give each device only its own)")
+    print(f"mosquitto.conf:  append {files.broker_conf.resolve()} (the dynamic-security plugin: each device bound to\n"
+          f"                 its own client id, any number of manager processes); restart mosquitto after a re-run")
+    if not files.plugin:
+        print("warning: mosquitto_dynamic_security.so not found on this machine: fix the `plugin` line of "
+              f"{files.broker_conf.name} to where the broker's mosquitto installed it")
     return 0
 
 
@@ -121,9 +124,9 @@ def register(sub) -> None:
     add_output_option(p)
     p.set_defaults(func=_status)
 
-    p = fleet_sub.add_parser("credentials", help="mosquitto password file + ACL: each device only its own topics")
+    p = fleet_sub.add_parser("credentials", help="broker accounts: each device only its own client id and topics")
     p.add_argument("fleet", help="Fleet manifest (YAML)")
-    p.add_argument("--out", required=True, help="output folder (passwd, acl, secrets/<user>.password)")
+    p.add_argument("--out", required=True, help="output folder (dynamic-security.json, broker.conf, passwd, acl, secrets/<user>.password)")
     p.add_argument("--all", action="store_true", help="include devices of every transport, not only mqtt")
     p.set_defaults(func=_credentials)
 

@@ -36,7 +36,7 @@ from edgeship.fleet.mqtt import protocol
 from edgeship.fleet.mqtt.chunks import ChunkStore, Recipe, chunk_bundle, decode_frame, save_recipe
 from edgeship.fleet.mqtt.client import Incoming, MqttClient, SharedLoop, Worker
 from edgeship.fleet.mqtt.heartbeat import Heartbeat
-from edgeship.fleet.mqtt.topics import Topics
+from edgeship.fleet.mqtt.topics import Topics, device_client_id
 from edgeship.fleet.types import Result
 
 log = logging.getLogger("edgeship.mqtt.service")
@@ -92,7 +92,7 @@ class DeviceService:
         self.converged = threading.Event()
         self.heartbeat = Heartbeat(heartbeat_s, self._current_on_disk)
         self.client = MqttClient(
-            broker, client_id=f"edgeship-device-{device_id}", username=username, password=password, ca=ca,
+            broker, client_id=device_client_id(device_id), username=username, password=password, ca=ca,
             persistent=True, protocol=protocol_version, worker=worker, loop=loop, label=device_id,
             will=(self.topics.device(device_id, "status"), protocol.status_doc("offline")),
             min_backoff=min_backoff, max_backoff=max_backoff)

@@ -33,6 +33,12 @@ def valid_device_id(device_id: str) -> bool:
     return bool(_DEVICE_ID.match(device_id or ""))
 
 
+def device_client_id(device_id: str) -> str:
+    """The MQTT client id a device's service connects with; the broker binds each device account to it
+    (fleet/mqtt/dynsec.py), so no other account's connection can take over the device's session."""
+    return f"edgeship-device-{device_id}"
+
+
 def valid_prefix(prefix: str) -> bool:
     return bool(_PREFIX.match(prefix or ""))
 

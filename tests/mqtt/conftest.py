@@ -72,6 +72,17 @@ def make_transport(tmp_path, keys):
         t.close()
 
 
+BROKER_SETUPS = ("dynsec", "classic")
+
+
+def broker_enforcing(mosquitto_broker, files, setup: str, **options):
+    """A broker enforcing the accounts `fleet credentials` wrote: through the dynamic-security plugin
+    (`broker.conf`, what an operator of mosquitto uses) or the classic password file + ACL (other brokers)."""
+    if setup == "dynsec":
+        return mosquitto_broker(broker_conf=files.broker_conf, **options)
+    return mosquitto_broker(passwd=files.password_file, acl=files.acl_file, **options)
+
+
 def device(device_id: str) -> Device:
     return Device(device_id)
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from edgeship.fleet.mqtt import credentials
-from tests.mqtt.conftest import device
+from tests.mqtt.conftest import BROKER_SETUPS, broker_enforcing, device
 from tests.mqtt.models import mlp_bundle
 from tests.support.bundles import make_bundle
 
@@ -93,9 +93,11 @@ def test_a_corrupt_shared_chunk_is_refused_and_fetched_alone(tmp_path, mosquitto
     assert sends == ["*", "cam-01"]  # shared (corrupt), then to the device alone
 
 
-def test_generated_acl_lets_devices_read_the_shared_chunks(tmp_path, mosquitto_broker, make_service, make_transport):
+@pytest.mark.parametrize("setup", BROKER_SETUPS)
+def test_generated_acl_lets_devices_read_the_shared_chunks(tmp_path, mosquitto_broker, make_service, make_transport,
+                                                           setup):
     files = credentials.write_credentials(tmp_path / "creds", ["cam-01", "cam-02"])
-    broker = mosquitto_broker(passwd=files.password_file, acl=files.acl_file)
+    broker = broker_enforcing(mosquitto_broker, files, setup)
     secret = lambda user: (files.secrets_dir / f"{user}.password").read_text().strip()  # noqa: E731
     for d in ("cam-01", "cam-02"):
         make_service(broker.url, d, username=d, password=secret(d)).start().client.wait_connected(10)

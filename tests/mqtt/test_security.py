@@ -11,17 +11,18 @@ import pytest
 from edgeship.errors import TransportError
 from edgeship.fleet.mqtt import certs, credentials
 from edgeship.fleet.mqtt.client import MqttClient
-from edgeship.fleet.mqtt.topics import Topics
-from tests.mqtt.conftest import device
+from edgeship.fleet.mqtt.topics import Topics, device_client_id
+from tests.mqtt.conftest import BROKER_SETUPS, broker_enforcing, device
 from tests.support.bundles import make_bundle
 
 pytestmark = pytest.mark.integration
+CAM_01 = device_client_id("cam-01")  # the only client id the plugin lets cam-01's account use
 
 
-@pytest.fixture
-def secured(tmp_path, mosquitto_broker):
+@pytest.fixture(params=BROKER_SETUPS)
+def secured(request, tmp_path, mosquitto_broker):
     files = credentials.write_credentials(tmp_path / "creds", ["cam-01", "cam-02"])
-    broker = mosquitto_broker(passwd=files.password_file, acl=files.acl_file)
+    broker = broker_enforcing(mosquitto_broker, files, request.param)
     secret = lambda user: (files.secrets_dir / f"{user}.password").read_text().strip()  # noqa: E731
     return broker, secret
 
@@ -34,14 +35,14 @@ def test_password_hash_matches_mosquitto_format():
 
 def test_wrong_password_is_refused(secured):
     broker, secret = secured
-    client = MqttClient(broker.url, username="cam-01", password="not-" + secret("cam-01"), label="cam-01")
+    client = MqttClient(broker.url, CAM_01, username="cam-01", password="not-" + secret("cam-01"), label="cam-01")
     client.start()
     try:
         with pytest.raises(TransportError, match="refused"):
             client.wait_connected(10)
     finally:
         client.stop(clean=False)
-    good = MqttClient(broker.url, username="cam-01", password=secret("cam-01"), label="cam-01").start()
+    good = MqttClient(broker.url, CAM_01, username="cam-01", password=secret("cam-01"), label="cam-01").start()
     try:
         good.wait_connected(10)
     finally:
@@ -63,7 +64,7 @@ def test_device_cannot_read_another_devices_topics(secured):
         if msg.topic == topics.device("cam-01", "desired"):
             own.set()
 
-    spy = MqttClient(broker.url, "spy-cam-01", username="cam-01", password=secret("cam-01"), label="cam-01")
+    spy = MqttClient(broker.url, CAM_01, username="cam-01", password=secret("cam-01"), label="cam-01")
     spy.subscribe(topics.device("cam-02", "desired"), seen)
     spy.subscribe(topics.device("cam-02", "chunks"), seen)
     spy.subscribe("edgeship/#", seen)

@@ -17,9 +17,9 @@ from edgeship.fleet.agent import Agent
 from edgeship.fleet.agent_config import config_for_root
 from edgeship.fleet.mqtt import protocol
 from edgeship.fleet.mqtt.service import DeviceService, Ticker
-from edgeship.fleet.mqtt.topics import Topics
+from edgeship.fleet.mqtt.topics import Topics, device_client_id
 from edgeship.fleet.trust import TrustDocument, load_chain
-from tests.mqtt.conftest import device
+from tests.mqtt.conftest import BROKER_SETUPS, broker_enforcing, device
 from tests.mqtt.test_signed_desired import handled, raw_client
 from tests.support.bundles import make_bundle
 
@@ -109,14 +109,15 @@ def test_trust_topics_rotation_foreign_root_and_revoked_intent(tmp_path, mosquit
         svc.stop()
 
 
-def test_acl_lets_each_device_read_the_fleet_trust_topic_and_only_its_own(tmp_path, mosquitto_broker):
+@pytest.mark.parametrize("setup", BROKER_SETUPS)
+def test_acl_lets_each_device_read_the_fleet_trust_topic_and_only_its_own(tmp_path, mosquitto_broker, setup):
     from edgeship.fleet.mqtt import credentials
     from edgeship.fleet.mqtt.client import MqttClient
 
     files = credentials.write_credentials(tmp_path / "creds", ["cam-01", "cam-02"])
     acl = files.acl_file.read_text()
     assert "topic read edgeship/trust" in acl and "write edgeship/trust" not in acl
-    broker = mosquitto_broker(passwd=files.password_file, acl=files.acl_file)
+    broker = broker_enforcing(mosquitto_broker, files, setup)
     secret = lambda user: (files.secrets_dir / f"{user}.password").read_text().strip()  # noqa: E731
     manager = MqttClient(broker.url, username="manager", password=secret("manager"), label="manager").start()
     manager.wait_connected(10)
@@ -131,7 +132,7 @@ def test_acl_lets_each_device_read_the_fleet_trust_topic_and_only_its_own(tmp_pa
         if msg.topic == TOPICS.device("cam-01", "trust"):
             own.set()
 
-    cam = MqttClient(broker.url, username="cam-01", password=secret("cam-01"), label="cam-01")
+    cam = MqttClient(broker.url, device_client_id("cam-01"), username="cam-01", password=secret("cam-01"), label="cam-01")
     for topic in (TOPICS.device("cam-02", "trust"), TOPICS.fleet_trust(), TOPICS.device("cam-01", "trust")):
         cam.subscribe(topic, seen)
     cam.start().wait_connected(10)

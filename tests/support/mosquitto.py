@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.require import require_binary
+from tests.support.require import require_binary, require_file
 
 
 def free_port() -> int:
@@ -66,6 +66,9 @@ class Broker:
         if self.broker_conf:
             lines += [line for line in self.broker_conf.read_text().splitlines()
                       if line.strip() and not line.startswith("#") and not line.startswith("allow_anonymous")]
+            for line in lines:
+                if line.startswith("plugin "):
+                    require_file(line.split(" ", 1)[1], "mosquitto's dynamic-security plugin (Debian package mosquitto)")
         if self.passwd:
             lines.append(f"password_file {self.passwd}")
         if self.acl:

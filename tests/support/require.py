@@ -21,6 +21,12 @@ def require_binary(name: str, *candidates: str) -> str:
     _missing(f"{name} is not installed (apt-get install the package that provides it)")
 
 
+def require_file(path, why: str) -> None:
+    """A file a package installs (a broker plugin, ...)."""
+    if not os.path.isfile(path):
+        _missing(f"{path} is missing: {why}")
+
+
 def require_root(why: str) -> None:
     """Tests that change file owners or groups (CI runs as root)."""
     if os.geteuid() != 0:
