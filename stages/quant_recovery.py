@@ -69,10 +69,14 @@ def _store(path: Path, text: str) -> None:
 
 
 def calibration_key(ctx, policy) -> str:
-    """The activation ranges depend on the float model, the calibration data and how they are computed."""
+    """The activation ranges depend on the float model, the calibration data, how they are computed and
+    which tensors get one: an integer-only target quantizes ops the host leaves float (magika's LayerNorm
+    Sub), so a cache the host build wrote lacks their ranges and the quantizer refuses it."""
+    from edgeship.stages.quant_ort import op_types_to_quantize
+
     doc = {"v": VERSION, "model": ctx.digests.get("float_model") or ctx.digests.get("model", ""),
            "calibration": ctx.data_digest("calibration"), "method": policy.method, "samples": policy.samples,
-           "keep_float": list(policy.keep_float)}
+           "keep_float": list(policy.keep_float), "op_types": op_types_to_quantize(policy)}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

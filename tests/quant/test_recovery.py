@@ -183,3 +183,36 @@ def test_report_shows_sensitivity_and_chosen_precision(tmp_path):
     assert "Per-layer sensitivity" in page and "<svg" in page and "shipped int16" in page
     assert "Accuracy goal" in page and "budget.accuracy in the manifest" in page
     assert "Chosen precision per layer" in page and "int16" in page
+
+
+def _mlp_with_sub(path: Path) -> Path:
+    """x -> fc1 -> Sub(const) -> fc2 -> y: onnxruntime's default op list leaves the Sub float on the host;
+    an integer-only target quantizes it too, so it needs the Sub output's range."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (WIDTH, WIDTH)).astype(np.float32), n) for n in ("w0", "w1")]
+    inits.append(numpy_helper.from_array(rng.normal(0, 0.5, (WIDTH,)).astype(np.float32), "shift"))
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"], name="fc1"), helper.make_node("Sub", ["h0", "shift"], ["h1"], name="sub"),
+             helper.make_node("MatMul", ["h1", "w1"], ["y"], name="fc2")]
+    graph = helper.make_graph(nodes, "sub", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, WIDTH])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, WIDTH])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_an_integer_only_build_does_not_reuse_the_hosts_calibration(tmp_path):
+    """bench/quant.py built magika for the host, then for the Ethos-U65 with the same model and data: the
+    U65 build took the host's stored activation ranges, which lack the LayerNorm Sub the host leaves
+    float, and onnxruntime's quantizer refused ("Quantization parameters are not specified")."""
+    path = _pipeline(tmp_path, "host-cpu")
+    _mlp_with_sub(tmp_path / "mlp.onnx")
+    doc = yaml.safe_load(path.read_text())
+    doc["budget"] = {"accuracy": {"metric": "cosine", "min": 0.9}}
+    path.write_text(yaml.safe_dump(doc))
+    host = build(path, stages=("import", "quantize"))
+    assert host.ok, host.error
+    doc["target"] = "arm-ethos-u85"
+    path.write_text(yaml.safe_dump(doc))
+    integer = build(path, stages=("import", "quantize"))
+    assert integer.ok, integer.error
+    assert integer.ctx.report["quantize"]["calibration_cache"] == "miss"
+    assert integer.ctx.report["quantize"]["layer_precision"]["sub"] in ("int8", "int16")
