@@ -354,7 +354,7 @@ def fleet_status(fleet: PathArg) -> FleetStatus:
     from edgeship.errors import TransportError
     from edgeship.fleet.inventory import load_fleet
     from edgeship.fleet.rollout.devices import failure_reason
-    from edgeship.fleet.rollout.journal import journal_for
+    from edgeship.fleet.rollout.journal import Journal
     from edgeship.fleet.state.location import state_location
     from edgeship.fleet.transports import close_transports, get_transport
 

@@ -59,7 +59,11 @@ class PostgresStore:
             self._db = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=int(connect_timeout),
                                        application_name="edgeship", **secret)
         except psycopg.Error as err:
-            raise StateStoreError(f"{self._prefix}state database {self.where}: cannot connect: {_first_line(err)}") from None
+            why = _first_line(err)
+            if "password authentication failed" in why or "no password supplied" in why:
+                why += " (the password comes from state.password_file, the URL in EDGESHIP_DATABASE_URL or url_env, " \
+                       "PGPASSWORD or ~/.pgpass)"
+            raise StateStoreError(f"{self._prefix}state database {self.where}: cannot connect: {why}") from None
         try:
             self.schema_version = self._migrate()
         except BaseException:
