@@ -396,7 +396,8 @@ def _row(journal, name: str):
     row = journal.rollout(name)
     if row is None:
         known = ", ".join(r.name for r in journal.rollouts()) or "none yet"
-        raise RolloutError(f"no rollout named {name!r} in the journal (known: {known})")
+        raise RolloutError(f"no rollout named {name!r} in the journal {journal.where} (known: {known}; one kept in "
+                           "its fleet's own store is found with --fleet FLEET.yaml, in Python fleet=)")
     return row
 
 

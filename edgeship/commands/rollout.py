@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgeship import artifact
-from edgeship.errors import EdgeshipError, ManifestError, RolloutError, UsageError
+from edgeship.errors import EdgeshipError, ManifestError, UsageError
 
 
 def register(sub) -> None:
@@ -246,13 +246,11 @@ def cmd_rollout_list(args) -> int:
 
 
 def cmd_rollout(args) -> int:
+    from edgeship.api import _row
     from edgeship.fleet.rollout.journal import journal_for
 
     with journal_for(args.fleet) as journal:
-        row = journal.rollout(args.name)
-        if row is None:
-            known = ", ".join(r.name for r in journal.rollouts()) or "none yet"
-            raise RolloutError(f"no rollout named {args.name!r} in the journal (known: {known})")
+        _row(journal, args.name)  # the rollout exists (else one line naming the journal and the known ones)
     return _ROLLOUT_ACTIONS[args.rollout_command](args)
 
 

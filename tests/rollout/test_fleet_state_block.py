@@ -10,15 +10,13 @@ import sys
 import pytest
 import yaml
 
-from edgeship import api
+from edgeship import api, artifact
 from edgeship.cli import main
 from edgeship.fleet.state import StateStoreError
 from edgeship.fleet.state.location import shared_location, state_location
 from edgeship.paths import state_dir
 from tests.rollout.rollout_kit import current_of, device_ids, write_local_fleet, write_rollout
 from tests.support.bundles import make_bundle
-
-from edgeship import artifact
 
 
 @pytest.fixture(autouse=True)
@@ -217,3 +215,12 @@ def test_fleets_with_different_stores_are_refused_together(tmp_path):
     assert shared_location([a, a]).sqlite == tmp_path / "a.db"
     with pytest.raises(StateStoreError, match="different stores.*a.db.*b.db"):
         shared_location([a, b])
+
+
+def test_a_rollout_name_not_in_the_default_journal_points_at_fleet(tmp_path, capsys):
+    fleet = _fleet_with_state(tmp_path, {"sqlite": "own.db"})
+    rollout = write_rollout(tmp_path, "kws", fleet, make_bundle(tmp_path, "kws", seed=1), {"waves": [100]})
+    assert _run(capsys, "apply", rollout)[0] == 0
+    code, _, err = _run(capsys, "rollout", "history", "kws")
+    assert code != 0 and "no rollout named 'kws'" in err and "--fleet FLEET.yaml" in err
+    assert _run(capsys, "rollout", "history", "kws", "--fleet", fleet)[0] == 0
