@@ -8,7 +8,8 @@
 
 Every function raises the typed errors of `edgeship.errors` (ManifestError with every diagnostic,
 RolloutError, TransportError, ...), never prints, and keeps its state where the CLI keeps it
-(`EDGESHIP_HOME`, default ~/.cache/edgeship). Long operations (build, apply, rollback, resume)
+(`EDGESHIP_HOME`, default ~/.cache/edgeship; the journal where the Fleet manifest's `state:` block or
+EDGESHIP_DATABASE_URL says: functions that take a rollout name take `fleet=` to find it). Long operations (build, apply, rollback, resume)
 take `on_event`, called with each `edgeship.events.Event` as it happens (from worker threads too:
 keep it short and thread-safe). The CLI (`edgeship.commands.*`) is a thin layer over these
 functions, so both stay in step. Docs with runnable examples: docs/api.md.
@@ -180,11 +181,12 @@ def build_pipeline(manifest: Path, on_event: EventCallback | None = None, progre
 def plan(manifest: PathArg, name: str | None = None) -> list[RolloutPlan]:
     """What `apply` would do, per device, for each Rollout of the manifest. Changes nothing."""
     from edgeship.fleet.rollout.artifacts import untrusted_signer
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
 
     out = []
-    with Journal() as journal:
-        for spec in load_rollouts(manifest, name):
+    specs = load_rollouts(manifest, name)
+    with journal_for(*(spec.fleet_path for spec in specs)) as journal:
+        for spec in specs:
             engine = engine_for(spec, journal)
             try:
                 rows = engine.plan()
@@ -205,22 +207,23 @@ def apply(manifest: PathArg, name: str | None = None, *, take_over: bool = False
           log: Callable[[str], None] | None = None) -> list[ApplyResult]:
     """Converge the fleet to each Rollout of the manifest: canary, waves, health gates. A failed gate
     does not raise: the result says so (`ok`, `state`, `reason`). `log` receives human lines."""
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
 
     out = []
-    with Journal() as journal:
-        for spec in load_rollouts(manifest, name):
+    specs = load_rollouts(manifest, name)
+    with journal_for(*(spec.fleet_path for spec in specs)) as journal:
+        for spec in specs:
             engine = engine_for(spec, journal, log=log, take_over=take_over, on_event=on_event)
             out.append(apply_result(engine.apply(), journal, engine.ship.bundle))
     return out
 
 
-def resume(name: str, *, on_event: EventCallback | None = None, log: Callable[[str], None] | None = None) -> ApplyResult:
+def resume(name: str, *, fleet: PathArg | None = None, on_event: EventCallback | None = None, log: Callable[[str], None] | None = None) -> ApplyResult:
     """Continue a paused rollout (its failed devices are retried)."""
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
     from edgeship.fleet.rollout.spec import load_rollout
 
-    with Journal() as journal:
+    with journal_for(fleet) as journal:
         row = _row(journal, name)
         if row.state not in ("paused", "running"):
             raise RolloutError(f"{row.name} is {row.state}, not paused: run `edgeship apply` to start it again")
@@ -231,11 +234,11 @@ def resume(name: str, *, on_event: EventCallback | None = None, log: Callable[[s
         return apply_result(engine.apply(resume=True), journal, engine.ship.bundle)
 
 
-def pause(name: str) -> RolloutSummary:
+def pause(name: str, *, fleet: PathArg | None = None) -> RolloutSummary:
     """Ask a running rollout to stop after the devices in flight."""
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
 
-    with Journal() as journal:
+    with journal_for(fleet) as journal:
         row = _row(journal, name)
         if row.state != "running":
             raise RolloutError(f"{row.name} is {row.state}, not running: nothing to pause")
@@ -243,11 +246,11 @@ def pause(name: str) -> RolloutSummary:
         return _summary(journal, journal.rollout(name), _catalog(journal))
 
 
-def abort(name: str) -> RolloutSummary:
+def abort(name: str, *, fleet: PathArg | None = None) -> RolloutSummary:
     """Stop a rollout for good; devices stay on what they run now."""
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
 
-    with Journal() as journal:
+    with journal_for(fleet) as journal:
         row = _row(journal, name)
         if row.state in ("done", "aborted", "rolled-back"):
             raise RolloutError(f"{row.name} is {row.state}: nothing to abort")
@@ -255,16 +258,16 @@ def abort(name: str) -> RolloutSummary:
         return _summary(journal, journal.rollout(name), _catalog(journal))
 
 
-def rollback(name: str, *, on_event: EventCallback | None = None,
+def rollback(name: str, *, fleet: PathArg | None = None, on_event: EventCallback | None = None,
              log: Callable[[str], None] | None = None) -> RollbackResult:
     """Return every device this rollout switched (and that still runs it) to its previous release."""
     from edgeship.fleet.inventory import load_fleet
     from edgeship.fleet.rollout.devices import Transports
     from edgeship.fleet.rollout.engine import roll_back_rollout
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
     from edgeship.fleet.rollout.spec import load_rollout
 
-    with Journal() as journal:
+    with journal_for(fleet) as journal:
         row = _row(journal, name)
         spec = load_rollout(Path(row.manifest), row.name)
         fleet = load_fleet(spec.fleet_path)
@@ -293,20 +296,20 @@ def apply_result(report, journal, bundle=None) -> ApplyResult:
 
 # --- rollouts: what the journal and the devices say ----------------------------------------------
 
-def rollouts() -> list[RolloutSummary]:
+def rollouts(*, fleet: PathArg | None = None) -> list[RolloutSummary]:
     """Every rollout in the journal, by name: state, release, last run."""
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
 
-    with Journal() as journal:
+    with journal_for(fleet) as journal:
         catalog = _catalog(journal)
         return [_summary(journal, row, catalog) for row in journal.rollouts()]
 
 
-def history(name: str) -> RolloutHistory:
+def history(name: str, *, fleet: PathArg | None = None) -> RolloutHistory:
     """A rollout's runs (numbered per rollout) and every journaled step that finished."""
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
 
-    with Journal() as journal:
+    with journal_for(fleet) as journal:
         row = _row(journal, name)
         catalog = _catalog(journal)
         runs = journal.runs(row.name)
@@ -320,12 +323,12 @@ def history(name: str) -> RolloutHistory:
                         bool(s["ok"]), int(s["bytes"] or 0), *_reason_message(s["detail"])) for s in steps])
 
 
-def status(name: str) -> RolloutStatus:
+def status(name: str, *, fleet: PathArg | None = None) -> RolloutStatus:
     """A rollout's state from the journal and from its devices now (sync, health, per device)."""
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
     from edgeship.fleet.rollout.status import devices_pushed
 
-    with Journal() as journal:
+    with journal_for(fleet) as journal:
         row = _row(journal, name)
         catalog = _catalog(journal)
         live, statuses, why_not = _live(row)
@@ -351,12 +354,14 @@ def fleet_status(fleet: PathArg) -> FleetStatus:
     from edgeship.errors import TransportError
     from edgeship.fleet.inventory import load_fleet
     from edgeship.fleet.rollout.devices import failure_reason
-    from edgeship.fleet.rollout.journal import Journal, default_path
+    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.state.location import state_location
     from edgeship.fleet.transports import close_transports, get_transport
 
     loaded = load_fleet(Path(fleet))
-    if default_path().exists():  # release names: the journal knows the bundles rollouts shipped
-        with Journal() as journal:
+    location = state_location(fleet)
+    if location.exists():  # release names: the journal knows the bundles rollouts shipped
+        with Journal(state=location) as journal:
             catalog = _catalog(journal)
     else:  # no rollout yet: the artifact store alone (and no journal created by a read-only command)
         from edgeship.fleet.rollout.releases import Catalog
@@ -391,7 +396,8 @@ def _row(journal, name: str):
     row = journal.rollout(name)
     if row is None:
         known = ", ".join(r.name for r in journal.rollouts()) or "none yet"
-        raise RolloutError(f"no rollout named {name!r} in the journal (known: {known})")
+        raise RolloutError(f"no rollout named {name!r} in the journal {journal.where} (known: {known}; one kept in "
+                           "its fleet's own store is found with --fleet FLEET.yaml, in Python fleet=)")
     return row
 
 

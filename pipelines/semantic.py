@@ -294,6 +294,8 @@ def _fleet(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Proble
         if key in tls:
             out += _file_problem(doc, ("transports", "mqtt", "tls", key), tls[key], what=f"TLS {key} file")
 
+    out += _state_problems(doc, data.get("state"))
+
     devices = data.get("devices")
     first_seen: dict[str, int] = {}
     for i, device in enumerate(devices if isinstance(devices, list) else []):
@@ -324,6 +326,32 @@ def _fleet(doc, *, cross_refs: bool, local_targets: _TargetNames) -> list[Proble
         if transport == "mqtt" and address:
             out.append(Problem(("devices", i, "address"), "ignored for mqtt devices (the device id is the address)",
                                "remove it", "warning"))
+    return out
+
+
+def _state_problems(doc, state: Any) -> list[Problem]:
+    """`state:` names one store, and a PostgreSQL password never sits in the manifest (the URL is
+    shown, logged and committed to git): it comes from password_file, url_env or libpq's own means."""
+    if not isinstance(state, dict):
+        return []
+    given = [k for k in ("url", "url_env", "sqlite") if k in state]
+    if len(given) != 1:
+        got = ", ".join(given) if given else "none"
+        return [Problem(("state",), f"give exactly one of url, url_env, sqlite (got: {got})",
+                        "url: postgresql://USER@HOST/DB, url_env: NAME of a variable holding it, or sqlite: FILE")]
+    out: list[Problem] = []
+    if "sqlite" in state and "password_file" in state:
+        out.append(Problem(("state", "password_file"), "a SQLite state file has no password", "remove password_file"))
+    url = state.get("url")
+    if isinstance(url, str):
+        from edgeship.fleet.state import url_has_password
+
+        if url_has_password(url):
+            out.append(Problem(("state", "url"), "the database password must not be written in the manifest",
+                               "remove it from the URL and use password_file: FILE, url_env: NAME (a variable "
+                               "holding the whole URL), or libpq's PGPASSWORD / ~/.pgpass"))
+    if isinstance(state.get("password_file"), str):
+        out += _file_problem(doc, ("state", "password_file"), state["password_file"], what="database password file")
     return out
 
 

@@ -80,7 +80,7 @@ def _deploy(args) -> int:
     if args.timeout:
         for kind in ("ssh",):
             fleet.transports.setdefault(kind, {})["command_timeout_s"] = args.timeout
-    _check_owners(fleet.name, devices, args.take_over)
+    _check_owners(fleet, devices, args.take_over)
     progress = Progress(len(devices), enabled=not args.no_progress)
     try:
         outcomes = deploy(fleet, devices, bundle, digest, parallel=args.parallel, progress=progress,
@@ -88,7 +88,7 @@ def _deploy(args) -> int:
     finally:
         close_transports(fleet)
     if args.take_over and not args.push_only:
-        _detach(fleet.name, {o.device_id: digest for o in outcomes if o.ok})
+        _detach(fleet, {o.device_id: digest for o in outcomes if o.ok})
     rows = [{"device_id": o.device_id, "transport": o.transport, "ok": o.ok, "stage": o.stage,
              "reason": o.reason, "message": o.message, "seconds": round(o.seconds, 3),
              "push": o.push.to_dict() if o.push else None, "figures": o.figures} for o in outcomes]
@@ -120,15 +120,15 @@ def _refuse_wrong_targets(bundle, devices) -> None:
         raise UsageError(f"the artifact is not built for the target of {len(refused)} selected device(s); nothing was sent")
 
 
-def _check_owners(fleet_name: str, devices, take_over: bool) -> None:
+def _check_owners(fleet, devices, take_over: bool) -> None:
     """A device that belongs to a rollout is that rollout's: refuse (its rollout, or reconcile, would
     move it back) unless --take-over, which detaches it. Warn either way."""
     from edgeship.errors import RolloutError
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
     from edgeship.fleet.rollout.ownership import describe, owners
 
-    with Journal() as journal:
-        owned = owners(journal, fleet_name, [d.id for d in devices])
+    with journal_for(fleet.source) as journal:
+        owned = owners(journal, fleet.name, [d.id for d in devices])
     if not owned:
         return
     if not take_over:
@@ -137,12 +137,12 @@ def _check_owners(fleet_name: str, devices, take_over: bool) -> None:
     print(f"edgeship: warning: deploy takes over {describe(owned)}: they leave their rollout", file=sys.stderr)
 
 
-def _detach(fleet_name: str, deployed: dict[str, str]) -> None:
-    from edgeship.fleet.rollout.journal import Journal
+def _detach(fleet, deployed: dict[str, str]) -> None:
+    from edgeship.fleet.rollout.journal import journal_for
     from edgeship.fleet.rollout.ownership import release
 
-    with Journal() as journal:
-        release(journal, fleet_name, deployed)
+    with journal_for(fleet.source) as journal:
+        release(journal, fleet.name, deployed)
 
 
 def register(sub) -> None:

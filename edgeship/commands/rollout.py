@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgeship import artifact
-from edgeship.errors import EdgeshipError, ManifestError, RolloutError, UsageError
+from edgeship.errors import EdgeshipError, ManifestError, UsageError
 
 
 def register(sub) -> None:
@@ -36,6 +36,7 @@ def register(sub) -> None:
     p = sub.add_parser("rollout", help="inspect and control rollouts recorded in the journal")
     rs = p.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
     q = rs.add_parser("list", help="every rollout in the journal: state, release, last run")
+    _add_fleet_option(q)
     add_output_option(q)
     q.set_defaults(func=cmd_rollout_list)
     for action, text in (("status", "state, waves, gates and devices of a rollout"),
@@ -46,6 +47,7 @@ def register(sub) -> None:
                          ("history", "runs, gates and steps of a rollout")):
         q = rs.add_parser(action, help=text)
         q.add_argument("name", help="the Rollout's metadata.name")
+        _add_fleet_option(q)
         if action == "history":
             q.add_argument("--steps", action="store_true", help="list every journaled step")
         if action == "status":
@@ -63,6 +65,12 @@ def register(sub) -> None:
                    help="one pass, then exit (for CI): non-zero while any rollout failed or is not converged")
     add_output_option(p, ("text", "ndjson"))
     p.set_defaults(func=cmd_reconcile)
+
+
+def _add_fleet_option(parser) -> None:
+    parser.add_argument("--fleet", type=Path, metavar="FLEET.yaml",
+                        help="the Fleet manifest whose state: block says where the journal is "
+                             "(default: EDGESHIP_DATABASE_URL, else the state dir's SQLite file)")
 
 
 # --- plan / apply -----------------------------------------------------------------------------
@@ -124,7 +132,7 @@ class PlanError(EdgeshipError):
 
 def cmd_apply(args) -> int:
     from edgeship import api
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.fleet.rollout.journal import journal_for
     from edgeship.output import NdjsonWriter, print_document, wants
 
     specs = api.load_rollouts(args.manifest, args.name)
@@ -132,7 +140,7 @@ def cmd_apply(args) -> int:
         _say_warnings(spec.warnings)
     stream = NdjsonWriter() if wants(args, "ndjson") else None
     worst, results = 0, []
-    with Journal() as journal:
+    with journal_for(*(spec.fleet_path for spec in specs)) as journal:
         for spec in specs:
             engine = _engine_for(spec, journal, take_over=args.take_over, on_event=stream)
             _warn_untrusted(engine)
@@ -175,17 +183,15 @@ def _label(release) -> str:
     return f"{release.name} ({short})" if release.name and release.name != short else short
 
 
-def print_report(result) -> int:
+def print_report(result, journal=None) -> int:
     """The final table on stdout (with each failure's full message), the verdict on stderr; returns the exit code.
-    `result` is an api ApplyResult (an engine ApplyReport is converted)."""
+    `result` is an api ApplyResult (an engine ApplyReport from reconcile is converted with its `journal`)."""
     from edgeship.fleet.rollout.plan import render_table
 
     if not hasattr(result, "release"):  # an engine ApplyReport (reconcile)
         from edgeship.api import apply_result
-        from edgeship.fleet.rollout.journal import Journal
 
-        with Journal() as journal:
-            result = apply_result(result, journal)
+        result = apply_result(result, journal)
     body = [(d.device, d.wave, _label(d.before), _label(d.after), d.result,
              f"{d.p95_ms:.3g}" if d.p95_ms is not None else "-", str(d.bytes)) for d in result.devices]
     print(render_table(("DEVICE", "WAVE", "BEFORE", "AFTER", "RESULT", "P95_MS", "BYTES"), body))
@@ -226,7 +232,7 @@ def cmd_rollout_list(args) -> int:
     from edgeship.fleet.rollout.plan import render_table
     from edgeship.output import print_document, wants
 
-    rows = api.rollouts()
+    rows = api.rollouts(fleet=args.fleet)
     if wants(args, "json"):
         print_document("RolloutList", rollouts=rows)
         return 0
@@ -240,13 +246,11 @@ def cmd_rollout_list(args) -> int:
 
 
 def cmd_rollout(args) -> int:
-    from edgeship.fleet.rollout.journal import Journal
+    from edgeship.api import _row
+    from edgeship.fleet.rollout.journal import journal_for
 
-    with Journal() as journal:
-        row = journal.rollout(args.name)
-        if row is None:
-            known = ", ".join(r.name for r in journal.rollouts()) or "none yet"
-            raise RolloutError(f"no rollout named {args.name!r} in the journal (known: {known})")
+    with journal_for(args.fleet) as journal:
+        _row(journal, args.name)  # the rollout exists (else one line naming the journal and the known ones)
     return _ROLLOUT_ACTIONS[args.rollout_command](args)
 
 
@@ -269,7 +273,7 @@ def _status(args) -> int:
     from edgeship.fleet.rollout.status import summary
     from edgeship.output import print_document, wants
 
-    st = api.status(args.name)
+    st = api.status(args.name, fleet=args.fleet)
     if getattr(args, "json", False):
         print(json.dumps(_legacy_status(st), indent=2))
         return 0
@@ -302,7 +306,7 @@ def _status(args) -> int:
 def _pause(args) -> int:
     from edgeship import api
 
-    api.pause(args.name)
+    api.pause(args.name, fleet=args.fleet)
     print(f"Rollout {args.name}: paused (a running apply stops after the devices in flight)")
     return 0
 
@@ -310,7 +314,7 @@ def _pause(args) -> int:
 def _abort(args) -> int:
     from edgeship import api
 
-    api.abort(args.name)
+    api.abort(args.name, fleet=args.fleet)
     print(f"Rollout {args.name}: aborted (devices stay on what they run now; `edgeship rollout rollback {args.name}` to undo)")
     return 0
 
@@ -320,7 +324,7 @@ def _resume(args) -> int:
     from edgeship.fleet.rollout.engine import stderr_log
     from edgeship.output import print_document, wants
 
-    result = api.resume(args.name, log=stderr_log)
+    result = api.resume(args.name, fleet=args.fleet, log=stderr_log)
     if wants(args, "json"):
         print_document("ApplyResult", rollouts=[result], ok=result.ok)
         if not result.ok:
@@ -334,7 +338,7 @@ def _rollback(args) -> int:
     from edgeship.fleet.rollout.engine import stderr_log
     from edgeship.output import print_document, wants
 
-    result = api.rollback(args.name, log=stderr_log)
+    result = api.rollback(args.name, fleet=args.fleet, log=stderr_log)
     failed = [d for d in result.devices if not d.ok]
     if wants(args, "json"):
         print_document("RollbackResult", **result.to_dict())
@@ -349,7 +353,7 @@ def _history(args) -> int:
     from edgeship.fleet.rollout.plan import render_table
     from edgeship.output import print_document, wants
 
-    hist = api.history(args.name)
+    hist = api.history(args.name, fleet=args.fleet)
     if wants(args, "json"):
         data = hist.to_dict()
         if not args.steps:
@@ -406,7 +410,6 @@ def _ndjson_reconciler(source):
     from edgeship import api
     from edgeship.events import Notice
     from edgeship.fleet.rollout.engine import stderr_log
-    from edgeship.fleet.rollout.journal import Journal
     from edgeship.fleet.rollout.reconcile import Reconciler
     from edgeship.output import NdjsonWriter
 
@@ -416,9 +419,8 @@ def _ndjson_reconciler(source):
         stream(Notice(line))
         stderr_log(line)
 
-    def report(engine_report) -> None:
-        with Journal() as journal:
-            result = api.apply_result(engine_report, journal)
+    def report(engine_report, journal) -> None:
+        result = api.apply_result(engine_report, journal)
         stream.document("ApplyResult", rollouts=[result], ok=result.ok)
 
     reconciler = Reconciler(source, engine_for=lambda spec, journal, _log=None: _engine_for(spec, journal, on_event=stream),

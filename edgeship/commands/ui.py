@@ -17,7 +17,8 @@ def register(sub) -> None:
                    help="address to listen on (default 127.0.0.1; any other needs a token: EDGESHIP_UI_TOKEN or a printed one)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument("--fleet", action="append", type=Path, default=[], metavar="FLEET.yaml",
-                   help="a Fleet manifest to show (repeatable); fleets of the journal's rollouts show anyway")
+                   help="a Fleet manifest to show (repeatable; its state: block says where the journal is); "
+                        "fleets of the journal's rollouts show anyway")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between reads of the rollout journal (default 2)")
     p.add_argument("--status-interval", type=float, default=10.0,
                    help="seconds between asking the devices for their status (default 10; over SSH each ask is a connection)")

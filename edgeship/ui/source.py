@@ -8,6 +8,7 @@ Nothing here writes: a missing journal is "no rollouts yet", not a new journal.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -30,8 +31,14 @@ class StateSource:
     the journal is read at every snapshot."""
 
     def __init__(self, fleet_paths: list[Path] | None = None, home: Path | None = None, status_interval: float = 0.0):
+        from edgeship.fleet.state.location import shared_location
+
         self.fleet_paths = [Path(p).resolve() for p in fleet_paths or []]
         self.home = Path(home) if home else state_dir()
+        # the journal of the fleets shown (their state: block, or EDGESHIP_DATABASE_URL), else home's file
+        self.state = shared_location(self.fleet_paths, "the dashboard's fleets")
+        if not self.state.url and self.state.sqlite is None:
+            self.state = dataclasses.replace(self.state, sqlite=self.home / "rollouts.db")
         self.status_interval = status_interval
         self._journal = None
         self._fleets: dict[Path, tuple[float, object, object]] = {}  # path -> (mtime, Fleet, Transports)
@@ -70,10 +77,9 @@ class StateSource:
     def _open_journal(self, errors: list[str]):
         from edgeship.fleet.rollout.journal import Journal
 
-        path = self.home / "rollouts.db"
-        if self._journal is None and path.is_file():
+        if self._journal is None and self.state.exists():
             try:
-                self._journal = Journal(path)
+                self._journal = Journal(state=self.state)
             except EdgeshipError as err:
                 errors.append(str(err))
         return self._journal

@@ -54,11 +54,12 @@ class StepEnd:
 
 
 class Journal:
-    """Thread-safe handle on the journal. `path` picks a SQLite file; without it EDGESHIP_DATABASE_URL
-    (or `url`) selects PostgreSQL, else the default SQLite file."""
+    """Thread-safe handle on the journal. `state` (the fleet's resolved location) or `path` (a SQLite
+    file); without either, EDGESHIP_DATABASE_URL (or `url`) selects PostgreSQL, else the default file."""
 
-    def __init__(self, path: Path | None = None, url: str | None = None):
-        self._store = open_store(path, url)
+    def __init__(self, path: Path | None = None, url: str | None = None, *, state=None):
+        """`state`: a StateLocation (fleet/state/location.py), as every command resolves it for its fleet."""
+        self._store = state.open() if state is not None else open_store(path, url)
         self.path = self._store.path  # None for PostgreSQL
         self.where = self._store.where  # the file, or the database URL without its password
         self.kind = self._store.kind
@@ -226,3 +227,12 @@ class Journal:
 def _step_end(row: dict) -> StepEnd:
     return StepEnd(row["device"], row["wave"], row["action"], row["digest"], bool(row["ok"]), int(row["bytes"] or 0),
                    json.loads(row["detail"] or "{}"), row["ts"])
+
+
+def journal_for(*fleets) -> Journal:
+    """The journal where these Fleet manifests keep their state (EDGESHIP_DATABASE_URL, else their
+    `state:` block, else the default file: fleet/state/location.py); no fleet given: the environment's
+    or the default. Every command and the API open the journal through this."""
+    from edgeship.fleet.state.location import shared_location
+
+    return Journal(state=shared_location([f for f in fleets if f is not None]))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeship.errors import EdgeshipError, ManifestError, RolloutError
-from edgeship.fleet.rollout.journal import Journal
+from edgeship.fleet.rollout.journal import Journal, journal_for
 from edgeship.fleet.rollout.spec import load_rollouts
 from edgeship.fleet.state.lease import LeaseHeld
 from edgeship.paths import state_dir
@@ -119,24 +119,40 @@ class Reconciler:
             return result
         claimed: dict[tuple[str, str], tuple[str, str]] = {}  # (fleet, device) -> (rollout, digest)
         # manifests may read models and data anywhere in the checkout, not outside it
-        with allowing([str(folder)]), Journal(self.journal_path) as journal:
-            for path in manifest_files(folder):
-                try:
-                    if not _ROLLOUT_KIND.search(path.read_text(errors="replace")):
-                        continue
-                    specs = load_rollouts(path)
-                except ManifestError as err:
-                    result.errors += [str(d) for d in err.diagnostics]
-                    continue
-                except OSError as err:
-                    result.errors.append(f"{path}: {err}")
-                    continue
+        with allowing([str(folder)]):
+            specs = self._specs(folder, result)
+            try:
+                journal = Journal(self.journal_path) if self.journal_path else \
+                    journal_for(*(spec.fleet_path for spec in specs))
+            except EdgeshipError as err:  # the state store of these fleets: unreachable, or not one store
+                result.errors.append(str(err))
+                self._log_pass(result, started)
+                return result
+            with journal:
                 for spec in specs:
-                    for warning in spec.warnings:
-                        self.log(f"reconcile: {warning}")
                     self._one(spec, journal, result, claimed)
         self._log_pass(result, started)
         return result
+
+    def _specs(self, folder: Path, result: PassReport) -> list:
+        """Every Rollout of the checkout (manifest errors go to the pass report)."""
+        found = []
+        for path in manifest_files(folder):
+            try:
+                if not _ROLLOUT_KIND.search(path.read_text(errors="replace")):
+                    continue
+                specs = load_rollouts(path)
+            except ManifestError as err:
+                result.errors += [str(d) for d in err.diagnostics]
+                continue
+            except OSError as err:
+                result.errors.append(f"{path}: {err}")
+                continue
+            for spec in specs:
+                for warning in spec.warnings:
+                    self.log(f"reconcile: {warning}")
+            found += specs
+        return found
 
     def _one(self, spec, journal: Journal, result: PassReport, claimed: dict) -> None:
         try:
@@ -166,7 +182,7 @@ class Reconciler:
             self.log(f"reconcile: {spec.name}: error: {err}")
             return
         if self.report is not None and report.state != "unchanged":
-            self.report(report)
+            self.report(report, journal)
         bucket = result.unchanged if report.state == "unchanged" else result.applied if report.ok else result.failed
         bucket.append(spec.name)
 

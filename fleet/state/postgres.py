@@ -15,7 +15,7 @@ import re
 import threading
 from importlib import resources
 
-from edgeship.fleet.state import StateStoreError, redact
+from edgeship.fleet.state import URL_ENV, StateStoreError, redact
 from edgeship.fleet.state.lease import DbLease
 
 MIGRATION_LOCK = 0x6564_6765  # pg_advisory_xact_lock key: "edge"
@@ -40,22 +40,30 @@ def _sql(statement: str) -> str:
 class PostgresStore:
     kind = "postgres"
 
-    def __init__(self, url: str, connect_timeout: float = 10):
+    def __init__(self, url: str, connect_timeout: float = 10, *, password: str | None = None, origin: str = ""):
+        """`password` (from a manifest's password_file) is handed to libpq, never put in the URL; `origin`
+        (the manifest's file:line, or the variable) leads every error line."""
+        self.url, self.where = url, redact(url)
+        self._prefix = f"{origin}: " if origin and origin != URL_ENV else ""
         try:
             import psycopg
             from psycopg.rows import dict_row
         except ImportError:
-            raise StateStoreError("EDGESHIP_DATABASE_URL names PostgreSQL but psycopg is not installed: "
+            raise StateStoreError(f"{origin or URL_ENV} names PostgreSQL ({redact(url)}) but psycopg is not installed: "
                                   "pip install 'edgeship[postgres]'") from None
         self._psycopg = psycopg
-        self.url, self.where = url, redact(url)
         self.path = None
         self._lock = threading.Lock()
+        secret = {"password": password} if password is not None else {}
         try:
             self._db = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=int(connect_timeout),
-                                       application_name="edgeship")
+                                       application_name="edgeship", **secret)
         except psycopg.Error as err:
-            raise StateStoreError(f"state database {self.where}: cannot connect: {_first_line(err)}") from None
+            why = _first_line(err)
+            if "password authentication failed" in why or "no password supplied" in why:
+                why += " (the password comes from state.password_file, the URL in EDGESHIP_DATABASE_URL or url_env, " \
+                       "PGPASSWORD or ~/.pgpass)"
+            raise StateStoreError(f"{self._prefix}state database {self.where}: cannot connect: {why}") from None
         try:
             self.schema_version = self._migrate()
         except BaseException:
@@ -71,7 +79,7 @@ class PostgresStore:
             done = {r["version"] for r in self._db.execute("SELECT version FROM schema_migrations").fetchall()}
             newest = max((v for v, _, _ in known), default=0)
             if done and max(done) > newest:
-                raise StateStoreError(f"state database {self.where} has schema version {max(done)}, newer than this "
+                raise StateStoreError(f"{self._prefix}state database {self.where} has schema version {max(done)}, newer than this "
                                       f"edgeship knows ({newest}): upgrade edgeship on this manager")
             for version, name, sql in known:
                 if version not in done:
@@ -85,7 +93,7 @@ class PostgresStore:
         try:
             yield
         except self._psycopg.Error as err:
-            raise StateStoreError(f"state database {self.where}: {doing}: {_first_line(err)}") from None
+            raise StateStoreError(f"{self._prefix}state database {self.where}: {doing}: {_first_line(err)}") from None
 
     # --- statements -------------------------------------------------------------------------
 

@@ -70,14 +70,40 @@ class PostgresServer:
             pass
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def new_database(self) -> str:
-        """A fresh, empty database; its URL."""
+    def new_database(self, owner: str | None = None) -> str:
+        """A fresh, empty database (owned by `owner`, a role of password_role); its URL."""
         import psycopg
 
         name = f"t{os.getpid()}_{next(_counter)}"
         with psycopg.connect(self.admin_url, autocommit=True) as con:
-            con.execute(f'CREATE DATABASE "{name}"')
+            con.execute(f'CREATE DATABASE "{name}"' + (f' OWNER "{owner}"' if owner else ""))
         return self.url(name)
+
+    def password_role(self, user: str, password: str, deadline_s: float = 30) -> None:
+        """A login role that must give `password` (scram-sha-256 over TCP; the rest of the server stays
+        trust): pg_hba.conf takes the first matching line, so one line for this user goes on top."""
+        import time
+
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as con:
+            con.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
+            hba = self.folder / "data" / "pg_hba.conf"
+            with open(hba, "r+") as fh:  # rewritten in place: the server's user keeps owning it
+                rest = fh.read()
+                fh.seek(0)
+                fh.write(f"host all {user} 127.0.0.1/32 scram-sha-256\n{rest}")
+            con.execute("SELECT pg_reload_conf()")
+        end = time.monotonic() + deadline_s  # the postmaster reloads on SIGHUP, a moment later
+        for _ in range(300):
+            try:
+                psycopg.connect(f"postgresql://{user}@127.0.0.1:{self.port}/postgres", connect_timeout=5).close()
+            except psycopg.OperationalError:
+                return
+            if time.monotonic() > end:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"pg_hba.conf reload did not take effect for {user} within {deadline_s} s")
 
 
 def start_server() -> PostgresServer:
