@@ -163,10 +163,15 @@ def bench_one(entry: dict, folder: Path, repeats: int, integer: bool, litert: bo
         ethos = _build(_pipeline(folder, entry, INTEGER_TARGET))
         build_s["ethos"] = time.perf_counter() - t0
         if ethos.ok and ethos.ctx.report["quantize"].get("selected"):
+            from edgeship.stages.quant_shipped import LITERT, ShippedRunner
+
             pick = next(c for c in ethos.ctx.report["quantize"]["candidates"] if c["selected"])
-            label = f"{INTEGER_TARGET}: {pick['name']} (integer)"
+            label = f"{INTEGER_TARGET}: {pick['name']} (integer{', LiteRT' if pick['scored_on'] == LITERT else ''})"
             paths[label] = Path(ethos.ctx.workdir) / "quantize" / f"{pick['name']}.onnx"
             rows[label] = pick
+            # scored like auto and validate score it: the emitted .tflite under LiteRT (what Vela compiles)
+            litert_sessions[label] = ShippedRunner(ethos.ctx.target_data, paths[label].parent).timing_session(
+                paths[label], pick["scored_on"])
         else:
             rows[f"{INTEGER_TARGET}: no integer model"] = {"error": str(ethos.error).splitlines()[0][:100]}
     ref_sess = session(paths[float_label], threads=0)
