@@ -11,7 +11,9 @@ integer TFLite for LiteRT + XNNPACK; float islands fall back to onnxruntime), ea
 the runtime that would ship it, plus the fully integer model `auto` ships to an Arm Ethos-U65 (int8 or
 16x8, never float): the task metric `auto` held it to, cosine, SQNR, p50, speed-up over float
 (onnxruntime, 1 thread), and which layers stayed float or went int16. Accuracy is against the float
-model on held-out data (not the calibration data). Latency: every model of a row group measured
+model on held-out data (not the calibration data), on the runtime that ships each row: the Ethos-U65's
+is its emitted .tflite under LiteRT (what Vela compiles; its p50 is that .tflite on this host's LiteRT,
+int16 on reference kernels, not the chip: Vela's figures are in bench/backends.py). Latency: every model of a row group measured
 interleaved, round-robin, in several runs; the median over runs is printed, with the spread (min-max of
 the runs' medians). A LiteRT row times the interpreter on inputs quantized once beforehand.
 """
