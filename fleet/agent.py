@@ -152,13 +152,18 @@ class Agent:
         _fsync_dir(self.root)
 
     def _record(self, result: Result) -> Result:
-        """Store the outcome as `last_result` (best effort: a full disk must not hide the real error)."""
+        """Store the outcome as `last_result` (best effort: a full disk must not hide the real error).
+        A switch already wrote it with the new state, fsynced: no second write (two fsyncs per
+        activation, the agent's dearest step after unpacking on a busy disk)."""
         if not self.root.is_dir():
             return result  # never create a device root as a side effect of a refused call
         try:
             with self._locked():
                 state = self._read_state()
-                state["last_result"] = result.to_dict()
+                recorded = json.loads(json.dumps(result.to_dict()))
+                if state.get("last_result") == recorded:
+                    return result
+                state["last_result"] = recorded
                 self._write_state(state)
         except OSError:
             pass
