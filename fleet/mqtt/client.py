@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import selectors
@@ -33,6 +34,28 @@ from edgeship.errors import TransportError
 log = logging.getLogger("edgeship.mqtt")
 
 _BAD_CREDENTIALS = {"Bad user name or password", "Not authorized", "Bad username or password"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _levels(pattern: str) -> tuple[str, ...]:
+    return tuple(pattern.split("/"))
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """MQTT subscription matching, as paho's topic_matches_sub (which builds a matcher object on
+    every call: for every handler of every message, a busy manager's largest single cost).
+    `+` is one level, `#` the rest (the parent level included); wildcards in the first level do
+    not match `$` topics."""
+    wanted = _levels(pattern)
+    levels = topic.split("/")
+    if topic.startswith("$") and wanted[0] in ("+", "#"):
+        return False
+    for i, part in enumerate(wanted):
+        if part == "#":
+            return True
+        if i >= len(levels) or (part != "+" and part != levels[i]):
+            return False
+    return len(levels) == len(wanted)
 
 
 @dataclass(frozen=True)
@@ -391,7 +414,7 @@ class MqttClient:
                             getattr(props, "ResponseTopic", None) if props else None,
                             getattr(props, "CorrelationData", None) if props else None)
         for pattern, handler in self.handlers:
-            if paho.topic_matches_sub(pattern, message.topic):
+            if topic_matches(pattern, message.topic):
                 self.worker.submit(handler, incoming)
 
     # --- publishing ----------------------------------------------------------------------------
