@@ -12,17 +12,23 @@ Linux, no libc), each file is simply fsynced.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
+from functools import lru_cache
 from pathlib import Path
 
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of dirty pages, do not wait
+_UNSET = object()
+_sync_file_range = _UNSET  # looked up on first use (tests set None to take the portable path)
 
 
+@lru_cache(maxsize=1)
 def _load_sync_file_range():
+    """libc's sync_file_range from the running process's own symbols (no library search: that
+    spawns ldconfig); None where there is none (not Linux)."""
+    if os.name != "posix":
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.sync_file_range
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
@@ -30,20 +36,22 @@ def _load_sync_file_range():
     return fn
 
 
-_sync_file_range = _load_sync_file_range() if os.name == "posix" else None
+def _writeback_call():
+    return _load_sync_file_range() if _sync_file_range is _UNSET else _sync_file_range
 
 
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing the file's dirty pages now (a hint: errors are ignored;
     the fsync that follows is what guarantees durability)."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+    call = _writeback_call()
+    if call is not None:
+        call(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
 def fsync_all(paths: list[Path]) -> None:
     """fsync every file in `paths` (written and closed by the caller), writeback started for all
     first. One file open at a time: a bundle may hold many members."""
-    if _sync_file_range is not None:
+    if _writeback_call() is not None:
         for path in paths:
             fd = os.open(path, os.O_RDONLY)
             try:

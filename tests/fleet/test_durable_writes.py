@@ -41,7 +41,7 @@ def _members(dest: Path) -> set[str]:
 def test_extract_fsyncs_every_member_after_starting_writeback_of_all(tmp_path, monkeypatch):
     bundle = make_bundle(tmp_path, "kws", seed=1)
     events = _record_syncs(monkeypatch)
-    monkeypatch.setattr(durable, "_sync_file_range", durable._sync_file_range or (lambda *a: 0))
+    monkeypatch.setattr(durable, "_sync_file_range", durable._writeback_call() or (lambda *a: 0))
     dest = tmp_path / "out"
     artifact.safe_extract(bundle, dest)
     members = _members(dest)
