@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writeback of dirty pages, do not wait
+_FSYNC_OPEN = os.O_RDONLY if os.name == "posix" else os.O_RDWR  # Windows fsyncs only a writable handle
 _UNSET = object()
 _sync_file_range = _UNSET  # looked up on first use (tests set None to take the portable path)
 
@@ -59,7 +60,7 @@ def fsync_all(paths: list[Path]) -> None:
             finally:
                 os.close(fd)
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, _FSYNC_OPEN)
         try:
             os.fsync(fd)
         finally:
