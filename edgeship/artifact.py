@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edgeship import durable
 from edgeship.errors import ArtifactError
 
 SUMS = "SHA256SUMS"
@@ -388,6 +389,7 @@ def safe_extract(bundle: Path, dest: Path, max_member_bytes: int | None = None, 
             if max_total_bytes is not None and total > max_total_bytes:
                 raise ArtifactError(f"bundle unpacks to {total} bytes, over the limit of {max_total_bytes}", "oversize")
             dest.mkdir(parents=True, exist_ok=True)
+            written = []
             for member in members:
                 src = tar.extractfile(member)
                 assert src is not None
@@ -395,9 +397,9 @@ def safe_extract(bundle: Path, dest: Path, max_member_bytes: int | None = None, 
                 with open(target, "wb") as out:
                     while block := src.read(_CHUNK):
                         out.write(block)
-                    out.flush()
-                    os.fsync(out.fileno())
                 os.chmod(target, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+                written.append(target)
+            durable.fsync_all(written)  # every member on disk before return, in one journal commit
     except (tarfile.TarError, EOFError) as err:
         raise ArtifactError(f"{bundle}: corrupt bundle: {err}", "tampered") from None
 

@@ -152,13 +152,18 @@ class Agent:
         _fsync_dir(self.root)
 
     def _record(self, result: Result) -> Result:
-        """Store the outcome as `last_result` (best effort: a full disk must not hide the real error)."""
+        """Store the outcome as `last_result` (best effort: a full disk must not hide the real error).
+        A switch already wrote it with the new state, fsynced: no second write (two fsyncs per
+        activation, the agent's dearest step after unpacking on a busy disk)."""
         if not self.root.is_dir():
             return result  # never create a device root as a side effect of a refused call
         try:
             with self._locked():
                 state = self._read_state()
-                state["last_result"] = result.to_dict()
+                recorded = json.loads(json.dumps(result.to_dict()))
+                if state.get("last_result") == recorded:
+                    return result
+                state["last_result"] = recorded
                 self._write_state(state)
         except OSError:
             pass
@@ -233,10 +238,21 @@ class Agent:
         hexd = digest_hex(digest)
         return (self.releases / hexd / artifact.SUMS).is_file() or (self.incoming / f"{hexd}.tar").is_file()
 
+    def _release_names(self) -> list[str]:
+        return sorted(p.name for p in self.releases.iterdir() if _HEX.match(p.name)) if self.releases.is_dir() else []
+
+    def _incoming_names(self) -> list[str]:
+        return sorted(p.name for p in self.incoming.glob("*.tar")) if self.incoming.is_dir() else []
+
+    def kept_digests(self) -> set[str]:
+        """Releases unpacked here and bundles waiting in incoming/ (what a chunk store keeps the
+        chunks of), without the rest of status() (its walk of the whole device root)."""
+        return {f"sha256:{h}" for h in self._release_names()} | {f"sha256:{n[:-4]}" for n in self._incoming_names()}
+
     def status(self) -> dict:
         state = self._read_state() if self.root.exists() else {"history": []}
         as_digest = lambda h: f"sha256:{h}" if h else None  # noqa: E731
-        releases = sorted(p.name for p in self.releases.iterdir() if _HEX.match(p.name)) if self.releases.is_dir() else []
+        releases = self._release_names()
         free = shutil.disk_usage(self.root).free if self.root.exists() else None
         return {
             "device_id": self.device_id,
@@ -245,7 +261,7 @@ class Agent:
             "previous": as_digest(state.get("previous")),
             "last_result": state.get("last_result"),
             "releases": [as_digest(h) for h in releases],
-            "incoming": sorted(p.name for p in self.incoming.glob("*.tar")) if self.incoming.is_dir() else [],
+            "incoming": self._incoming_names(),
             "disk_bytes": _tree_bytes(self.root) if self.root.exists() else 0,
             "free_bytes": free,
             "updated": state.get("updated"),

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import selectors
@@ -33,6 +34,28 @@ from edgeship.errors import TransportError
 log = logging.getLogger("edgeship.mqtt")
 
 _BAD_CREDENTIALS = {"Bad user name or password", "Not authorized", "Bad username or password"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _levels(pattern: str) -> tuple[str, ...]:
+    return tuple(pattern.split("/"))
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """MQTT subscription matching, as paho's topic_matches_sub (which builds a matcher object on
+    every call: for every handler of every message, a busy manager's largest single cost).
+    `+` is one level, `#` the rest (the parent level included); wildcards in the first level do
+    not match `$` topics."""
+    wanted = _levels(pattern)
+    levels = topic.split("/")
+    if topic.startswith("$") and wanted[0] in ("+", "#"):
+        return False
+    for i, part in enumerate(wanted):
+        if part == "#":
+            return True
+        if i >= len(levels) or (part != "+" and part != levels[i]):
+            return False
+    return len(levels) == len(wanted)
 
 
 @dataclass(frozen=True)
@@ -116,52 +139,78 @@ class SharedLoop:
                 self._clients.remove(client)
 
     def _run(self) -> None:
+        """One selector for the loop's life: a client's socket is registered once and changed only
+        when it wants to write or reconnects (rebuilding it for every client on every pass was most
+        of a device host's own CPU)."""
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        registered: dict[MqttClient, tuple[object, int]] = {}  # client -> (socket, events)
         last_misc = 0.0
-        while not self._stop.is_set():
-            with self._lock:
-                clients = list(self._clients)
-            sel = selectors.DefaultSelector()
-            by_sock = {}
-            now = time.monotonic()
-            for c in clients:
-                sock = c.paho.socket()
-                if sock is None:
-                    c._maybe_reconnect(now)
-                    continue
-                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.paho.want_write() else 0)
-                try:
-                    sel.register(sock, events, c)
-                    by_sock[sock] = c
-                except (ValueError, KeyError, OSError):
-                    continue
-            if not by_sock:
-                sel.close()
-                time.sleep(0.05)
-                continue
-            sel.register(self._wake_r, selectors.EVENT_READ, None)
-            for key, mask in sel.select(timeout=0.05):
-                client = key.data
-                if client is None:
-                    try:
-                        while self._wake_r.recv(4096):
-                            pass
-                    except (BlockingIOError, OSError):
-                        pass
-                    continue
-                if mask & selectors.EVENT_READ:
-                    client.paho.loop_read()
-                if mask & selectors.EVENT_WRITE and client.paho.socket() is not None:
-                    client.paho.loop_write()
-            sel.close()
-            if now - last_misc >= 0.5:
-                last_misc = now
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    clients = list(self._clients)
+                now = time.monotonic()
+                wanted = {}
                 for c in clients:
-                    if c.paho.socket() is not None:
-                        c.paho.loop_misc()
+                    sock = c.paho.socket()
+                    if sock is None:
+                        c._maybe_reconnect(now)
+                        continue
+                    wanted[c] = (sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.paho.want_write() else 0))
+                _sync_registrations(sel, registered, wanted)
+                if not registered:
+                    time.sleep(0.05)
+                    continue
+                for key, mask in sel.select(timeout=0.05):
+                    client = key.data
+                    if client is None:
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except (BlockingIOError, OSError):
+                            pass
+                        continue
+                    if mask & selectors.EVENT_READ:
+                        client.paho.loop_read()
+                    if mask & selectors.EVENT_WRITE and client.paho.socket() is not None:
+                        client.paho.loop_write()
+                if now - last_misc >= 0.5:
+                    last_misc = now
+                    for c in clients:
+                        if c.paho.socket() is not None:
+                            c.paho.loop_misc()
+        finally:
+            sel.close()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+def _sync_registrations(sel: selectors.BaseSelector, registered: dict, wanted: dict) -> None:
+    """Make the selector watch exactly `wanted` (client -> (socket, events)). Stale sockets (closed
+    by a disconnect, replaced by a reconnect) go first, so a new socket that reuses a closed one's
+    descriptor number registers cleanly."""
+    for client, (sock, _events) in list(registered.items()):
+        if client not in wanted or wanted[client][0] is not sock:
+            del registered[client]
+            try:
+                sel.unregister(sock)
+            except (KeyError, ValueError, OSError):
+                pass
+    for client, (sock, events) in wanted.items():
+        known = registered.get(client)
+        if known is not None and known[1] == events:
+            continue
+        try:
+            if known is None:
+                sel.register(sock, events, client)
+            else:
+                sel.modify(sock, events, client)
+            registered[client] = (sock, events)
+        except (KeyError, ValueError, OSError):
+            registered.pop(client, None)  # closed under us: picked up again on the next pass
 
 
 class MqttClient:
@@ -365,7 +414,7 @@ class MqttClient:
                             getattr(props, "ResponseTopic", None) if props else None,
                             getattr(props, "CorrelationData", None) if props else None)
         for pattern, handler in self.handlers:
-            if paho.topic_matches_sub(pattern, message.topic):
+            if topic_matches(pattern, message.topic):
                 self.worker.submit(handler, incoming)
 
     # --- publishing ----------------------------------------------------------------------------

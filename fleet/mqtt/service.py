@@ -320,10 +320,11 @@ class DeviceService:
         return ""
 
     def _already_done(self, doc: dict) -> bool:
+        """From the `current` link and the release folders alone (the full status walks the whole
+        device root: the report that follows does that once)."""
         digest = doc["digest"]
-        status = self.agent.status()
         if doc["action"] == "activate":
-            return status.get("current") == digest
+            return self._current_on_disk() == digest
         return self.agent.has(digest)
 
     def _next_wanted(self) -> list[str]:
@@ -469,9 +470,7 @@ class DeviceService:
 
     def _gc_chunks(self) -> None:
         """Keep only chunks of releases still on the device (their recipes); drop the rest."""
-        status = self.agent.status()
-        keep_digests = {d for d in status.get("releases", []) if d}
-        keep_digests |= {f"sha256:{n[:-4]}" for n in status.get("incoming", [])}
+        keep_digests = self.agent.kept_digests()
         keep: set[str] = set()
         if not self.recipes_dir.is_dir():
             return

@@ -92,7 +92,12 @@ class MqttManager:
         self._desired: dict[str, dict] = {}
         self._seq_seen: dict[str, int] = {}  # highest retained desired seq per device, signed by our key
         self._own_public = None
-        self._cond = threading.Condition()
+        # One lock for all the bookkeeping below; waiters on one device's report wait on that
+        # device's condition (same lock), so a report wakes its own waiter, not the ~100 threads of
+        # an engine wave that wait for other devices (each report used to wake them all).
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._device_conds: dict[str, threading.Condition] = {}
         self._sync_topic = f"{prefix}/manager/{self.client.client_id}/sync"
         self._sync_sent = self._sync_done = 0  # sync rounds sent / answered (see sync())
         self._sync_inflight: int | None = None
@@ -224,6 +229,18 @@ class MqttManager:
         except protocol.ProtocolError:
             return None
 
+    def _device_cond(self, device_id: str) -> threading.Condition:
+        """The condition a waiter for this device's report or status waits on (call with the lock held)."""
+        cond = self._device_conds.get(device_id)
+        if cond is None:
+            cond = self._device_conds[device_id] = threading.Condition(self._lock)
+        return cond
+
+    def _notify_device(self, device_id: str) -> None:
+        cond = self._device_conds.get(device_id)
+        if cond is not None:
+            cond.notify_all()
+
     def _on_reported(self, msg: Incoming) -> None:
         decoded = self._device_doc(msg)
         if decoded is None:
@@ -232,7 +249,7 @@ class MqttManager:
         with self._cond:
             self.reported[device_id] = doc
             self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), _number(doc.get("ts")))
-            self._cond.notify_all()
+            self._notify_device(device_id)
 
     def _on_status(self, msg: Incoming) -> None:
         decoded = self._device_doc(msg)
@@ -245,7 +262,7 @@ class MqttManager:
             # Every status the device wrote counts (heartbeats, and the `offline` of a clean stop, written
             # when it stopped); a last will carries its connect time, older than any heartbeat: max() keeps it harmless.
             self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), _number(doc.get("ts")))
-            self._cond.notify_all()
+            self._notify_device(device_id)
 
     # --- artifacts -----------------------------------------------------------------------------
 
@@ -354,6 +371,7 @@ class MqttManager:
         """Wait for the device to report trusting `version` (or newer); TransportError otherwise."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            cond = self._device_cond(device_id)
             while True:
                 doc = self.reported.get(device_id) or {}
                 trust = doc.get("trust") if isinstance(doc.get("trust"), dict) else {}
@@ -366,7 +384,7 @@ class MqttManager:
                 if left <= 0:
                     raise TransportError(device_id, f"did not report trust document version {version} "
                                                     f"(it reports {trust.get('version')!r}; legacy devices ignore it)")
-                self._cond.wait(min(left, 0.5))
+                cond.wait(min(left, 0.5))
 
     def withdraw_desired(self, device_id: str) -> None:
         """Delete the device's retained desired document (an empty retained message), so a device
@@ -384,6 +402,7 @@ class MqttManager:
         started = time.monotonic()
         deadline = started + (timeout if timeout is not None else self.timeout_s)
         with self._cond:
+            cond = self._device_cond(device_id)
             while True:
                 doc = self.reported.get(device_id)
                 if doc and int(doc.get("seq") or 0) >= seq:
@@ -395,7 +414,7 @@ class MqttManager:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TransportError(device_id, "timed out waiting for the device to report")
-                self._cond.wait(min(left, 0.5))
+                cond.wait(min(left, 0.5))
 
     def device_state(self, device_id: str) -> DeviceState:
         with self._cond:
