@@ -10,8 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeship.stages import fusions
 from edgeship.stages.optimize import optimize_model
+from tests.support.require import require_module
 
-ort = pytest.importorskip("onnxruntime")
+ort = require_module("onnxruntime")
 
 
 def _f32(name, shape):

@@ -7,16 +7,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from edgeship import artifact, durable
 from edgeship.fleet.agent import Agent
 from tests.fleet.fleet_helpers import agent_for
 from tests.support.bundles import make_bundle
+from tests.support.require import require_dir
 
 
 def _record_syncs(monkeypatch) -> list[tuple[str, str]]:
     """(what, real path) for every writeback start and fsync, in order."""
+    require_dir("/proc/self/fd", "the recorder maps file descriptors to paths through /proc")
     events: list[tuple[str, str]] = []
     real_fsync, real_start = os.fsync, durable.start_writeback
 
@@ -37,7 +37,6 @@ def _members(dest: Path) -> set[str]:
     return {os.path.realpath(p) for p in dest.iterdir()}
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="maps fds to paths through /proc")
 def test_extract_fsyncs_every_member_after_starting_writeback_of_all(tmp_path, monkeypatch):
     bundle = make_bundle(tmp_path, "kws", seed=1)
     events = _record_syncs(monkeypatch)
@@ -54,7 +53,6 @@ def test_extract_fsyncs_every_member_after_starting_writeback_of_all(tmp_path, m
     assert artifact.verify_dir(dest, None, require_signature=False) == artifact.bundle_digest(bundle)
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="maps fds to paths through /proc")
 def test_extract_without_sync_file_range_still_fsyncs_every_member(tmp_path, monkeypatch):
     bundle = make_bundle(tmp_path, "kws", seed=1)
     events = _record_syncs(monkeypatch)

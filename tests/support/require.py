@@ -27,6 +27,12 @@ def require_file(path, why: str) -> None:
         _missing(f"{path} is missing: {why}")
 
 
+def require_dir(path, why: str) -> None:
+    """A folder the platform provides (Linux's /proc, ...)."""
+    if not os.path.isdir(path):
+        _missing(f"{path} is missing: {why}")
+
+
 def require_root(why: str) -> None:
     """Tests that change file owners or groups (CI runs as root)."""
     if os.geteuid() != 0:
