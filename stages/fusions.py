@@ -406,6 +406,8 @@ def fold_hard_sigmoid_into_conv(model) -> int:
     Conv is absorbed by the quantized Conv's output range, where a HardSigmoid has no quantized kernel."""
     from onnx import helper
 
+    from edgeship.stages.normalize import default_opset
+
     def rewrite(g, node) -> bool:
         if not _is(node, "HardSigmoid"):
             return False
@@ -420,7 +422,7 @@ def fold_hard_sigmoid_into_conv(model) -> int:
         old_b = b.astype(np.float64) if b is not None else np.zeros(w.shape[0])
         _set_conv_params(g, conv, (w.astype(np.float64) * alpha).astype(w.dtype), (old_b * alpha + beta).astype(w.dtype))
         base = node.name or node.output[0]
-        if _opset(model) >= 11:
+        if default_opset(model) >= 11:
             bounds = [g.add_init(f"{base}.min", np.array(0.0, dtype=w.dtype)), g.add_init(f"{base}.max", np.array(1.0, dtype=w.dtype))]
             clip = helper.make_node("Clip", [node.input[0], *bounds], [node.output[0]], name=node.name)
         else:
@@ -429,10 +431,6 @@ def fold_hard_sigmoid_into_conv(model) -> int:
         return True
 
     return _rewrite_until_fixed_point(model, rewrite)
-
-
-def _opset(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in DEFAULT), 1)
 
 
 PASSES = {

@@ -33,6 +33,7 @@ from onnxruntime.quantization import (
 
 from edgeship.errors import BuildError
 from edgeship.pipelines.data import sample_at, sample_count, strided
+from edgeship.stages.normalize import default_opset
 
 QUANT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8, "int16": QuantType.QInt16, "uint16": QuantType.QUInt16}
 METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
@@ -85,12 +86,8 @@ class ArrayReader(CalibrationDataReader):
         return feed
 
 
-def opset_of(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def require_opset_for_per_channel(model_path: Path) -> None:
-    opset = opset_of(onnx.load(str(model_path), load_external_data=False))
+    opset = default_opset(onnx.load(str(model_path), load_external_data=False))
     if opset < 13:
         raise BuildError(f"per-channel quantization needs opset >= 13 (DequantizeLinear axis) but the model is "
                          f"opset {opset}; run the normalize stage first (it upgrades the opset)", stage="quantize")

@@ -15,7 +15,7 @@ from typing import Mapping
 
 import onnx
 
-from edgeship.stages.quant_ort import opset_of
+from edgeship.stages.normalize import default_opset
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -44,7 +44,7 @@ def compose(float_model: onnx.ModelProto, choices: Mapping[str, onnx.ModelProto]
     outputs that are quantized in the QDQ model get the same Q -> DQ, read by *every* consumer of
     that tensor (onnxruntime quantizes a tensor once, not per reader).
     """
-    out = at_opset(float_model, max((opset_of(s) for s in choices.values()), default=0))
+    out = at_opset(float_model, max((default_opset(s) for s in choices.values()), default=0))
     have = {t.name for t in out.graph.initializer}
     float_nodes = {n.name: n for n in out.graph.node if n.name}
     added: list[onnx.NodeProto] = []
@@ -170,7 +170,7 @@ def _insert_before_consumers(model: onnx.ModelProto, added: list[onnx.NodeProto]
 
 def at_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     """A copy of `model` at default-domain opset >= `version` (int16 Q/DQ need 21), converted properly."""
-    if opset_of(model) >= version:
+    if default_opset(model) >= version:
         out = onnx.ModelProto()
         out.CopyFrom(model)
         return out
