@@ -68,14 +68,6 @@ def _litert_session(release: Path):
         raise
 
 
-def _timed_call(session, feed: dict):
-    """One inference, as the build timed it (litert_run.timed_call): a LiteRT session on inputs quantized
-    once, onnxruntime on the float feed. Not imported from edgeship.targets: the agent's install lacks the
-    build's dependencies (jsonschema) that the package brings in."""
-    prepare = getattr(session, "timed_call", None)
-    return prepare(feed) if prepare is not None else (lambda: session.run(None, feed))
-
-
 def _onnxruntime_session(model: Path):
     """Single-threaded, quiet: the smoke test times one core, like the build's latency figures.
     Imported here: a board running only LiteRT or RKNN artifacts need not load onnxruntime."""
@@ -128,10 +120,13 @@ def smoke_test(release: Path, config: SmokeConfig) -> dict:
     samples = _load_samples(release, session, config.samples)
 
     timings: list[float] = []
+    # one inference as the build timed it: a LiteRT session on inputs quantized once, onnxruntime on the float feed
+    from edgeship.targets.backends.litert_run import timed_call
+
     try:
         session.run(None, samples[0])  # warm-up: first run pays allocation costs
         for feed in samples:
-            call = _timed_call(session, feed)
+            call = timed_call(session, feed)
             for _ in range(config.runs):
                 start = time.perf_counter()
                 outputs = call()
