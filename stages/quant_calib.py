@@ -67,11 +67,12 @@ def entropy_threshold(values: np.ndarray) -> float:
 def _kl_to_quantized(clipped: np.ndarray, inside: np.ndarray) -> float:
     """KL(clipped || the in-range bins merged into QUANTIZED_BINS levels, spread back over their non-empty
     bins). The outliers folded into `clipped`'s last bin are the clipping cost; the merge is the rounding cost."""
-    expanded = np.zeros_like(inside)
-    for idx in np.array_split(np.arange(inside.size), QUANTIZED_BINS):
-        used = idx[inside[idx] > 0]
-        if used.size:
-            expanded[used] = inside[idx].sum() / used.size
+    sizes = np.full(QUANTIZED_BINS, inside.size // QUANTIZED_BINS)
+    sizes[: inside.size % QUANTIZED_BINS] += 1  # np.array_split's groups
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    used = inside > 0
+    per_level = np.add.reduceat(inside, starts) / np.maximum(np.add.reduceat(used, starts), 1)
+    expanded = np.where(used, np.repeat(per_level, sizes), 0.0)
     p = clipped / clipped.sum()
     q = expanded / max(expanded.sum(), 1e-300)
     mask = p > 0
